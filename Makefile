@@ -1,0 +1,59 @@
+# xlb — build, test, benchmark, lint, fuzz.
+# `make test` is what CI runs (.ci/run); it installs what it needs first.
+
+GO        ?= go
+STATICCHECK_VERSION := v0.8.2
+PKGS      := ./...
+FUZZTIME  ?= 10s
+BIN       := bin
+
+.PHONY: all build test unit race benchsmoke bench lint fuzz golden deps demo clean
+
+all: build
+
+deps:
+	@./scripts/deps.sh
+
+build:
+	$(GO) build -o $(BIN)/xlb ./cmd/xlb
+	$(GO) build -o $(BIN)/xlbctl ./cmd/xlbctl
+
+# Every test: unit + golden + fuzz seed corpora + integration (root) tests,
+# the race detector over the concurrent packages, and one iteration of every
+# benchmark so none can rot.
+test: deps build unit race benchsmoke
+
+unit:
+	$(GO) test -count=1 $(PKGS)
+
+race:
+	$(GO) test -race -count=1 ./conntrack/ ./dataplane/...
+
+benchsmoke:
+	$(GO) test -count=1 -run='^$$' -bench=. -benchtime=1x $(PKGS) > /dev/null
+
+bench:
+	$(GO) test -run='^$$' -bench=. -benchmem $(PKGS)
+
+lint:
+	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt:"; echo "$$out"; exit 1; fi
+	$(GO) vet $(PKGS)
+	$(GO) run honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION) $(PKGS)
+
+# A short run of every fuzz target (FUZZTIME each).
+fuzz:
+	@set -e; for pkg in $$($(GO) list $(PKGS)); do \
+	  for f in $$($(GO) test -list '^Fuzz' $$pkg | grep '^Fuzz'); do \
+	    echo "== $$pkg $$f"; $(GO) test -run='^$$' -fuzz="^$$f$$" -fuzztime=$(FUZZTIME) $$pkg; \
+	  done; done
+
+# Regenerate the golden rewrite fixtures from their descriptions.
+golden:
+	rm -rf testdata/golden
+	$(GO) run ./internal/tools/goldengen -out testdata/golden
+
+demo: deps build
+	./scripts/demo.sh
+
+clean:
+	rm -rf $(BIN)

@@ -1,0 +1,38 @@
+// Command xlb is the load balancer binary: `xlb run`, `xlb bench`,
+// `xlb version`. It parses flags and wires packages together; the logic
+// lives in the packages it calls.
+package main
+
+import (
+	"fmt"
+	"os"
+
+	"github.com/xlb/xlb/internal/version"
+)
+
+const usage = `usage: xlb <command> [flags]
+
+commands:
+  version        print the version
+`
+
+func main() {
+	os.Exit(run(os.Args[1:]))
+}
+
+func run(args []string) int {
+	if len(args) == 0 {
+		fmt.Fprint(os.Stderr, usage)
+		return 2
+	}
+	switch args[0] {
+	case "version":
+		fmt.Println("xlb", version.Version)
+		return 0
+	case "help", "-h", "--help":
+		fmt.Print(usage)
+		return 0
+	}
+	fmt.Fprintf(os.Stderr, "xlb: unknown command %q\n%s", args[0], usage)
+	return 2
+}

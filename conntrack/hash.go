@@ -1,0 +1,37 @@
+package conntrack
+
+import (
+	"encoding/binary"
+	"math/bits"
+)
+
+// The flow hash is two or three rounds of the 64x64->128 bit multiply-fold
+// used by wyhash: cheap (one MUL each), well mixed in every output bit, and
+// keyed by Config.Seed. The low 32 bits pick the bucket inside a shard and
+// the high 32 bits pick the shard, so the two choices are independent.
+
+const (
+	k1 = 0xa0761d6478bd642f
+	k2 = 0xe7037ed1a0b428db
+	k3 = 0x8ebc6af09c88c6e3
+	k4 = 0x589965cc75374cc3
+	k5 = 0x1d8e4e27c47d124f
+)
+
+func mix(a, b uint64) uint64 {
+	hi, lo := bits.Mul64(a, b)
+	return hi ^ lo
+}
+
+func hash4(k *Key4, seed uint64) uint64 {
+	a := uint64(binary.LittleEndian.Uint32(k.SrcIP[:])) | uint64(binary.LittleEndian.Uint32(k.DstIP[:]))<<32
+	b := uint64(k.SrcPort) | uint64(k.DstPort)<<16 | uint64(k.Proto)<<32
+	return mix(mix(a^seed^k1, b^k2), seed^k3)
+}
+
+func hash6(k *Key6, seed uint64) uint64 {
+	h1 := mix(binary.LittleEndian.Uint64(k.SrcIP[:8])^seed^k1, binary.LittleEndian.Uint64(k.SrcIP[8:])^k2)
+	h2 := mix(binary.LittleEndian.Uint64(k.DstIP[:8])^seed^k3, binary.LittleEndian.Uint64(k.DstIP[8:])^k4)
+	p := uint64(k.SrcPort) | uint64(k.DstPort)<<16 | uint64(k.Proto)<<32
+	return mix(h1^p^k5, h2^k2)
+}

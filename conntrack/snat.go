@@ -1,0 +1,136 @@
+package conntrack
+
+import (
+	"sync"
+	"unsafe"
+)
+
+// snatPoolData is the port allocator of one SNAT address: a FIFO ring of
+// the free ports (as offsets from SNATPortMin) and a bitmap of the
+// allocated ones. FIFO order hands a freed port out again only after every
+// other free port, which keeps a backend's TIME_WAIT for the old
+// connection out of the way of the new one. Alloc and free are O(1).
+type snatPoolData struct {
+	mu        sync.Mutex
+	head      uint32   // ring index of the next port to hand out
+	free      uint32   // number of free ports in the ring
+	exhausted uint64   // allocations that found this address (the first tried) and all others empty
+	ring      []uint16 // free port offsets, ring[head : head+free] (mod len)
+	used      []uint64 // bit i set: port offset i is allocated
+}
+
+type snatPool struct {
+	snatPoolData
+	_ [(cacheLine - unsafe.Sizeof(snatPoolData{})%cacheLine) % cacheLine]byte
+}
+
+func (p *snatPool) init(n int) {
+	p.ring = make([]uint16, n)
+	p.used = make([]uint64, (n+63)/64)
+	for i := range p.ring {
+		p.ring[i] = uint16(i)
+	}
+	p.free = uint32(n)
+}
+
+func (p *snatPool) alloc() (uint16, bool) {
+	p.mu.Lock()
+	if p.free == 0 {
+		p.mu.Unlock()
+		return 0, false
+	}
+	off := p.ring[p.head]
+	p.head++
+	if int(p.head) == len(p.ring) {
+		p.head = 0
+	}
+	p.free--
+	p.used[off>>6] |= 1 << (off & 63)
+	p.mu.Unlock()
+	return off, true
+}
+
+func (p *snatPool) release(off uint16) bool {
+	p.mu.Lock()
+	if int(off) >= len(p.ring) || p.used[off>>6]&(1<<(off&63)) == 0 {
+		p.mu.Unlock()
+		return false
+	}
+	p.used[off>>6] &^= 1 << (off & 63)
+	tail := int(p.head) + int(p.free)
+	if tail >= len(p.ring) {
+		tail -= len(p.ring)
+	}
+	p.ring[tail] = off
+	p.free++
+	p.mu.Unlock()
+	return true
+}
+
+// AllocSNAT4 allocates a SNAT source port on one of the IPv4 SNAT
+// addresses. hash (e.g. the flow hash) picks the address tried first;
+// when it has no free port the others are tried in turn. It returns the
+// address index (for Entry4.SNATAddr, see [Table.SNATIP4]) and the port,
+// or ok=false, counted in Stats.SNATExhausted, when every address is out
+// of ports (or none is configured, which is not counted). now is accepted
+// for a future reuse quarantine; the FIFO order already gives a freed port
+// the longest possible rest.
+func (t *Table) AllocSNAT4(hash uint32, now int64) (addrIdx uint8, port uint16, ok bool) {
+	return t.allocSNAT(0, len(t.snat4), hash)
+}
+
+// AllocSNAT6 is AllocSNAT4 for the IPv6 SNAT addresses; their indices
+// follow the IPv4 ones (see Config.SNATIPs4).
+func (t *Table) AllocSNAT6(hash uint32, now int64) (addrIdx uint8, port uint16, ok bool) {
+	return t.allocSNAT(len(t.snat4), len(t.snat6), hash)
+}
+
+func (t *Table) allocSNAT(first, n int, hash uint32) (uint8, uint16, bool) {
+	if n == 0 {
+		return 0, 0, false
+	}
+	start := int(uint64(hash) * uint64(n) >> 32)
+	for i, j := 0, start; i < n; i++ {
+		if off, ok := t.snat[first+j].alloc(); ok {
+			return uint8(first + j), t.portMin + off, true
+		}
+		if j++; j == n {
+			j = 0
+		}
+	}
+	p := &t.snat[first+start]
+	p.mu.Lock()
+	p.exhausted++
+	p.mu.Unlock()
+	return 0, 0, false
+}
+
+// FreeSNAT returns a port allocated by AllocSNAT4 or AllocSNAT6. It
+// reports false, and does nothing, if the port is not currently allocated
+// (a double free) or the index or port is out of range. The table frees
+// the ports of the fullnat entries it removes itself: callers free only
+// ports they allocated and did not hand to InsertNAT4/InsertNAT6.
+func (t *Table) FreeSNAT(addrIdx uint8, port uint16) bool {
+	if int(addrIdx) >= len(t.snat) || port < t.portMin || port > t.portMax {
+		return false
+	}
+	return t.snat[addrIdx].release(port - t.portMin)
+}
+
+// SNATIP4 returns the IPv4 SNAT address with index idx.
+func (t *Table) SNATIP4(idx uint8) ([4]byte, bool) {
+	if int(idx) >= len(t.snat4) {
+		return [4]byte{}, false
+	}
+	return t.snat4[idx], true
+}
+
+// SNATIP6 returns the IPv6 SNAT address with index idx (which counts the
+// IPv4 addresses first).
+func (t *Table) SNATIP6(idx uint8) ([16]byte, bool) {
+	i := int(idx) - len(t.snat4)
+	if i < 0 || i >= len(t.snat6) {
+		return [16]byte{}, false
+	}
+	return t.snat6[i], true
+}
