@@ -116,7 +116,7 @@ func TestRingRandomBatches(t *testing.T) {
 // TestRingConcurrent runs producer and consumer on separate goroutines, as
 // with the kernel, so the race detector checks the index protocol.
 func TestRingConcurrent(t *testing.T) {
-	const total = 200000
+	const total = 100000
 	p, c := testRing(t, 64, 1<<32-1000)
 	var wg sync.WaitGroup
 	wg.Add(1)

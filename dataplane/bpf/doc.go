@@ -1,0 +1,62 @@
+// Package bpf holds xlb's XDP steering program and loads it with
+// github.com/cilium/ebpf.
+//
+// The steering program runs first on every frame an interface receives. It
+// redirects to the interface queue's AF_XDP socket (an XSKMAP entry keyed by
+// the rx queue index) only the frames the user-space dataplane must see:
+//
+//   - destination address, port and protocol match a destination rule (a
+//     VIP; port 0 covers every port, which also serves fullnat SNAT
+//     addresses and ICMP to a VIP);
+//   - source address, port and protocol match a backend-source rule (half-NAT
+//     replies from backends to clients), unless the destination is one of
+//     the balancer's own (local) addresses: a backend's replies to the
+//     balancer's health checks must reach the kernel.
+//
+// Everything else (ARP, IPv6 neighbour discovery even when addressed to a
+// VIP, SSH, BGP, health-check replies) goes to the kernel with XDP_PASS, and
+// so does a matching frame whose queue has no socket: bpf_redirect_map is
+// called with XDP_PASS as its fallback action.
+//
+// A port-0 destination rule for a fullnat SNAT address steers every port of
+// that address, including replies to connections the kernel itself opened
+// from it; health checks should therefore use a source address that is not
+// an SNAT address.
+//
+// # Why hand-written instructions
+//
+// The program is built with github.com/cilium/ebpf/asm rather than compiled
+// from C. The build machines have no clang, and generating the object with
+// bpf2go would put a binary blob and a C toolchain into the build; the
+// program is small (under 300 instructions), so assembling it in Go keeps
+// the binary static, the build pure Go, and lets its constants (key layout,
+// counter indices) be shared with the loader instead of duplicated in a C
+// header. The cost is readability, paid for with comments and with tests
+// that run every branch through BPF_PROG_TEST_RUN.
+//
+// # Parsing
+//
+// Ethernet with at most one 802.1Q or 802.1ad tag; IPv4 (any IHL; the total
+// length must fit the frame) and IPv6 (the payload length must fit; a
+// fragment header is understood, other extension headers are passed);
+// TCP, UDP, ICMP and ICMPv6 with their full fixed headers present. Non-first
+// fragments carry no ports, so they match only port-0 rules for their
+// protocol. Every packet access is bounds-checked; truncated or malformed
+// frames are passed and counted.
+//
+// # Map key
+//
+// The rule maps (destinations, backend sources, local addresses) are hash
+// maps with a 20-byte key (local addresses use proto 0 and port 0):
+//
+//	offset 0  family  u8   4 or 6
+//	offset 1  proto   u8   IPPROTO_*
+//	offset 2  port    u16  network byte order, 0 = any port
+//	offset 4  addr    [16] IPv4 in the first 4 bytes, rest zero
+//
+// # Counters
+//
+// A per-CPU array counts, for every frame, exactly one reason (a match
+// kind or a pass reason); matched frames also count one outcome, Redirected
+// or NoSocket. [Steering.Counters] sums them over CPUs.
+package bpf
