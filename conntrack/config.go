@@ -18,6 +18,8 @@ const (
 	// MaxSNATAddrs is the largest number of SNAT addresses (IPv4 and IPv6
 	// together), because Entry.SNATAddr is a uint8.
 	MaxSNATAddrs = 256
+	// MaxBackendIDs is the largest MaxBackends accepted.
+	MaxBackendIDs = 1 << 24
 )
 
 // Config configures a [Table]. Start from [DefaultConfig]; the zero value is
@@ -61,6 +63,11 @@ type Config struct {
 	// Checked only when there are SNAT addresses.
 	SNATPortMin, SNATPortMax uint16
 
+	// MaxBackends is the number of backend IDs (0 to MaxBackends-1) whose
+	// flows are counted for BackendFlows; 8 bytes each. 0 disables the
+	// counters.
+	MaxBackends int
+
 	// Seed keys the flow hash. Use a random value in production so that
 	// remote peers cannot aim many flows at one bucket.
 	Seed uint64
@@ -69,7 +76,7 @@ type Config struct {
 // DefaultConfig returns the defaults: 1_000_000 entries per family in 64
 // shards; timeouts tcp_syn 60s, tcp_established 3600s, tcp_closing 10s,
 // udp 60s, other 60s; evict_min_idle 5s; no SNAT addresses, SNAT ports
-// 1024-65535; seed 0.
+// 1024-65535; flow counters for 65536 backend IDs; seed 0.
 func DefaultConfig() Config {
 	return Config{
 		Capacity:       1_000_000,
@@ -82,6 +89,7 @@ func DefaultConfig() Config {
 		EvictMinIdle:   5 * time.Second,
 		SNATPortMin:    1024,
 		SNATPortMax:    65535,
+		MaxBackends:    1 << 16,
 	}
 }
 
@@ -125,6 +133,9 @@ func (c Config) Validate() error {
 	}
 	if c.EvictMinIdle < 0 || c.EvictMinIdle > MaxTimeout {
 		return &ConfigError{"evict_min_idle", "must be between 0 and " + MaxTimeout.String()}
+	}
+	if c.MaxBackends < 0 || c.MaxBackends > MaxBackendIDs {
+		return &ConfigError{"max_backends", "must be between 0 and " + strconv.Itoa(MaxBackendIDs)}
 	}
 	if n := len(c.SNATIPs4) + len(c.SNATIPs6); n > 0 {
 		if n > MaxSNATAddrs {

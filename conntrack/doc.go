@@ -8,20 +8,32 @@
 //
 // Each address family has its own table of Config.Shards shards. A shard
 // owns a power-of-two range of one slot array (Capacity is rounded up so
-// that every shard gets 2^k slots) and the same range of a bucket array of
-// int32 chain heads, one bucket per slot. A slot holds the key, the entry,
-// a 32-bit timestamp, the live TCP state and three int32 links: the bucket
-// chain (or the free list, when the slot is unused) and the two LRU links.
-// IPv4 costs 64 bytes per entry (60-byte slot + 4-byte bucket), IPv6 112
-// ([Table.BytesPerEntry4], [Table.BytesPerEntry6]). The 64-bit flow hash
-// (keyed by Config.Seed) picks the shard with its high half and the bucket
-// with its low half. Free slots come from the intrusive free list, so an
-// insert never scans.
+// that every shard gets 2^k slots). A slot holds the key, the entry, a
+// 32-bit timestamp, the live TCP state and the two int32 links of the
+// shard's LRU list. The index is chained hashing with one bucket per slot,
+// kept outside the slots in two uint32 arrays: the bucket heads and, per
+// slot, the link to the next slot of its chain (or of the shard's free
+// list). Each link word carries the slot's position in the shard and a
+// 16-bit tag of its hash, so a chain walk reads a slot only when the tag
+// matches: a hit reads one slot, a miss usually none. IPv4 costs 64 bytes
+// per entry (56-byte slot + 4-byte bucket + 4-byte link), IPv6 112
+// ([Table.BytesPerEntry4], [Table.BytesPerEntry6]). The 64-bit flow hash,
+// keyed by Config.Seed, picks the shard, the bucket and the tag from
+// disjoint bits. Free slots come from the free list, so an insert never
+// scans.
+//
+// In a table much larger than the CPU caches a lookup costs two dependent
+// cache misses (bucket, slot), most of it TLB and DRAM latency. A worker
+// that calls [Table.Prefetch4] for its rx batch first makes those misses
+// overlap across the batch.
 //
 // # Locking
 //
 // Every shard has its own sync.Mutex and counters, padded to 128 bytes so
-// that shards never share a cache line. An operation locks exactly one
+// that shards never share a cache line. The one shared structure written on
+// the packet path is the per-backend flow counter read by
+// [Table.BackendFlows] (least-connection scheduling): an atomic add when a
+// flow entry is stored or removed, never on a lookup. An operation locks exactly one
 // shard at a time and never nests locks: work on a second shard (the other
 // half of a NAT pair) happens after the first lock is released. Stats, Len
 // and Range take the shard locks one after the other and are not for the
@@ -44,11 +56,13 @@
 //
 // # Eviction and the full table
 //
-// Each shard keeps its entries in an LRU list. Lookups only mark an entry
-// as touched; an eviction relinks touched entries it finds at the tail
-// (amortised O(1), bounded per call), after which the tail is exactly the
-// least recently used entry. When an insert finds its shard without a free
-// slot it evicts that entry if it has been idle for at least
+// Each shard keeps its entries in an intrusive LRU list (int32 links in the
+// slots). To keep the per-packet path to the slot's own cache line, a
+// lookup moves an entry to the head only when its previous packet was in
+// an earlier 640 ms granule, so a busy flow is moved at most once per
+// granule and the tail is the least recently used entry to within 640 ms.
+// Eviction is O(1): when an insert finds its shard without a free slot it
+// evicts the tail entry if it has been idle for at least
 // Config.EvictMinIdle or is expired, closing or closed. Otherwise the
 // insert fails with ErrFull and Stats.Full counts it: the dataplane then
 // serves the new flow by consistent hash without state, so a full table
@@ -59,11 +73,16 @@
 //
 // nat and fullnat flows have a forward entry (client to VIP) and a reverse
 // entry (backend replies), stored under two keys that name each other (see
-// [Entry4]; [Table.InsertNAT4] stores both). The two halves live and die
-// together: removing either one for any reason (Delete, expiry, eviction,
-// being overwritten) removes the other, and removing a fullnat forward
-// entry returns its SNAT port to the allocator. The SNAT allocator keeps,
-// per SNAT address, a FIFO ring of free ports and a bitmap of allocated
-// ones: O(1) alloc and free, double frees detected, nothing allocated
-// after New.
+// [Entry4]; [Table.InsertNAT4] stores both). The two halves are one
+// connection and live and die together. Each half is refreshed by the
+// packets of its own direction; when one idles past its timeout it stays
+// as long as the pair is alive, judged on the later timestamp of the two
+// and on StateClosing/StateClosed if either half saw a FIN/RST, so a
+// one-way stream keeps its pair and a reset on either side ends it after
+// TCPClosing. Removing either half for any reason (Delete, expiry,
+// eviction, being overwritten) removes the other, and removing a fullnat
+// forward entry returns its SNAT port to the allocator. The SNAT allocator
+// keeps, per SNAT address, a FIFO ring of free ports and a bitmap of
+// allocated ones: O(1) alloc and free, double frees detected, nothing
+// allocated after New.
 package conntrack

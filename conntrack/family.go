@@ -14,22 +14,21 @@ import (
 // the dictionary calls do not make the caller's key escape.
 
 const (
-	markUsed    uint8 = 1 << 0 // slot holds an entry
-	markTouched uint8 = 1 << 1 // seen since it was last linked at the LRU head
-	markPaired  uint8 = 1 << 2 // entry is half of a NAT pair
+	markUsed   uint8 = 1 << 0 // slot holds an entry
+	markPaired uint8 = 1 << 1 // entry is half of a NAT pair
 
-	// maxRelink bounds the lazy LRU repair done by one eviction (see
-	// victimLocked).
-	maxRelink = 16
+	// lruShift sets the LRU granule: 2^6 ticks = 640 ms. A packet moves its
+	// entry to the head of the LRU list only if the entry's previous packet
+	// fell in an earlier granule (see touchLocked).
+	lruShift = 6
 
 	cacheLine = 64
 )
 
-// slot is one preallocated entry. Indices are int32 positions in the
-// family's slot array; -1 is nil. Field order keeps it at 60 bytes for
-// IPv4 (16 meta + 28 entry + 14 key + 2) and 108 for IPv6.
+// slot is one preallocated entry. LRU links are int32 positions in the
+// family's slot array; -1 is nil. Field order keeps it at 56 bytes for
+// IPv4 (12 meta + 28 entry + 14 key + 2) and 104 for IPv6.
 type slot[K comparable, E comparable] struct {
-	next  int32  // next slot in the bucket chain, or in the free list
 	prev  int32  // LRU neighbour towards the head (more recently used)
 	after int32  // LRU neighbour towards the tail (less recently used)
 	seen  uint32 // last packet, in ticks since the table was created
@@ -41,7 +40,7 @@ type slot[K comparable, E comparable] struct {
 
 type shardData struct {
 	mu   sync.Mutex
-	free int32 // head of the free list
+	free int32 // head of the free list (slot index), -1 if empty
 	head int32 // most recently linked
 	tail int32 // least recently linked: the eviction candidate
 	n    int32 // entries in use
@@ -83,6 +82,9 @@ type pending[K any] struct {
 type flavor[K comparable, E comparable] interface {
 	hash(k K, seed uint64) uint64
 	pair(t *Table, k K, e E) pairInfo[K]
+	// flow returns the backend of a flow entry counted by BackendFlows
+	// (every entry but the reverse half of a NAT pair).
+	flow(e E) (backend uint32, counted bool)
 }
 
 type rangeItem[K, E any] struct {
@@ -92,13 +94,25 @@ type rangeItem[K, E any] struct {
 }
 
 // family is the table of one address family.
+//
+// The index is chained hashing with the chain links kept out of the slots,
+// in a word array parallel to the slot array. A word names a slot of the
+// same shard by its position in the shard plus one (0 ends a chain) in its
+// low ib bits, and carries in its high bits a tag of that slot's hash. A
+// chain walk therefore reads the slot itself only when the tag matches:
+// a hit reads one slot and a miss usually none, and the bucket and link
+// arrays (8 bytes per entry) stay in cache far more easily than the slots.
 type family[K comparable, E comparable, F flavor[K, E]] struct {
 	slots      []slot[K, E]
-	buckets    []int32 // chain heads, one per slot
+	buckets    []uint32 // chain heads, one per slot
+	links      []uint32 // links[i]: word after slot i in its chain or in the free list
 	shards     []shard
 	shardMask  uint32
 	bucketMask uint32 // slots per shard - 1
+	idxMask    uint32 // 1<<ib - 1
 	bits       uint8  // log2(slots per shard)
+	ib         uint8  // index bits of a word: bits+1
+	tagShift   uint8  // tag = h >> tagShift (64 when there is no room for a tag)
 	t          *Table
 }
 
@@ -106,23 +120,25 @@ func (f *family[K, E, F]) init(t *Table, capacity, shards int) {
 	ps := perShard(capacity, shards)
 	f.t = t
 	f.slots = make([]slot[K, E], ps*shards)
-	f.buckets = make([]int32, ps*shards)
+	f.buckets = make([]uint32, ps*shards)
+	f.links = make([]uint32, ps*shards)
 	f.shards = make([]shard, shards)
 	f.shardMask = uint32(shards - 1)
 	f.bucketMask = uint32(ps - 1)
 	for ps>>f.bits > 1 {
 		f.bits++
 	}
-	for i := range f.buckets {
-		f.buckets[i] = -1
-	}
+	f.ib = f.bits + 1
+	f.idxMask = 1<<f.ib - 1
+	// The tag takes hash bits 48 and up, which neither the shard (bits 32
+	// to 47) nor the bucket (bits 0 to 28) use.
+	f.tagShift = 64 - min(16, 32-f.ib)
 	for si := range f.shards {
 		s := &f.shards[si]
 		lo := si * ps
-		for i := lo; i < lo+ps; i++ {
-			f.slots[i].next = int32(i + 1)
+		for i := lo; i < lo+ps-1; i++ {
+			f.links[i] = uint32(i-lo) + 2 // next free: local index i+1, plus one
 		}
-		f.slots[lo+ps-1].next = -1
 		s.free = int32(lo)
 		s.head, s.tail = -1, -1
 	}
@@ -132,6 +148,14 @@ func (f *family[K, E, F]) init(t *Table, capacity, shards int) {
 func (f *family[K, E, F]) locate(h uint64) (*shard, uint32) {
 	si := uint32(h>>32) & f.shardMask
 	return &f.shards[si], si<<f.bits | uint32(h)&f.bucketMask
+}
+
+// tag is the part of hash h kept in the words that point to its slot.
+func (f *family[K, E, F]) tag(h uint64) uint32 { return uint32(h >> f.tagShift) }
+
+// word encodes a pointer to slot i (in the shard starting at base) with tag.
+func (f *family[K, E, F]) word(tag uint32, i, base int32) uint32 {
+	return tag<<f.ib | uint32(i-base+1)
 }
 
 // age is now-seen in ticks, modulo 2^32; a timestamp from a worker whose
@@ -148,45 +172,157 @@ func (f *family[K, E, F]) expiredAt(sl *slot[K, E], now uint32) bool {
 	return age(now, sl.seen) > f.t.timeouts[sl.state&7]
 }
 
-// find returns the slot holding k in bucket b, or -1. Caller holds the lock.
-func (f *family[K, E, F]) find(k *K, b uint32) int32 {
-	i := f.buckets[b]
-	for i >= 0 && f.slots[i].k != *k {
-		i = f.slots[i].next
+// find returns the slot holding k, whose hash has tag, in bucket b, or -1.
+// Caller holds the lock.
+func (f *family[K, E, F]) find(k *K, b, tag uint32) int32 {
+	base := int32(b &^ f.bucketMask)
+	for w := f.buckets[b]; w&f.idxMask != 0; {
+		i := base + int32(w&f.idxMask) - 1
+		if w>>f.ib == tag && f.slots[i].k == *k {
+			return i
+		}
+		w = f.links[i]
 	}
-	return i
+	return -1
 }
 
-// lookup finds k, refreshes it and advances its TCP state. An expired entry
-// is removed and reported as a miss.
-func (f *family[K, E, F]) lookup(k *K, h uint64, tcpFlags uint8, tcp bool, now uint32) (e E, st uint8, ok bool) {
+// lookup finds k, refreshes it, advances its TCP state and copies the
+// entry to *out (a pointer, not a result: returning the entry by value
+// costs a store-forwarding stall on the caller's side). An expired entry is
+// removed and reported as a miss.
+//
+// An expired half of a NAT pair is not a miss while its partner is alive
+// (see expirePaired); pairCheck false skips that check (used for the retry
+// after it).
+func (f *family[K, E, F]) lookup(k *K, h uint64, tcpFlags uint8, tcp bool, now uint32, out *E, pairCheck bool) (st uint8, ok bool) {
 	s, b := f.locate(h)
 	s.mu.Lock()
-	i := f.find(k, b)
+	i := f.find(k, b, f.tag(h))
 	if i < 0 {
 		s.mu.Unlock()
-		return e, 0, false
+		return 0, false
 	}
 	sl := &f.slots[i]
 	if f.expiredAt(sl, now) {
-		p := f.removeLocked(s, i, b)
-		s.expired++
-		s.mu.Unlock()
-		if p.what != 0 {
-			f.settle(&p)
+		if pairCheck && sl.mark&markPaired != 0 {
+			return f.lookupExpiredPair(s, i, k, h, tcpFlags, tcp, now, out)
 		}
-		return e, 0, false
+		f.expireLocked(s, i, b)
+		return 0, false
 	}
 	if tcp {
 		sl.state = nextState(sl.state, tcpFlags)
 	}
-	if int32(now-sl.seen) > 0 {
+	if int32(now-sl.seen) > 0 { // touchLocked, inlined by hand
+		if (now^sl.seen)>>lruShift != 0 {
+			f.moveToFront(s, i)
+		}
 		sl.seen = now
 	}
-	sl.mark |= markTouched
-	e, st = sl.e, sl.state
+	*out, st = sl.e, sl.state
 	s.mu.Unlock()
-	return e, st, true
+	return st, true
+}
+
+// lookupExpiredPair is lookup's slow path for an expired half of a NAT
+// pair in slot i of s (locked): it lets expirePaired decide, then looks
+// the key up again.
+//
+//go:noinline
+func (f *family[K, E, F]) lookupExpiredPair(s *shard, i int32, k *K, h uint64, tcpFlags uint8, tcp bool, now uint32, out *E) (uint8, bool) {
+	var fl F
+	info := fl.pair(f.t, f.slots[i].k, f.slots[i].e)
+	s.mu.Unlock()
+	if f.expirePaired(k, &info, now) > 0 {
+		return 0, false
+	}
+	return f.lookup(k, h, tcpFlags, tcp, now, out, false)
+}
+
+// expirePaired handles an entry k, half of a NAT pair described by info,
+// that has idled past its own timeout. The pair is judged as one
+// connection: its timestamp is the later of the two halves', its state
+// StateClosed or StateClosing if either half is in it and otherwise the
+// state of the half seen last. If the pair is still alive by that measure
+// (the other direction carries traffic, e.g. a one-way UDP stream), the
+// entry takes the pair's timestamp and state and stays; otherwise it is
+// removed together with its partner. No lock is held on entry; the two
+// shards are locked one after the other. Returns the entries removed.
+func (f *family[K, E, F]) expirePaired(k *K, info *pairInfo[K], now uint32) (removed int) {
+	var fl F
+	var pSeen uint32
+	var pState uint8
+	partner := false
+	if info.what&pairPartner != 0 {
+		h := fl.hash(info.partner, f.t.seed)
+		s, b := f.locate(h)
+		s.mu.Lock()
+		if i := f.find(&info.partner, b, f.tag(h)); i >= 0 && f.slots[i].mark&markPaired != 0 {
+			sl := &f.slots[i]
+			if back := fl.pair(f.t, sl.k, sl.e); back.what&pairPartner != 0 && back.partner == *k {
+				pSeen, pState, partner = sl.seen, sl.state, true
+			}
+		}
+		s.mu.Unlock()
+	}
+	h := fl.hash(*k, f.t.seed)
+	s, b := f.locate(h)
+	s.mu.Lock()
+	i := f.find(k, b, f.tag(h))
+	if i < 0 {
+		s.mu.Unlock()
+		return 0
+	}
+	sl := &f.slots[i]
+	if !f.expiredAt(sl, now) || sl.mark&markPaired == 0 || fl.pair(f.t, sl.k, sl.e) != *info {
+		s.mu.Unlock() // refreshed or replaced meanwhile
+		return 0
+	}
+	if partner {
+		seen, st := sl.seen, pairState(sl.state, sl.seen, pState, pSeen)
+		if int32(pSeen-seen) > 0 {
+			seen = pSeen
+		}
+		if age(now, seen) <= f.t.timeouts[st&7] {
+			f.touchLocked(s, i, seen) // also moves it in the LRU list
+			sl.state = st
+			s.mu.Unlock()
+			return 0
+		}
+	}
+	p := f.removeLocked(s, i, b)
+	s.expired++
+	s.mu.Unlock()
+	return 1 + f.settle(&p)
+}
+
+// pairState is the state of a NAT pair whose halves are in states a (last
+// packet at aSeen) and b (at bSeen): closed or closing if either half is,
+// else the state of the half seen last.
+func pairState(a uint8, aSeen uint32, b uint8, bSeen uint32) uint8 {
+	switch {
+	case a == StateClosed || b == StateClosed:
+		return StateClosed
+	case a == StateClosing || b == StateClosing:
+		return StateClosing
+	case int32(aSeen-bSeen) >= 0:
+		return a
+	}
+	return b
+}
+
+// expireLocked removes the expired entry in slot i, unlocks s and settles
+// the entry's NAT obligations. Kept out of lookup, whose hit path it would
+// otherwise weigh down.
+//
+//go:noinline
+func (f *family[K, E, F]) expireLocked(s *shard, i int32, b uint32) {
+	p := f.removeLocked(s, i, b)
+	s.expired++
+	s.mu.Unlock()
+	if p.what != 0 {
+		f.settle(&p)
+	}
 }
 
 // insert stores e under k, overwriting an existing entry. In a full shard
@@ -194,13 +330,14 @@ func (f *family[K, E, F]) lookup(k *K, h uint64, tcpFlags uint8, tcp bool, now u
 // otherwise refuses with ErrFull. The returned pending holds the NAT
 // obligations of an overwritten or evicted entry; the caller settles it.
 func (f *family[K, E, F]) insert(k *K, h uint64, e *E, st uint8, paired bool, now uint32) (p pending[K], err error) {
-	mark := markUsed | markTouched
+	mark := markUsed
 	if paired {
 		mark |= markPaired
 	}
 	s, b := f.locate(h)
+	tag := f.tag(h)
 	s.mu.Lock()
-	if i := f.find(k, b); i >= 0 {
+	if i := f.find(k, b, tag); i >= 0 {
 		sl := &f.slots[i]
 		if sl.mark&markPaired != 0 {
 			p = f.overwriteObligations(sl, k, e, paired)
@@ -211,13 +348,21 @@ func (f *family[K, E, F]) insert(k *K, h uint64, e *E, st uint8, paired bool, no
 		} else {
 			s.updates++
 		}
-		sl.e, sl.state, sl.seen, sl.mark = *e, st, now, mark
+		var fl F
+		if id, ok := fl.flow(sl.e); ok {
+			f.t.addFlows(id, -1)
+		}
+		if id, ok := fl.flow(*e); ok {
+			f.t.addFlows(id, 1)
+		}
+		sl.e, sl.state, sl.mark = *e, st, mark
+		f.touchLocked(s, i, now)
 		s.mu.Unlock()
 		return p, nil
 	}
 	i := s.free
 	if i < 0 {
-		v := f.victimLocked(s)
+		v := s.tail // the least recently used entry (see touchLocked)
 		if v < 0 || !f.evictable(&f.slots[v], now) {
 			s.full++
 			s.mu.Unlock()
@@ -229,12 +374,21 @@ func (f *family[K, E, F]) insert(k *K, h uint64, e *E, st uint8, paired bool, no
 		s.evictions++
 		i = s.free
 	}
+	base := int32(b &^ f.bucketMask)
+	if w := f.links[i] & f.idxMask; w != 0 {
+		s.free = base + int32(w) - 1
+	} else {
+		s.free = -1
+	}
 	sl := &f.slots[i]
-	s.free = sl.next
 	sl.k, sl.e, sl.state, sl.seen, sl.mark = *k, *e, st, now, mark
-	sl.next = f.buckets[b]
-	f.buckets[b] = i
+	f.links[i] = f.buckets[b]
+	f.buckets[b] = f.word(tag, i, base)
 	f.lruPush(s, i)
+	var fl F
+	if id, ok := fl.flow(*e); ok {
+		f.t.addFlows(id, 1)
+	}
 	s.n++
 	s.inserts++
 	s.mu.Unlock()
@@ -268,29 +422,31 @@ func (f *family[K, E, F]) evictable(sl *slot[K, E], now uint32) bool {
 		sl.state == StateClosing || sl.state == StateClosed
 }
 
-// victimLocked returns the least recently used entry of a full shard.
-//
-// Lookups do not move entries in the LRU list (that would touch two more
-// cache lines per packet); they set markTouched. The list is therefore
-// ordered by the time each entry was last linked at the head, and an entry
-// at the tail without markTouched is exactly the least recently used one
-// (every other entry was linked later and seen no earlier). Touched entries
-// found at the tail are relinked at the head with the mark cleared, which
-// is O(1) amortised (one relink per earlier lookup). To bound the worst
-// case, after maxRelink relinks the current tail is taken as is.
-func (f *family[K, E, F]) victimLocked(s *shard) int32 {
-	v := s.tail
-	for n := 0; n < maxRelink && v >= 0; n++ {
-		sl := &f.slots[v]
-		if sl.mark&markTouched == 0 {
-			return v
-		}
-		sl.mark &^= markTouched
-		f.lruUnlink(s, v)
-		f.lruPush(s, v)
-		v = s.tail
+// touchLocked records a packet at now for slot i. The LRU list of a shard
+// is kept ordered by the granule (2^lruShift ticks) of each entry's last
+// packet: an entry moves to the head only when now is in a later granule
+// than its previous packet, so a busy flow costs the two extra cache lines
+// of an LRU move at most once per granule instead of once per packet, and
+// the tail is the least recently used entry up to one granule. A now
+// behind the stored timestamp (another worker's clock reading a little
+// behind) changes nothing.
+func (f *family[K, E, F]) touchLocked(s *shard, i int32, now uint32) {
+	sl := &f.slots[i]
+	if int32(now-sl.seen) <= 0 {
+		return
 	}
-	return v
+	if (now^sl.seen)>>lruShift != 0 {
+		f.moveToFront(s, i)
+	}
+	sl.seen = now
+}
+
+// moveToFront relinks slot i at the head of the LRU list.
+func (f *family[K, E, F]) moveToFront(s *shard, i int32) {
+	if s.head != i {
+		f.lruUnlink(s, i)
+		f.lruPush(s, i)
+	}
 }
 
 func (f *family[K, E, F]) lruPush(s *shard, i int32) {
@@ -323,26 +479,35 @@ func (f *family[K, E, F]) lruUnlink(s *shard, i int32) {
 // the entry's NAT obligations. Caller holds the lock of s.
 func (f *family[K, E, F]) removeLocked(s *shard, i int32, b uint32) (p pending[K]) {
 	sl := &f.slots[i]
-	if f.buckets[b] == i {
-		f.buckets[b] = sl.next
+	base := int32(b &^ f.bucketMask)
+	me := uint32(i-base) + 1
+	if f.buckets[b]&f.idxMask == me {
+		f.buckets[b] = f.links[i]
 	} else {
-		for j := f.buckets[b]; j >= 0; {
-			nj := f.slots[j].next
-			if nj == i {
-				f.slots[j].next = sl.next
+		for w := f.buckets[b]; w&f.idxMask != 0; {
+			j := base + int32(w&f.idxMask) - 1
+			w = f.links[j]
+			if w&f.idxMask == me {
+				f.links[j] = f.links[i]
 				break
 			}
-			j = nj
 		}
 	}
 	f.lruUnlink(s, i)
+	var fl F
+	if id, ok := fl.flow(sl.e); ok {
+		f.t.addFlows(id, -1)
+	}
 	if sl.mark&markPaired != 0 {
-		var fl F
 		p.pairInfo = fl.pair(f.t, sl.k, sl.e)
 		p.from = sl.k
 	}
 	sl.mark = 0
-	sl.next = s.free
+	if s.free >= 0 {
+		f.links[i] = uint32(s.free-base) + 1
+	} else {
+		f.links[i] = 0
+	}
 	s.free = i
 	s.n--
 	return p
@@ -353,7 +518,7 @@ func (f *family[K, E, F]) removeLocked(s *shard, i int32, b uint32) (p pending[K
 func (f *family[K, E, F]) remove(k *K, h uint64, match *E) bool {
 	s, b := f.locate(h)
 	s.mu.Lock()
-	i := f.find(k, b)
+	i := f.find(k, b, f.tag(h))
 	if i < 0 || (match != nil && f.slots[i].e != *match) {
 		s.mu.Unlock()
 		return false
@@ -375,10 +540,11 @@ func (f *family[K, E, F]) remove(k *K, h uint64, match *E) bool {
 func (f *family[K, E, F]) settle(p *pending[K]) (removed int) {
 	if p.what&pairPartner != 0 {
 		var fl F
-		s, b := f.locate(fl.hash(p.partner, f.t.seed))
+		h := fl.hash(p.partner, f.t.seed)
+		s, b := f.locate(h)
 		s.mu.Lock()
 		var q pending[K]
-		if i := f.find(&p.partner, b); i >= 0 && f.slots[i].mark&markPaired != 0 {
+		if i := f.find(&p.partner, b, f.tag(h)); i >= 0 && f.slots[i].mark&markPaired != 0 {
 			back := fl.pair(f.t, f.slots[i].k, f.slots[i].e)
 			if back.what&pairPartner != 0 && back.partner == p.from {
 				q = f.removeLocked(s, i, b)
@@ -399,42 +565,43 @@ func (f *family[K, E, F]) settle(p *pending[K]) (removed int) {
 
 // expireRange removes the expired entries among slots [lo, hi), locking
 // one shard at a time, and returns how many entries it removed (NAT
-// partners included).
+// partners included). Expired NAT entries are collected and handed to
+// expirePaired once the shard's lock is released.
 func (f *family[K, E, F]) expireRange(lo, hi int, now uint32) (removed int) {
-	var pend [16]pending[K]
+	var cand [16]pending[K]
 	var fl F
 	for lo < hi {
 		si := lo >> f.bits
 		end := min(hi, (si+1)<<f.bits)
 		s := &f.shards[si]
-		np := 0
+		n := 0
 		s.mu.Lock()
 		for i := lo; i < end; i++ {
 			sl := &f.slots[i]
 			if sl.mark&markUsed == 0 || !f.expiredAt(sl, now) {
 				continue
 			}
-			_, b := f.locate(fl.hash(sl.k, f.t.seed))
-			p := f.removeLocked(s, int32(i), b)
-			s.expired++
-			removed++
-			if p.what == 0 {
+			if sl.mark&markPaired != 0 {
+				cand[n].pairInfo = fl.pair(f.t, sl.k, sl.e)
+				cand[n].from = sl.k
+				if n++; n == len(cand) {
+					s.mu.Unlock()
+					for j := range cand {
+						removed += f.expirePaired(&cand[j].from, &cand[j].pairInfo, now)
+					}
+					n = 0
+					s.mu.Lock()
+				}
 				continue
 			}
-			pend[np] = p
-			np++
-			if np == len(pend) {
-				s.mu.Unlock()
-				for j := range pend {
-					removed += f.settle(&pend[j])
-				}
-				np = 0
-				s.mu.Lock()
-			}
+			_, b := f.locate(fl.hash(sl.k, f.t.seed))
+			f.removeLocked(s, int32(i), b) // no obligations: not paired
+			s.expired++
+			removed++
 		}
 		s.mu.Unlock()
-		for j := range pend[:np] {
-			removed += f.settle(&pend[j])
+		for j := range cand[:n] {
+			removed += f.expirePaired(&cand[j].from, &cand[j].pairInfo, now)
 		}
 		lo = end
 	}
@@ -495,4 +662,62 @@ func (f *family[K, E, F]) len() int {
 		s.mu.Unlock()
 	}
 	return n
+}
+
+// prefetchChunk is how many lookups touchBatch prepares at once.
+const prefetchChunk = 16
+
+// touchBatch reads the cache lines that the lookups of the hashes in hs
+// (at most prefetchChunk) will need: each bucket, the links of its chain up
+// to the slot whose tag matches, and that slot. It goes breadth first, one
+// chain step for every hash per pass, so that the loads of a pass do not
+// depend on each other and their cache misses overlap. It returns a
+// meaningless sum of what it read, so that the reads cannot be optimised
+// away.
+//
+// It runs without the shard locks: a concurrent writer may be changing
+// what it reads, which is harmless because the values are only used,
+// bounds-checked, to pick the next address to read (three chain steps at
+// most) and are never acted upon. go:norace keeps the race detector from
+// reporting these deliberate unlocked reads; every access that matters is
+// made under the lock.
+//
+//go:norace
+func (f *family[K, E, F]) touchBatch(hs []uint64) (sum uint8) {
+	var ws [prefetchChunk]uint32
+	n := min(len(hs), len(ws))
+	for j := range n {
+		_, b := f.locate(hs[j])
+		ws[j] = f.buckets[b]
+	}
+	size := unsafe.Sizeof(f.slots[0])
+	for pass := 0; pass < 3; pass++ {
+		more := false
+		for j := range n {
+			w := ws[j]
+			if w&f.idxMask == 0 {
+				continue
+			}
+			i := int32(uint32(hs[j]>>32)&f.shardMask)<<f.bits + int32(w&f.idxMask) - 1
+			if uint32(i) >= uint32(len(f.slots)) {
+				ws[j] = 0
+				continue
+			}
+			if w>>f.ib != f.tag(hs[j]) {
+				ws[j] = f.links[i]
+				more = true
+				continue
+			}
+			p := unsafe.Pointer(&f.slots[i])
+			for off := uintptr(0); off < size; off += cacheLine {
+				sum += *(*uint8)(unsafe.Add(p, off))
+			}
+			sum += *(*uint8)(unsafe.Add(p, size-1))
+			ws[j] = 0
+		}
+		if !more {
+			break
+		}
+	}
+	return sum
 }

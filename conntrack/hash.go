@@ -7,8 +7,9 @@ import (
 
 // The flow hash is two or three rounds of the 64x64->128 bit multiply-fold
 // used by wyhash: cheap (one MUL each), well mixed in every output bit, and
-// keyed by Config.Seed. The low 32 bits pick the bucket inside a shard and
-// the high 32 bits pick the shard, so the two choices are independent.
+// keyed by Config.Seed (pre-mixed with k1 by New, see hashSeed). The low
+// bits pick the bucket inside a shard, bits 32-47 the shard and bits 48-63
+// the tag kept in the index words, so the three are independent.
 
 const (
 	k1 = 0xa0761d6478bd642f
@@ -26,12 +27,15 @@ func mix(a, b uint64) uint64 {
 func hash4(k *Key4, seed uint64) uint64 {
 	a := uint64(binary.LittleEndian.Uint32(k.SrcIP[:])) | uint64(binary.LittleEndian.Uint32(k.DstIP[:]))<<32
 	b := uint64(k.SrcPort) | uint64(k.DstPort)<<16 | uint64(k.Proto)<<32
-	return mix(mix(a^seed^k1, b^k2), seed^k3)
+	return mix(mix(a^seed, b^k2), k3)
 }
 
 func hash6(k *Key6, seed uint64) uint64 {
-	h1 := mix(binary.LittleEndian.Uint64(k.SrcIP[:8])^seed^k1, binary.LittleEndian.Uint64(k.SrcIP[8:])^k2)
+	h1 := mix(binary.LittleEndian.Uint64(k.SrcIP[:8])^seed, binary.LittleEndian.Uint64(k.SrcIP[8:])^k2)
 	h2 := mix(binary.LittleEndian.Uint64(k.DstIP[:8])^seed^k3, binary.LittleEndian.Uint64(k.DstIP[8:])^k4)
 	p := uint64(k.SrcPort) | uint64(k.DstPort)<<16 | uint64(k.Proto)<<32
 	return mix(h1^p^k5, h2^k2)
 }
+
+// hashSeed turns Config.Seed into the seed argument of hash4 and hash6.
+func hashSeed(seed uint64) uint64 { return seed ^ k1 }

@@ -27,6 +27,7 @@ type Table struct {
 	snat6    [][16]byte
 	portMin  uint16
 	portMax  uint16
+	flows    []atomic.Int64 // per backend ID, see BackendFlows
 
 	_      [cacheLine]byte
 	cursor atomic.Uint64 // Expire position, in slots over v4 ++ v6
@@ -42,7 +43,7 @@ func New(cfg Config, now int64) (*Table, error) {
 	}
 	t := &Table{
 		base:    now,
-		seed:    cfg.Seed,
+		seed:    hashSeed(cfg.Seed),
 		snat4:   append([][4]byte(nil), cfg.SNATIPs4...),
 		snat6:   append([][16]byte(nil), cfg.SNATIPs6...),
 		portMin: cfg.SNATPortMin,
@@ -66,6 +67,7 @@ func New(cfg Config, now int64) (*Table, error) {
 	}
 	t.v4.init(t, cfg.Capacity, cfg.Shards)
 	t.v6.init(t, cap6, cfg.Shards)
+	t.flows = make([]atomic.Int64, cfg.MaxBackends)
 	if n := len(t.snat4) + len(t.snat6); n > 0 {
 		t.snat = make([]snatPool, n)
 		for i := range t.snat {
@@ -97,12 +99,14 @@ func (t *Table) tick(now int64) uint32 {
 // StateEstablished, a SYN on a closing or closed entry StateSynSent. The
 // returned entry carries the new state. An entry idle for longer than the
 // timeout of its state is removed (with its NAT partner) and reported as a
-// miss.
+// miss, unless it is half of a NAT pair whose other half keeps the pair
+// alive (see the package documentation): then it is refreshed and found.
 func (t *Table) Lookup4(k *Key4, tcpFlags uint8, now int64) (e Entry4, ok bool) {
 	if k == nil {
 		return e, false
 	}
-	e, e.State, ok = t.v4.lookup(k, hash4(k, t.seed), tcpFlags, k.Proto == protoTCP, t.tick(now))
+	st, ok := t.v4.lookup(k, hash4(k, t.seed), tcpFlags, k.Proto == protoTCP, t.tick(now), &e, true)
+	e.State = st
 	return e, ok
 }
 
@@ -111,8 +115,51 @@ func (t *Table) Lookup6(k *Key6, tcpFlags uint8, now int64) (e Entry6, ok bool) 
 	if k == nil {
 		return e, false
 	}
-	e, e.State, ok = t.v6.lookup(k, hash6(k, t.seed), tcpFlags, k.Proto == protoTCP, t.tick(now))
+	st, ok := t.v6.lookup(k, hash6(k, t.seed), tcpFlags, k.Proto == protoTCP, t.tick(now), &e, true)
+	e.State = st
 	return e, ok
+}
+
+// Prefetch4 prepares the lookups of a batch: it computes each key's hash
+// and reads, without locking, the cache lines its Lookup4 (or Insert4) will
+// touch. The cache misses of the whole batch then overlap instead of being
+// paid one lookup after the other, which is most of the cost of a lookup in
+// a table larger than the CPU caches: on the 2-core test VM a lookup in a
+// 1M-flow table costs 300-450 ns alone and 125-150 ns after Prefetch4 over
+// batches of 32 (BenchmarkLookup4Hit, BenchmarkLookup4Batch). It changes
+// nothing and needs no lock; call it once per rx batch before the
+// per-packet calls.
+func (t *Table) Prefetch4(keys []Key4) { prefetch4(t, keys) }
+
+// Prefetch6 is Prefetch4 for IPv6.
+func (t *Table) Prefetch6(keys []Key6) { prefetch6(t, keys) }
+
+//go:noinline
+func prefetch4(t *Table, keys []Key4) (sum uint8) {
+	var hs [prefetchChunk]uint64
+	for len(keys) > 0 {
+		n := min(len(keys), len(hs))
+		for i := range n {
+			hs[i] = hash4(&keys[i], t.seed)
+		}
+		sum += t.v4.touchBatch(hs[:n])
+		keys = keys[n:]
+	}
+	return sum
+}
+
+//go:noinline
+func prefetch6(t *Table, keys []Key6) (sum uint8) {
+	var hs [prefetchChunk]uint64
+	for len(keys) > 0 {
+		n := min(len(keys), len(hs))
+		for i := range n {
+			hs[i] = hash6(&keys[i], t.seed)
+		}
+		sum += t.v6.touchBatch(hs[:n])
+		keys = keys[n:]
+	}
+	return sum
 }
 
 // Insert4 stores e under k, replacing any entry for k. e.State StateNone
@@ -369,17 +416,17 @@ func (t *Table) Stats() Stats {
 func (t *Table) Len() int { return t.v4.len() + t.v6.len() }
 
 // BytesPerEntry4 is the memory one IPv4 entry costs: its slot (key, entry,
-// chain and LRU links, timestamp, state) plus its share of the bucket
-// index (one int32 per slot). Per-shard headers (128 bytes each) are not
-// included. The slot array is allocated in full at New, so the table's
+// LRU links, timestamp, state) plus its bucket and chain-link words (4
+// bytes each; there is one bucket per slot). Per-shard headers (128 bytes
+// each) are not included. Everything is allocated at New, so the table's
 // memory is BytesPerEntry4 * Stats.Capacity4 (+ the IPv6 equivalent).
 func (t *Table) BytesPerEntry4() int {
-	return int(unsafe.Sizeof(slot[Key4, Entry4]{})) + int(unsafe.Sizeof(int32(0)))
+	return int(unsafe.Sizeof(slot[Key4, Entry4]{})) + 2*int(unsafe.Sizeof(uint32(0)))
 }
 
 // BytesPerEntry6 is BytesPerEntry4 for IPv6.
 func (t *Table) BytesPerEntry6() int {
-	return int(unsafe.Sizeof(slot[Key6, Entry6]{})) + int(unsafe.Sizeof(int32(0)))
+	return int(unsafe.Sizeof(slot[Key6, Entry6]{})) + 2*int(unsafe.Sizeof(uint32(0)))
 }
 
 // Range4 calls fn for every stored IPv4 entry until fn returns false. It is
@@ -388,6 +435,9 @@ func (t *Table) BytesPerEntry6() int {
 // Entries inserted or removed meanwhile may or may not be visited, and
 // expired entries not yet removed are visited.
 func (t *Table) Range4(fn func(k Key4, e Entry4) bool) {
+	if fn == nil {
+		return
+	}
 	t.v4.rangeAll(func(k Key4, e Entry4, st uint8) bool {
 		e.State = st
 		return fn(k, e)
@@ -396,6 +446,9 @@ func (t *Table) Range4(fn func(k Key4, e Entry4) bool) {
 
 // Range6 is Range4 for IPv6.
 func (t *Table) Range6(fn func(k Key6, e Entry6) bool) {
+	if fn == nil {
+		return
+	}
 	t.v6.rangeAll(func(k Key6, e Entry6, st uint8) bool {
 		e.State = st
 		return fn(k, e)
@@ -408,10 +461,32 @@ type (
 	flavor6 struct{}
 )
 
-func (flavor4) hash(k Key4, seed uint64) uint64            { return hash4(&k, seed) }
+func (flavor4) hash(k Key4, seed uint64) uint64                { return hash4(&k, seed) }
 func (flavor4) pair(t *Table, k Key4, e Entry4) pairInfo[Key4] { return pair4(t, &k, &e) }
-func (flavor6) hash(k Key6, seed uint64) uint64            { return hash6(&k, seed) }
+func (flavor4) flow(e Entry4) (uint32, bool)                   { return e.Backend, e.Flags&FlagReverse == 0 }
+func (flavor6) hash(k Key6, seed uint64) uint64                { return hash6(&k, seed) }
 func (flavor6) pair(t *Table, k Key6, e Entry6) pairInfo[Key6] { return pair6(t, &k, &e) }
+func (flavor6) flow(e Entry6) (uint32, bool)                   { return e.Backend, e.Flags&FlagReverse == 0 }
+
+// BackendFlows returns the number of flows stored for backend ID id: the
+// entries of both families with that Backend, not counting the reverse
+// halves of NAT pairs (a NAT flow counts once), including expired entries
+// not yet removed. It is what the least-connection schedulers compare. IDs
+// at or above Config.MaxBackends are not counted (0). One atomic load; the
+// counters are updated with atomic adds when entries are stored, replaced
+// and removed, never on lookups.
+func (t *Table) BackendFlows(id uint32) int64 {
+	if int(id) >= len(t.flows) {
+		return 0
+	}
+	return t.flows[id].Load()
+}
+
+func (t *Table) addFlows(id uint32, d int64) {
+	if int(id) < len(t.flows) {
+		t.flows[id].Add(d)
+	}
+}
 
 // pair4 computes the NAT obligations of e stored under k (see Entry4).
 func pair4(t *Table, k *Key4, e *Entry4) (p pairInfo[Key4]) {

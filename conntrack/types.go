@@ -186,8 +186,10 @@ func nextState(st, fl uint8) uint8 {
 		}
 		return StateClosing
 	case fl&TCPFlagSYN != 0:
-		if fl&TCPFlagACK == 0 && (st == StateClosing || st == StateClosed) {
-			return StateSynSent // the client reuses the tuple for a new connection
+		if st == StateClosing || st == StateClosed {
+			// The client reuses the tuple for a new connection (SYN), or
+			// the backend answers it (SYN-ACK, on a reverse entry).
+			return StateSynSent
 		}
 		if st == StateNone {
 			return StateSynSent

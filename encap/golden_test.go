@@ -105,6 +105,15 @@ func apply(t *testing.T, c *goldenCase, f *encap.Frame, p *packet.Parsed) encap.
 		return encap.NATReply(b, p, ep(c.VIP, c.VIPPort), &e)
 	case "fullnat":
 		return encap.FullNAT(b, p, ep(c.SNAT, c.SNATPort), ep(c.Backend, c.BackendPort), &e)
+	case "echo-reply":
+		return encap.EchoReply(b, p)
+	case "icmp-error":
+		be := ep(c.Backend, c.BackendPort)
+		if c.SNAT == "" {
+			return encap.ICMPError(b, p, nil, &be.Addr, be, nil, &e)
+		}
+		sn := ep(c.SNAT, c.SNATPort)
+		return encap.ICMPError(b, p, &sn.Addr, &be.Addr, be, sn, &e)
 	case "fullnat-reply":
 		return encap.FullNATReply(b, p, ep(c.VIP, c.VIPPort), ep(c.Client, c.ClientPort), &e)
 	}

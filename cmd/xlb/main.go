@@ -13,6 +13,9 @@ import (
 const usage = `usage: xlb <command> [flags]
 
 commands:
+  run            run the load balancer (--config FILE)
+  bench replay   run the real pipeline over a pcap and report ns/packet
+  bench gen-pcap write realistic test traffic to a pcap
   version        print the version
 `
 
@@ -26,6 +29,10 @@ func run(args []string) int {
 		return 2
 	}
 	switch args[0] {
+	case "run":
+		return runCmd(args[1:], os.Stdout, os.Stderr)
+	case "bench":
+		return benchCmd(args[1:], os.Stdout, os.Stderr)
 	case "version":
 		fmt.Println("xlb", version.Version)
 		return 0

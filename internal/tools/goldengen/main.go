@@ -118,7 +118,7 @@ func (p pkt) ipLayers() []gopacket.SerializableLayer {
 		proto = layers.IPProtocolTCP
 	case "udp":
 		proto = layers.IPProtocolUDP
-	case "icmp":
+	case "icmp", "icmp-reply":
 		proto = layers.IPProtocolICMPv4
 		if v6 {
 			proto = layers.IPProtocolICMPv6
@@ -162,13 +162,17 @@ func (p pkt) ipLayers() []gopacket.SerializableLayer {
 		u := &layers.UDP{SrcPort: layers.UDPPort(p.sport), DstPort: layers.UDPPort(p.dport)}
 		_ = u.SetNetworkLayerForChecksum(netl)
 		out = append(out, u)
-	case "icmp":
+	case "icmp", "icmp-reply":
+		t4, t6 := uint8(layers.ICMPv4TypeEchoRequest), uint8(layers.ICMPv6TypeEchoRequest)
+		if p.proto == "icmp-reply" {
+			t4, t6 = layers.ICMPv4TypeEchoReply, layers.ICMPv6TypeEchoReply
+		}
 		if v6 {
-			ic := &layers.ICMPv6{TypeCode: layers.CreateICMPv6TypeCode(layers.ICMPv6TypeEchoRequest, 0)}
+			ic := &layers.ICMPv6{TypeCode: layers.CreateICMPv6TypeCode(t6, 0)}
 			_ = ic.SetNetworkLayerForChecksum(netl)
 			out = append(out, ic, &layers.ICMPv6Echo{Identifier: p.sport, SeqNumber: 1})
 		} else {
-			out = append(out, &layers.ICMPv4{TypeCode: layers.CreateICMPv4TypeCode(layers.ICMPv4TypeEchoRequest, 0), Id: p.sport, Seq: 1})
+			out = append(out, &layers.ICMPv4{TypeCode: layers.CreateICMPv4TypeCode(t4, 0), Id: p.sport, Seq: 1})
 		}
 	}
 	return append(out, gopacket.Payload(p.payload))
@@ -221,6 +225,21 @@ func tunnel(dstMAC, srcMAC string, vlan uint16, outerSrc, outerDst string, tos u
 		outer = l
 	}
 	return frame(dstMAC, srcMAC, vlan, outerV6, serialize(outer, gopacket.Payload(inner)))
+}
+
+// icmpErr4 builds an IPv4 ICMP "fragmentation needed" (MTU 1400) carrying quote.
+func icmpErr4(src, dst string, quote []byte) []byte {
+	l := &layers.IPv4{Version: 4, TTL: 64, Protocol: layers.IPProtocolICMPv4, SrcIP: ip(src), DstIP: ip(dst)}
+	ic := &layers.ICMPv4{TypeCode: layers.CreateICMPv4TypeCode(layers.ICMPv4TypeDestinationUnreachable, layers.ICMPv4CodeFragmentationNeeded), Seq: 1400}
+	return serialize(l, ic, gopacket.Payload(quote))
+}
+
+// icmpErr6 builds an ICMPv6 "packet too big" (MTU 1280) carrying quote.
+func icmpErr6(src, dst string, quote []byte) []byte {
+	l := &layers.IPv6{Version: 6, HopLimit: 64, NextHeader: layers.IPProtocolICMPv6, SrcIP: ip(src), DstIP: ip(dst)}
+	ic := &layers.ICMPv6{TypeCode: layers.CreateICMPv6TypeCode(layers.ICMPv6TypePacketTooBig, 0)}
+	_ = ic.SetNetworkLayerForChecksum(l)
+	return serialize(l, ic, gopacket.Payload(append([]byte{0, 0, 5, 0}, quote...)))
 }
 
 func payload(n int) []byte {
@@ -368,6 +387,36 @@ func cases() []Case {
 			q.dstMAC, q.srcMAC = routerMAC, lbMAC
 			q.src, q.sport, q.dst, q.dport = "2001:db8:100::10", 443, "2001:db8:c::7", 51000
 		}))
+
+	// ICMP: the balancer answers echo to a VIP; errors about a VIP flow go to
+	// the backend, with the quoted packet reverse-translated for nat/fullnat.
+	echo4 := pkt{dstMAC: lbMAC, srcMAC: routerMAC, src: "203.0.113.7", dst: "198.51.100.10", id: 3, ttl: 60, proto: "icmp", sport: 0x4242, payload: payload(32)}
+	add(Case{Name: "icmp-echo-reply4", Mode: "echo-reply", Verdict: "forward",
+		Description: "Ping to the VIP: answered in place: MACs and addresses swapped, type 8 → 0, TTL 64, IPv4 and ICMP checksums fixed."},
+		echo4.frame(), out(echo4, func(q *pkt) {
+			q.dstMAC, q.srcMAC, q.src, q.dst, q.ttl = routerMAC, lbMAC, q.dst, q.src, 64
+			q.proto = "icmp-reply"
+		}))
+	echo6 := pkt{dstMAC: lbMAC, srcMAC: routerMAC, src: "2001:db8:c::7", dst: "2001:db8:100::10", ttl: 60, proto: "icmp", sport: 0x4243, payload: payload(16)}
+	add(Case{Name: "icmp-echo-reply6", Mode: "echo-reply", Verdict: "forward",
+		Description: "ICMPv6 echo request to the VIP: answered with type 129, hop limit 64, addresses swapped (the pseudo-header sum is unchanged)."},
+		echo6.frame(), out(echo6, func(q *pkt) {
+			q.dstMAC, q.srcMAC, q.src, q.dst, q.ttl = routerMAC, lbMAC, q.dst, q.src, 64
+			q.proto = "icmp-reply"
+		}))
+	// A router says "fragmentation needed" about the VIP's reply to a client.
+	quoted4 := pkt{src: "198.51.100.10", dst: "203.0.113.7", id: 9, df: true, proto: "tcp", sport: 80, dport: 51000, flags: "A", payload: payload(1400)}
+	quotedAfter := with(quoted4, func(q *pkt) { q.src, q.sport = "10.3.0.11", 8080 })
+	fn := icmpErr4("192.0.2.254", "198.51.100.10", quoted4.ipBytes()[:28])
+	add(Case{Name: "icmp-error-nat4", Mode: "icmp-error", Verdict: "forward", Backend: "10.3.0.11", BackendPort: 8080,
+		Description: "ICMP fragmentation-needed from router 192.0.2.254 about VIP:80 → client: forwarded to the nat backend with outer dst := 10.3.0.11 and the quoted source := 10.3.0.11:8080 (what the backend sent), quoted IPv4 checksum and ICMP checksum fixed."},
+		frame(lbMAC, routerMAC, 0, false, fn), frame(backendMAC, lbMAC, 0, false, icmpErr4("192.0.2.254", "10.3.0.11", quotedAfter.ipBytes()[:28])))
+	quoted6 := pkt{src: "2001:db8:100::10", dst: "2001:db8:c::7", proto: "udp", sport: 7777, dport: 40000, payload: payload(1300)}
+	q6After := with(quoted6, func(q *pkt) { q.src, q.sport, q.dst, q.dport = "2001:db8:4::11", 7778, "2001:db8:4::1", 1024 })
+	add(Case{Name: "icmp-error-fullnat6", Mode: "icmp-error", Verdict: "forward", Backend: "2001:db8:4::11", BackendPort: 7778, SNAT: "2001:db8:4::1", SNATPort: 1024,
+		Description: "ICMPv6 packet-too-big (MTU 1280) about [VIP]:7777 → client, for a fullnat flow: outer src := SNAT, outer dst := backend; the quoted UDP packet becomes backend:7778 → SNAT:1024 with its UDP checksum fixed; ICMPv6 checksum fixed (pseudo-header too)."},
+		frame(lbMAC, routerMAC, 0, true, icmpErr6("2001:db8:ffff::1", "2001:db8:100::10", quoted6.ipBytes()[:1232])),
+		frame(backendMAC, lbMAC, 0, true, icmpErr6("2001:db8:4::1", "2001:db8:4::11", q6After.ipBytes()[:1232])))
 
 	// malformed and not-IP inputs: the decoder refuses them before any rewrite.
 	good := syn4.frame()

@@ -1,0 +1,294 @@
+package conntrack
+
+import (
+	"fmt"
+	"testing"
+	"time"
+)
+
+// t0 is an arbitrary non-zero clock reading for New: tables must work with
+// any monotonic origin.
+const t0 = int64(1_000_000) * int64(time.Second)
+
+// at returns the clock reading d after t0.
+func at(d time.Duration) int64 { return t0 + int64(d) }
+
+var (
+	snat4a = [4]byte{192, 0, 2, 100}
+	snat4b = [4]byte{192, 0, 2, 101}
+	snat6a = [16]byte{0x20, 0x01, 0x0d, 0xb8, 15: 0x64}
+	vip4   = [4]byte{198, 51, 100, 10}
+	vip6   = [16]byte{0x20, 0x01, 0x0d, 0xb8, 1, 15: 0x10}
+)
+
+// smallConfig is a 64-entry (per family), 4-shard table with distinct
+// timeouts so that a wrong timeout choice shows.
+func smallConfig() Config {
+	c := DefaultConfig()
+	c.Capacity = 64
+	c.Shards = 4
+	c.TCPSyn = 5 * time.Second
+	c.TCPEstablished = 100 * time.Second
+	c.TCPClosing = 2 * time.Second
+	c.UDP = 10 * time.Second
+	c.Other = 20 * time.Second
+	c.EvictMinIdle = time.Second
+	c.SNATIPs4 = [][4]byte{snat4a, snat4b}
+	c.SNATIPs6 = [][16]byte{snat6a}
+	c.SNATPortMin, c.SNATPortMax = 1000, 1099
+	c.Seed = 0x1234_5678_9abc_def0
+	c.MaxBackends = 1024
+	return c
+}
+
+func newTable(tb testing.TB, c Config) *Table {
+	tb.Helper()
+	tbl, err := New(c, t0)
+	if err != nil {
+		tb.Fatalf("New: %v", err)
+	}
+	return tbl
+}
+
+// key4 returns a distinct client→VIP key for every i.
+func key4(i int, proto uint8) Key4 {
+	return Key4{
+		SrcIP:   [4]byte{10, byte(i >> 16), byte(i >> 8), byte(i)},
+		DstIP:   vip4,
+		SrcPort: uint16(1024 + i%50000),
+		DstPort: 80,
+		Proto:   proto,
+	}
+}
+
+// key6 returns a distinct client→VIP key for every i.
+func key6(i int, proto uint8) Key6 {
+	return Key6{
+		SrcIP:   [16]byte{0: 0xfd, 1: 1, 12: byte(i >> 24), 13: byte(i >> 16), 14: byte(i >> 8), 15: byte(i)},
+		DstIP:   vip6,
+		SrcPort: uint16(1024 + i%50000),
+		DstPort: 443,
+		Proto:   proto,
+	}
+}
+
+// keysInShard4 returns n distinct keys of the given protocol that hash to
+// IPv4 shard si.
+func keysInShard4(tbl *Table, si uint32, n int, proto uint8) []Key4 {
+	var ks []Key4
+	for i := 0; len(ks) < n; i++ {
+		k := key4(i, proto)
+		if s, _ := tbl.v4.locate(hash4(&k, tbl.seed)); s == &tbl.v4.shards[si] {
+			ks = append(ks, k)
+		}
+	}
+	return ks
+}
+
+// fullNATPair4 builds a consistent fullnat pair for client key fwd: the
+// backend is 192.0.2.11:8080, the SNAT address idx and port as given.
+func fullNATPair4(tbl *Table, fwd Key4, idx uint8, port uint16, backend uint32) (Key4, Entry4, Key4, Entry4) {
+	bip := [4]byte{192, 0, 2, 11}
+	sip, _ := tbl.SNATIP4(idx)
+	fe := Entry4{Backend: backend, Service: 7, PeerIP: bip, PeerPort: 8080, VIP: fwd.DstIP, VPort: fwd.DstPort,
+		SNATAddr: idx, SNATPort: port, Flags: FlagFullNAT}
+	rev := Key4{SrcIP: bip, SrcPort: 8080, DstIP: sip, DstPort: port, Proto: fwd.Proto}
+	re := Entry4{Backend: backend, Service: 7, PeerIP: fwd.SrcIP, PeerPort: fwd.SrcPort, VIP: fwd.DstIP, VPort: fwd.DstPort,
+		SNATAddr: idx, SNATPort: port, Flags: FlagFullNAT | FlagReverse}
+	return fwd, fe, rev, re
+}
+
+func fullNATPair6(tbl *Table, fwd Key6, idx uint8, port uint16, backend uint32) (Key6, Entry6, Key6, Entry6) {
+	bip := [16]byte{0x20, 0x01, 0x0d, 0xb8, 2, 15: 11}
+	sip, _ := tbl.SNATIP6(idx)
+	fe := Entry6{Backend: backend, Service: 7, PeerIP: bip, PeerPort: 8080, VIP: fwd.DstIP, VPort: fwd.DstPort,
+		SNATAddr: idx, SNATPort: port, Flags: FlagFullNAT}
+	rev := Key6{SrcIP: bip, SrcPort: 8080, DstIP: sip, DstPort: port, Proto: fwd.Proto}
+	re := Entry6{Backend: backend, Service: 7, PeerIP: fwd.SrcIP, PeerPort: fwd.SrcPort, VIP: fwd.DstIP, VPort: fwd.DstPort,
+		SNATAddr: idx, SNATPort: port, Flags: FlagFullNAT | FlagReverse}
+	return fwd, fe, rev, re
+}
+
+// checkTable verifies the structural invariants of both families and of
+// the SNAT allocator. It must run with no concurrent users.
+func checkTable(tb testing.TB, tbl *Table) {
+	tb.Helper()
+	if err := checkFamily(&tbl.v4); err != nil {
+		tb.Fatalf("v4: %v", err)
+	}
+	if err := checkFamily(&tbl.v6); err != nil {
+		tb.Fatalf("v6: %v", err)
+	}
+	// Flow counters: one per stored entry that is not a reverse half.
+	want := make([]int64, len(tbl.flows))
+	count := func(backend uint32, flags uint8) {
+		if flags&FlagReverse == 0 && int(backend) < len(want) {
+			want[backend]++
+		}
+	}
+	tbl.Range4(func(_ Key4, e Entry4) bool { count(e.Backend, e.Flags); return true })
+	tbl.Range6(func(_ Key6, e Entry6) bool { count(e.Backend, e.Flags); return true })
+	for id, w := range want {
+		if got := tbl.BackendFlows(uint32(id)); got != w {
+			tb.Fatalf("BackendFlows(%d) = %d, %d entries stored", id, got, w)
+		}
+	}
+	for i := range tbl.snat {
+		p := &tbl.snat[i]
+		inUse := 0
+		for _, w := range p.used {
+			for ; w != 0; w &= w - 1 {
+				inUse++
+			}
+		}
+		if inUse+int(p.free) != len(p.ring) {
+			tb.Fatalf("snat %d: %d in use + %d free != %d ports", i, inUse, p.free, len(p.ring))
+		}
+		for j := 0; j < int(p.free); j++ {
+			off := p.ring[(int(p.head)+j)%len(p.ring)]
+			if p.used[off>>6]&(1<<(off&63)) != 0 {
+				tb.Fatalf("snat %d: port offset %d both free and in use", i, off)
+			}
+		}
+	}
+}
+
+func checkFamily[K comparable, E comparable, F flavor[K, E]](f *family[K, E, F]) error {
+	per := int32(1) << f.bits
+	var fl F
+	for si := range f.shards {
+		s := &f.shards[si]
+		lo, hi := int32(si)*per, int32(si+1)*per
+		in := func(i int32) bool { return i >= lo && i < hi }
+		used := int32(0)
+		for i := lo; i < hi; i++ {
+			if f.slots[i].mark&markUsed != 0 {
+				used++
+			}
+		}
+		if used != s.n {
+			return fmt.Errorf("shard %d: n=%d but %d slots used", si, s.n, used)
+		}
+		free := int32(0)
+		for i := s.free; i >= 0; {
+			if !in(i) || f.slots[i].mark != 0 {
+				return fmt.Errorf("shard %d: free list holds slot %d (mark %x)", si, i, f.slots[i].mark)
+			}
+			if free++; free > per {
+				return fmt.Errorf("shard %d: free list loops", si)
+			}
+			w := f.links[i]
+			if w>>f.ib != 0 {
+				return fmt.Errorf("shard %d: free link %#x carries a tag", si, w)
+			}
+			if w == 0 {
+				break
+			}
+			i = lo + int32(w) - 1
+		}
+		if free+used != per {
+			return fmt.Errorf("shard %d: %d free + %d used != %d", si, free, used, per)
+		}
+		// LRU list: every used slot once, links consistent both ways.
+		n, prev := int32(0), int32(-1)
+		for i := s.head; i >= 0; i = f.slots[i].after {
+			if !in(i) || f.slots[i].mark&markUsed == 0 {
+				return fmt.Errorf("shard %d: LRU holds bad slot %d", si, i)
+			}
+			if f.slots[i].prev != prev {
+				return fmt.Errorf("shard %d: LRU prev of %d is %d, want %d", si, i, f.slots[i].prev, prev)
+			}
+			prev = i
+			if n++; n > per {
+				return fmt.Errorf("shard %d: LRU loops", si)
+			}
+		}
+		if n != used || s.tail != prev {
+			return fmt.Errorf("shard %d: LRU has %d entries (tail %d), want %d (tail %d)", si, n, s.tail, used, prev)
+		}
+		// Chains: every used slot reachable from the bucket of its hash.
+		seen := 0
+		for b := lo; b < hi; b++ {
+			c := 0
+			for w := f.buckets[b]; w&f.idxMask != 0; w = f.links[lo+int32(w&f.idxMask)-1] {
+				i := lo + int32(w&f.idxMask) - 1
+				if !in(i) || f.slots[i].mark&markUsed == 0 {
+					return fmt.Errorf("shard %d: bucket %d chains bad slot %d", si, b, i)
+				}
+				h := fl.hash(f.slots[i].k, f.t.seed)
+				hs, hb := f.locate(h)
+				if hs != s || hb != uint32(b) {
+					return fmt.Errorf("shard %d: slot %d chained in bucket %d, hashes to %d", si, i, b, hb)
+				}
+				if w>>f.ib != f.tag(h) {
+					return fmt.Errorf("shard %d: slot %d chained with tag %#x, hash has %#x", si, i, w>>f.ib, f.tag(h))
+				}
+				if c++; c > int(per) {
+					return fmt.Errorf("shard %d: bucket %d loops", si, b)
+				}
+				seen++
+			}
+		}
+		if seen != int(used) {
+			return fmt.Errorf("shard %d: chains hold %d slots, %d used", si, seen, used)
+		}
+	}
+	return nil
+}
+
+// checkPairs verifies, for a table used by one goroutine, that every stored
+// NAT entry's partner is stored and names it back, and that the SNAT ports
+// in use are exactly those of the stored fullnat forward entries.
+func checkPairs(tb testing.TB, tbl *Table) {
+	tb.Helper()
+	type port struct {
+		idx  uint8
+		port uint16
+	}
+	held := map[port]bool{}
+	tbl.Range4(func(k Key4, e Entry4) bool {
+		if !isPaired(e.Flags) {
+			return true
+		}
+		pk, ok := tbl.PairKey4(&k, &e)
+		if !ok {
+			tb.Errorf("v4 %v: NAT entry without partner key", k)
+			return true
+		}
+		var pe Entry4
+		found := false
+		tbl.Range4(func(k2 Key4, e2 Entry4) bool {
+			if k2 == pk {
+				pe, found = e2, true
+				return false
+			}
+			return true
+		})
+		if back, _ := tbl.PairKey4(&pk, &pe); !found || back != k {
+			tb.Errorf("v4 %v: partner %v missing or not pointing back (found %v)", k, pk, found)
+		}
+		if e.Flags&(FlagFullNAT|FlagReverse) == FlagFullNAT {
+			p := port{e.SNATAddr, e.SNATPort}
+			if held[p] {
+				tb.Errorf("v4 %v: SNAT port %v held twice", k, p)
+			}
+			held[p] = true
+		}
+		return true
+	})
+	tbl.Range6(func(k Key6, e Entry6) bool {
+		if e.Flags&(FlagFullNAT|FlagReverse) == FlagFullNAT {
+			held[port{e.SNATAddr, e.SNATPort}] = true
+		}
+		return true
+	})
+	for i := range tbl.snat {
+		p := &tbl.snat[i]
+		for off := 0; off < len(p.ring); off++ {
+			inUse := p.used[off>>6]&(1<<(off&63)) != 0
+			if h := held[port{uint8(i), tbl.portMin + uint16(off)}]; h != inUse {
+				tb.Errorf("snat %d port %d: allocated=%v, held by an entry=%v", i, int(tbl.portMin)+off, inUse, h)
+			}
+		}
+	}
+}

@@ -1,0 +1,487 @@
+package dataplane
+
+import (
+	"encoding/binary"
+	"errors"
+
+	"github.com/xlb/xlb/conntrack"
+	"github.com/xlb/xlb/encap"
+	"github.com/xlb/xlb/internal/packet"
+)
+
+// Action is what to do with a frame after Process.
+type Action uint8
+
+// Actions.
+const (
+	ActDrop Action = iota // free the frame
+	ActTx                 // transmit it on Result.Iface
+	ActPass               // hand it to the kernel (XDP_PASS semantics)
+)
+
+func (a Action) String() string {
+	switch a {
+	case ActTx:
+		return "tx"
+	case ActPass:
+		return "pass"
+	}
+	return "drop"
+}
+
+// Result is the verdict for one frame.
+type Result struct {
+	Action Action
+	Reason Reason // why dropped or passed; ReasonNone for ActTx
+	Iface  uint8  // egress interface index (Spec.Ifaces) for ActTx
+	// Service and Backend name the objects the frame was counted against
+	// (valid when HasBackend). Used by flow lookup and tests.
+	HasBackend bool
+	Service    uint32
+	Backend    uint32
+}
+
+// ExpireBudget is the number of conntrack slots a worker examines for
+// expiry after each batch.
+const ExpireBudget = 64
+
+// Worker runs the pipeline for one receive queue. A Worker is used by one
+// goroutine; several Workers share one conntrack table.
+type Worker struct {
+	ct      *conntrack.Table
+	ingress uint8 // interface the worker receives on (echo replies leave there)
+	dry     bool  // flow lookup: no conntrack inserts, no SNAT allocation
+	p       packet.Parsed
+	fe      flowEntry // the flow being handled
+	hash    uint64
+
+	c        Counters
+	svc      []ObjCounters
+	be       []ObjCounters
+	touched  []uint32 // service IDs and backend IDs | 1<<31 touched this batch
+	overflow bool     // touched filled up: publish everything
+	batch    uint32   // batch number, for the marks below
+	svcMark  []uint32 // batch in which a service was last added to touched
+	beMark   []uint32
+	rr       []uint32 // per service ID
+	wrr      []int64  // smooth WRR current weight per backend ID
+
+	pub  atomicPointer[published]
+	snap *Snapshot
+}
+
+// NewWorker returns a worker for the queue on interface ingress, sharing ct.
+func NewWorker(ct *conntrack.Table, ingress int) *Worker {
+	w := &Worker{ct: ct, ingress: uint8(ingress), touched: make([]uint32, 0, 4*BatchSize)}
+	w.pub.Store(&published{})
+	return w
+}
+
+// BatchSize is the number of frames a worker moves per batch.
+const BatchSize = 64
+
+// Process runs the pipeline over frames with snapshot s at time now
+// (monotonic nanoseconds), rewriting frames in place and writing one Result
+// per frame. A tunnel rewrite moves a frame's Off into its headroom.
+func (w *Worker) Process(s *Snapshot, frames []encap.Frame, res []Result, now int64) {
+	if s != w.snap {
+		w.adopt(s)
+	}
+	w.batch++
+	if w.batch == 0 { // marks start at 0: skip it on wrap-around
+		w.batch = 1
+		clear(w.svcMark)
+		clear(w.beMark)
+	}
+	for i := range frames {
+		res[i] = w.one(s, &frames[i], now)
+	}
+	if !w.dry {
+		w.ct.Expire(now, ExpireBudget)
+	}
+	w.publish()
+}
+
+// adopt sizes the per-ID state for a new snapshot (allocates only when the
+// snapshot has more IDs than any before).
+func (w *Worker) adopt(s *Snapshot) {
+	w.snap = s
+	if n := len(s.Services); n > len(w.svc) {
+		w.svc = append(w.svc, make([]ObjCounters, n-len(w.svc))...)
+		w.rr = append(w.rr, make([]uint32, n-len(w.rr))...)
+		w.svcMark = append(w.svcMark, make([]uint32, n-len(w.svcMark))...)
+	}
+	if n := len(s.Backends); n > len(w.be) {
+		w.be = append(w.be, make([]ObjCounters, n-len(w.be))...)
+		w.wrr = append(w.wrr, make([]int64, n-len(w.wrr))...)
+		w.beMark = append(w.beMark, make([]uint32, n-len(w.beMark))...)
+	}
+	old := w.pub.Load()
+	if len(old.svc) < 3*len(w.svc) || len(old.be) < 3*len(w.be) {
+		np := &published{svc: make([]atomicU64, 3*len(w.svc)), be: make([]atomicU64, 3*len(w.be))}
+		for i := range old.total {
+			np.total[i].Store(old.total[i].Load())
+		}
+		for i := range w.svc {
+			storeObj(np.svc, i, &w.svc[i])
+		}
+		for i := range w.be {
+			storeObj(np.be, i, &w.be[i])
+		}
+		w.pub.Store(np)
+	}
+}
+
+func storeObj(dst []atomicU64, i int, o *ObjCounters) {
+	dst[3*i].Store(o.Packets)
+	dst[3*i+1].Store(o.Bytes)
+	dst[3*i+2].Store(o.NewFlows)
+}
+
+func (w *Worker) publish() {
+	pub := w.pub.Load()
+	words := w.c.words()
+	for i := range words {
+		pub.total[i].Store(words[i])
+	}
+	if w.overflow {
+		for i := range w.svc {
+			storeObj(pub.svc, i, &w.svc[i])
+		}
+		for i := range w.be {
+			storeObj(pub.be, i, &w.be[i])
+		}
+		w.overflow = false
+	}
+	for _, t := range w.touched {
+		if t&(1<<31) != 0 {
+			id := t &^ (1 << 31)
+			storeObj(pub.be, int(id), &w.be[id])
+		} else {
+			storeObj(pub.svc, int(t), &w.svc[t])
+		}
+	}
+	w.touched = w.touched[:0]
+}
+
+// Counters returns the worker's published totals (safe from any goroutine).
+func (w *Worker) Counters() Counters {
+	pub := w.pub.Load()
+	var words [countersWords]uint64
+	for i := range words {
+		words[i] = pub.total[i].Load()
+	}
+	var c Counters
+	c.fromWords(&words)
+	return c
+}
+
+// ServiceCounters returns the published counters of a service ID.
+func (w *Worker) ServiceCounters(id uint32) ObjCounters { return loadObj(w.pub.Load().svc, id) }
+
+// BackendCounters returns the published counters of a backend ID.
+func (w *Worker) BackendCounters(id uint32) ObjCounters { return loadObj(w.pub.Load().be, id) }
+
+func loadObj(a []atomicU64, id uint32) ObjCounters {
+	i := 3 * int(id)
+	if i+2 >= len(a) {
+		return ObjCounters{}
+	}
+	return ObjCounters{a[i].Load(), a[i+1].Load(), a[i+2].Load()}
+}
+
+func (w *Worker) drop(r Reason) Result {
+	w.c.Dropped++
+	w.c.Reasons[r]++
+	return Result{Action: ActDrop, Reason: r}
+}
+
+func (w *Worker) pass(r Reason) Result {
+	w.c.Passed++
+	w.c.Reasons[r]++
+	return Result{Action: ActPass, Reason: r}
+}
+
+func (w *Worker) tx(f *encap.Frame, iface uint8, svc, be uint32) Result {
+	n := uint64(f.Len)
+	w.c.TxPackets++
+	w.c.TxBytes += n
+	w.svc[svc].Packets++
+	w.svc[svc].Bytes += n
+	w.be[be].Packets++
+	w.be[be].Bytes += n
+	if w.svcMark[svc] != w.batch {
+		w.svcMark[svc] = w.batch
+		w.touch(svc)
+	}
+	if w.beMark[be] != w.batch {
+		w.beMark[be] = w.batch
+		w.touch(be | 1<<31)
+	}
+	return Result{Action: ActTx, Iface: iface, HasBackend: true, Service: svc, Backend: be}
+}
+
+// touch remembers an object whose counters changed in this batch; when the
+// list is full, publish stores every object instead.
+func (w *Worker) touch(t uint32) {
+	if len(w.touched) < cap(w.touched) {
+		w.touched = append(w.touched, t)
+	} else {
+		w.overflow = true
+	}
+}
+
+func (w *Worker) rewriteFailed(v encap.Verdict) Result {
+	switch v {
+	case encap.TooBig:
+		return w.drop(DropTooBig)
+	case encap.NoHeadroom:
+		return w.drop(DropNoHeadroom)
+	}
+	return w.drop(DropCannotRewrite)
+}
+
+func isL4(proto uint8) bool { return proto == packet.ProtoTCP || proto == packet.ProtoUDP }
+
+// one runs the pipeline for a single frame.
+func (w *Worker) one(s *Snapshot, f *encap.Frame, now int64) Result {
+	w.c.RxPackets++
+	w.c.RxBytes += uint64(f.Len)
+	p := &w.p
+	if r := packet.Decode(f.Bytes(), p); r != packet.OK {
+		if r == packet.ReasonNotIP {
+			return w.pass(PassNotIP)
+		}
+		return w.drop(decodeReason(r))
+	}
+	v6 := p.Family == 6
+	if p.Frag == packet.FragLater {
+		if id, ok := s.vips.findFrag(&p.Dst, v6, p.Proto); ok {
+			return w.forward(s, &s.Services[id], f, now)
+		}
+		if s.vips.isVIP(&p.Dst, v6) {
+			return w.drop(DropFragment)
+		}
+		return w.pass(PassNoService)
+	}
+	if isL4(p.Proto) {
+		if id, ok := s.vips.find(&p.Dst, v6, p.DstPort, p.Proto); ok {
+			return w.forward(s, &s.Services[id], f, now)
+		}
+		if p.Frag == packet.FragNone {
+			if r, ok := w.reply(s, f, now); ok {
+				return r
+			}
+		}
+		return w.pass(PassNoService)
+	}
+	if (p.Proto == packet.ProtoICMP || p.Proto == packet.ProtoICMPv6) && s.vips.isVIP(&p.Dst, v6) {
+		return w.icmpToVIP(s, f, now)
+	}
+	return w.pass(PassNoService)
+}
+
+// flowHash hashes the 5-tuple (or only the addresses) with the snapshot's
+// seed. It is a fixed function, so every instance of a fleet agrees.
+func flowHash(p *packet.Parsed, seed uint64, addrsOnly bool) uint64 {
+	h := seed ^ uint64(p.Proto)<<40
+	if !addrsOnly {
+		h ^= uint64(p.SrcPort)<<16 | uint64(p.DstPort)
+	}
+	if p.Family == 4 {
+		return mix(mix(h) ^ uint64(binary.LittleEndian.Uint32(p.Src[0:4]))<<32 ^ uint64(binary.LittleEndian.Uint32(p.Dst[0:4])))
+	}
+	h = mix(h ^ binary.LittleEndian.Uint64(p.Src[0:8]))
+	h = mix(h ^ binary.LittleEndian.Uint64(p.Src[8:16]))
+	h = mix(h ^ binary.LittleEndian.Uint64(p.Dst[0:8]))
+	return mix(h ^ binary.LittleEndian.Uint64(p.Dst[8:16]))
+}
+
+// srcHash hashes the client address only (the sh scheduler).
+func srcHash(p *packet.Parsed, seed uint64) uint64 {
+	if p.Family == 4 {
+		return mix(seed ^ uint64(binary.LittleEndian.Uint32(p.Src[0:4])))
+	}
+	return mix(mix(seed^binary.LittleEndian.Uint64(p.Src[0:8])) ^ binary.LittleEndian.Uint64(p.Src[8:16]))
+}
+
+// usable reports whether an existing flow may stay on backend id.
+func usable(s *Snapshot, svc *Service, id uint32) bool {
+	be := s.Backend(id)
+	return be != nil && be.Service == svc.ID && be.State != StateDown
+}
+
+// forward handles a client packet to a service.
+func (w *Worker) forward(s *Snapshot, svc *Service, f *encap.Frame, now int64) Result {
+	p := &w.p
+	if p.Frag != packet.FragNone && !svc.FragHash {
+		return w.drop(DropFragment)
+	}
+	w.hash = flowHash(p, s.Seed, svc.FragHash)
+	e := &w.fe
+	found := false
+	if !svc.FragHash {
+		found = w.lookup(p, now)
+		if found && (e.Flags&conntrack.FlagReverse != 0 || !usable(s, svc, e.Backend)) {
+			// The backend is gone or down: schedule again (a SYN then
+			// opens a fresh connection on a live backend; mid-flow
+			// packets meet a backend that will reset them).
+			if e.Flags&conntrack.FlagReverse == 0 {
+				w.c.Rescheduled++
+				if !w.dry {
+					w.remove(p)
+				}
+			}
+			found = false
+		}
+	}
+	if !found {
+		if r, ok := w.newFlow(s, svc, now); !ok {
+			return r
+		}
+	}
+	be := &s.Backends[e.Backend]
+	var v encap.Verdict
+	switch svc.Mode {
+	case ModeDSR:
+		v = encap.DSR(f.Bytes(), p, &be.Egress)
+	case ModeTunnel:
+		v = encap.Tunnel(f, p, &be.TunnelSrc, &be.Addr, uint32(w.hash), &be.Egress)
+	case ModeL3DSR:
+		v = encap.L3DSR(f.Bytes(), p, &be.Addr, svc.DSCP, &be.Egress)
+	case ModeNAT:
+		v = encap.NAT(f.Bytes(), p, &be.Endpoint, &be.Egress)
+	case ModeFullNAT:
+		snat := encap.Endpoint{Addr: s.SNAT[e.SNATAddr], Port: e.SNATPort}
+		v = encap.FullNAT(f.Bytes(), p, &snat, &be.Endpoint, &be.Egress)
+	}
+	if v != encap.Forward {
+		return w.rewriteFailed(v)
+	}
+	return w.tx(f, be.Iface, svc.ID, be.ID)
+}
+
+// newFlow schedules a backend for a flow without usable state and records
+// it in conntrack (both halves for nat/fullnat).
+func (w *Worker) newFlow(s *Snapshot, svc *Service, now int64) (Result, bool) {
+	p := &w.p
+	id, ok := w.schedule(s, svc)
+	if !ok {
+		return w.drop(DropNoBackend), false
+	}
+	w.fe = flowEntry{Backend: id, Service: svc.ID}
+	e := &w.fe
+	w.c.NewFlows++
+	w.newFlowOf(svc.ID, id)
+	if svc.FragHash || w.dry {
+		if w.dry && svc.Mode == ModeFullNAT && len(s.SNAT) > 0 {
+			e.SNATAddr = w.snatIndex(s, p)
+		}
+		return Result{}, true
+	}
+	var err error
+	switch svc.Mode {
+	case ModeNAT:
+		err = w.insertNAT(p, s, svc, e, now, false)
+	case ModeFullNAT:
+		err = w.insertNAT(p, s, svc, e, now, true)
+		if errors.Is(err, conntrack.ErrSNATExhausted) {
+			return w.drop(DropSNATExhausted), false
+		}
+	default:
+		err = w.insert(p, e, now)
+		if errors.Is(err, conntrack.ErrFull) {
+			// Keep serving: a consistent hash gives the same answer on
+			// every packet of the flow without state.
+			w.c.Stateless++
+			if mid, ok := svc.Maglev.Lookup(w.hash); ok {
+				e.Backend = mid
+			}
+			return Result{}, true
+		}
+	}
+	if err != nil {
+		return w.drop(DropConntrackFull), false
+	}
+	return Result{}, true
+}
+
+func (w *Worker) newFlowOf(svc, be uint32) {
+	w.svc[svc].NewFlows++
+	w.be[be].NewFlows++
+}
+
+// schedule picks a backend for a new flow by the service's scheduler.
+func (w *Worker) schedule(s *Snapshot, svc *Service) (uint32, bool) {
+	n := len(svc.Schedulable)
+	if n == 0 {
+		return 0, false
+	}
+	switch svc.Scheduler {
+	case SchedRR:
+		i := w.rr[svc.ID] % uint32(n)
+		w.rr[svc.ID]++
+		return svc.Schedulable[i], true
+	case SchedWRR:
+		// Smooth weighted round robin (as nginx): every backend gains its
+		// weight, the largest wins and pays back the total.
+		var total int64
+		best := -1
+		for i, id := range svc.Schedulable {
+			wt := int64(s.Backends[id].Weight)
+			w.wrr[id] += wt
+			total += wt
+			if best < 0 || w.wrr[id] > w.wrr[svc.Schedulable[best]] {
+				best = i
+			}
+		}
+		id := svc.Schedulable[best]
+		w.wrr[id] -= total
+		return id, true
+	case SchedLC, SchedWLC:
+		best, bestN, bestW := uint32(0), int64(-1), uint64(1)
+		for _, id := range svc.Schedulable {
+			c := w.ct.BackendFlows(id)
+			wt := uint64(1)
+			if svc.Scheduler == SchedWLC {
+				wt = uint64(s.Backends[id].Weight)
+			}
+			// c/wt < bestN/bestW without division.
+			if bestN < 0 || uint64(c)*bestW < uint64(bestN)*wt {
+				best, bestN, bestW = id, c, wt
+			}
+		}
+		return best, true
+	case SchedSH:
+		return svc.Maglev.Lookup(srcHash(&w.p, s.Seed))
+	}
+	return svc.Maglev.Lookup(w.hash)
+}
+
+// reply translates a nat/fullnat reply (backend → client) found in
+// conntrack by its reverse entry. ok is false when the packet is not a
+// known reply.
+func (w *Worker) reply(s *Snapshot, f *encap.Frame, now int64) (Result, bool) {
+	p := &w.p
+	e := &w.fe
+	if !w.lookup(p, now) || e.Flags&conntrack.FlagReverse == 0 {
+		return Result{}, false
+	}
+	svc := s.Service(e.Service)
+	if svc == nil || s.Backend(e.Backend) == nil {
+		return Result{}, false
+	}
+	vip := encap.Endpoint{Addr: svc.VIP, Port: e.VPort}
+	var v encap.Verdict
+	if e.Flags&conntrack.FlagFullNAT != 0 {
+		client := encap.Endpoint{Addr: encap.Addr{IP: e.PeerIP, V6: p.Family == 6}, Port: e.PeerPort}
+		v = encap.FullNATReply(f.Bytes(), p, &vip, &client, &s.Reply)
+	} else {
+		v = encap.NATReply(f.Bytes(), p, &vip, &s.Reply)
+	}
+	if v != encap.Forward {
+		return w.rewriteFailed(v), true
+	}
+	w.c.Replies++
+	return w.tx(f, s.ReplyIface, svc.ID, e.Backend), true
+}

@@ -1,0 +1,203 @@
+package dataplane
+
+import (
+	"runtime"
+	"sync/atomic"
+	"time"
+
+	"github.com/xlb/xlb/encap"
+	"github.com/xlb/xlb/internal/xsk"
+)
+
+// Port is one AF_XDP socket of a worker: the worker receives on it and
+// transmits on it the frames whose Result.Iface is Iface.
+type Port struct {
+	Sock  *xsk.Socket
+	Iface int // index into Spec.Ifaces
+}
+
+// RunnerConfig wires a Worker to its sockets.
+type RunnerConfig struct {
+	Worker *Worker
+	UMEM   *xsk.UMEM // shared by every Port of this worker
+	Ports  []Port    // one per interface, all on the same queue
+	Snap   *atomic.Pointer[Snapshot]
+	// Poll makes an idle worker sleep in poll(2) (up to PollTimeout)
+	// instead of spinning; busy-polling burns a core but has the lowest
+	// latency.
+	Poll        bool
+	PollTimeout time.Duration
+	// FillTarget is how many frames each socket keeps posted for receive.
+	FillTarget int
+	// Clock returns monotonic nanoseconds; nil means time since start.
+	Clock func() int64
+	// OnStart runs on the worker's locked OS thread before the loop (the
+	// daemon pins the thread to a CPU there).
+	OnStart func()
+}
+
+// RunnerStats are a runner's I/O counters (the pipeline's are in
+// Worker.Counters).
+type RunnerStats struct {
+	RxBatches    uint64
+	TxDropped    uint64 // tx ring full: frames freed instead of sent
+	PassDropped  uint64 // frames the pipeline would pass to the kernel: AF_XDP cannot, so they are freed
+	FillStarved  uint64 // times a fill ring could not be topped up
+	CompletedTxs uint64
+}
+
+// Runner moves frames between AF_XDP sockets and a Worker. Run it on its
+// own goroutine; it locks that goroutine to an OS thread.
+type Runner struct {
+	cfg   RunnerConfig
+	stop  atomic.Bool
+	stats struct {
+		rxBatches, txDropped, passDropped, fillStarved, completed atomic.Uint64
+	}
+}
+
+// NewRunner checks cfg and returns a Runner.
+func NewRunner(cfg RunnerConfig) *Runner {
+	if cfg.FillTarget <= 0 {
+		cfg.FillTarget = 1024
+	}
+	if cfg.PollTimeout <= 0 {
+		cfg.PollTimeout = 100 * time.Millisecond
+	}
+	if cfg.Clock == nil {
+		start := time.Now()
+		cfg.Clock = func() int64 { return int64(time.Since(start)) + int64(time.Second) }
+	}
+	return &Runner{cfg: cfg}
+}
+
+// Stop asks Run to return after its current batch.
+func (r *Runner) Stop() { r.stop.Store(true) }
+
+// Stats returns the runner's I/O counters.
+func (r *Runner) Stats() RunnerStats {
+	return RunnerStats{r.stats.rxBatches.Load(), r.stats.txDropped.Load(), r.stats.passDropped.Load(),
+		r.stats.fillStarved.Load(), r.stats.completed.Load()}
+}
+
+// Run moves frames until Stop. It returns when stopped.
+func (r *Runner) Run() {
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	c := &r.cfg
+	if c.OnStart != nil {
+		c.OnStart()
+	}
+	u := c.UMEM
+	frameSize := uint64(u.Config().FrameSize)
+	nIf := 0
+	for _, p := range c.Ports {
+		nIf = max(nIf, p.Iface+1)
+	}
+	txSock := make([]*xsk.Socket, nIf)
+	for _, p := range c.Ports {
+		txSock[p.Iface] = p.Sock
+	}
+	descs := make([]xsk.Desc, BatchSize)
+	frames := make([]encap.Frame, BatchSize)
+	bases := make([]uint64, BatchSize)
+	res := make([]Result, BatchSize)
+	txq := make([][]xsk.Desc, nIf)
+	for i := range txq {
+		txq[i] = make([]xsk.Desc, 0, BatchSize*len(c.Ports))
+	}
+	addrs := make([]uint64, 4*BatchSize)
+	posted := make([]int, len(c.Ports)) // frames in each fill ring (approximate)
+	mem := u.Bytes()
+	refill := func(i int) {
+		need := c.FillTarget - posted[i]
+		for need > 0 {
+			k := u.AllocBatch(addrs[:min(need, len(addrs))])
+			if k == 0 {
+				r.stats.fillStarved.Add(1)
+				return
+			}
+			f := c.Ports[i].Sock.Fill(addrs[:k])
+			if f < k {
+				u.FreeBatch(addrs[f:k])
+			}
+			posted[i] += f
+			need -= k
+			if f < k {
+				return
+			}
+		}
+	}
+	for i := range c.Ports {
+		refill(i)
+	}
+	idle := 0
+	for !r.stop.Load() {
+		s := c.Snap.Load()
+		now := c.Clock()
+		got := 0
+		for pi := range c.Ports {
+			n := c.Ports[pi].Sock.Receive(descs)
+			if n == 0 {
+				continue
+			}
+			got += n
+			posted[pi] -= n
+			r.stats.rxBatches.Add(1)
+			for i := 0; i < n; i++ {
+				base := descs[i].Addr &^ (frameSize - 1)
+				bases[i] = base
+				frames[i] = encap.Frame{Buf: mem[base : base+frameSize], Off: int(descs[i].Addr - base), Len: int(descs[i].Len)}
+			}
+			c.Worker.Process(s, frames[:n], res[:n], now)
+			for i := 0; i < n; i++ {
+				if res[i].Action == ActTx && int(res[i].Iface) < nIf && txSock[res[i].Iface] != nil {
+					q := &txq[res[i].Iface]
+					*q = append(*q, xsk.Desc{Addr: bases[i] + uint64(frames[i].Off), Len: uint32(frames[i].Len)})
+					continue
+				}
+				if res[i].Action == ActPass {
+					r.stats.passDropped.Add(1)
+				}
+				u.Free(bases[i])
+			}
+		}
+		for i, q := range txq {
+			if len(q) == 0 {
+				continue
+			}
+			sent := txSock[i].Transmit(q)
+			for _, d := range q[sent:] {
+				u.Free(d.Addr)
+				r.stats.txDropped.Add(1)
+			}
+			txq[i] = q[:0]
+		}
+		for pi := range c.Ports {
+			for {
+				k := c.Ports[pi].Sock.Complete(addrs)
+				if k == 0 {
+					break
+				}
+				u.FreeBatch(addrs[:k])
+				r.stats.completed.Add(uint64(k))
+			}
+			if posted[pi] < c.FillTarget/2 || got == 0 {
+				refill(pi)
+			}
+		}
+		if got > 0 {
+			idle = 0
+			continue
+		}
+		idle++
+		if c.Poll && idle > 64 {
+			// Sleep on one port at a time; with several ports keep the
+			// timeout short so none waits long.
+			_ = c.Ports[idle%len(c.Ports)].Sock.Poll(c.PollTimeout / time.Duration(len(c.Ports)))
+		} else if idle > 1024 {
+			// Busy-poll, but let the scheduler in now and then.
+			runtime.Gosched()
+		}
+	}
+}

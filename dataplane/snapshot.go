@@ -1,0 +1,470 @@
+package dataplane
+
+import (
+	"errors"
+	"fmt"
+	"net/netip"
+	"strings"
+
+	"github.com/xlb/xlb/encap"
+	"github.com/xlb/xlb/maglev"
+)
+
+// Mode is a service's forwarding mode.
+type Mode uint8
+
+// Forwarding modes (see DESIGN.md).
+const (
+	ModeDSR Mode = iota
+	ModeTunnel
+	ModeL3DSR
+	ModeNAT
+	ModeFullNAT
+	numModes
+)
+
+var modeNames = [numModes]string{"dsr", "tunnel", "l3dsr", "nat", "fullnat"}
+
+func (m Mode) String() string {
+	if m < numModes {
+		return modeNames[m]
+	}
+	return "unknown"
+}
+
+// ParseMode parses a mode name as written in configuration.
+func ParseMode(s string) (Mode, error) {
+	for i, n := range modeNames {
+		if s == n {
+			return Mode(i), nil
+		}
+	}
+	return 0, fmt.Errorf("unknown mode %q (want one of %s)", s, strings.Join(modeNames[:], ", "))
+}
+
+// Scheduler picks a backend for a new flow.
+type Scheduler uint8
+
+// Schedulers. maglev and sh are consistent hashes (every worker and every
+// instance agrees); rr, wrr, lc and wlc keep per-worker state.
+const (
+	SchedMaglev Scheduler = iota // Maglev over the 5-tuple hash
+	SchedRR                      // round robin
+	SchedWRR                     // smooth weighted round robin
+	SchedLC                      // least connections (per worker)
+	SchedWLC                     // weighted least connections (per worker)
+	SchedSH                      // Maglev over the client address only
+	numScheds
+)
+
+var schedNames = [numScheds]string{"maglev", "rr", "wrr", "lc", "wlc", "sh"}
+
+func (s Scheduler) String() string {
+	if s < numScheds {
+		return schedNames[s]
+	}
+	return "unknown"
+}
+
+// ParseScheduler parses a scheduler name.
+func ParseScheduler(s string) (Scheduler, error) {
+	for i, n := range schedNames {
+		if s == n {
+			return Scheduler(i), nil
+		}
+	}
+	return 0, fmt.Errorf("unknown scheduler %q (want one of %s)", s, strings.Join(schedNames[:], ", "))
+}
+
+// BackendState is the administrative/health state of a backend.
+type BackendState uint8
+
+// Backend states: active backends get new flows; draining ones keep their
+// flows but get no new ones; down ones get nothing (their flows are
+// rescheduled).
+const (
+	StateActive BackendState = iota
+	StateDraining
+	StateDown
+	numStates
+)
+
+var stateNames = [numStates]string{"active", "draining", "down"}
+
+func (s BackendState) String() string {
+	if s < numStates {
+		return stateNames[s]
+	}
+	return "unknown"
+}
+
+// ParseBackendState parses a backend state name.
+func ParseBackendState(s string) (BackendState, error) {
+	for i, n := range stateNames {
+		if s == n {
+			return BackendState(i), nil
+		}
+	}
+	return 0, fmt.Errorf("unknown backend state %q (want active, draining or down)", s)
+}
+
+// BackendSpec describes one backend of a service.
+type BackendSpec struct {
+	Address netip.Addr
+	Port    uint16 // nat/fullnat: destination port; 0 = the packet's port
+	Weight  uint32
+	State   BackendState
+	MAC     [6]byte // static next-hop MAC; zero = resolve
+	Iface   int     // index into Spec.Ifaces of the egress interface
+}
+
+// ServiceSpec describes one service (a VIP, port and protocol).
+type ServiceSpec struct {
+	Name      string
+	VIP       netip.Addr
+	Port      uint16 // 0 = every port
+	Proto     uint8  // packet.ProtoTCP or packet.ProtoUDP
+	Mode      Mode
+	Scheduler Scheduler
+	DSCP      uint8 // l3dsr only
+	// FragHash makes the service hash on addresses only (no ports, no
+	// conntrack), so that IP fragments of a datagram reach the same backend
+	// as its first fragment. Only for dsr, tunnel and l3dsr.
+	FragHash bool
+	Backends []BackendSpec
+}
+
+// Iface is an interface the dataplane transmits on.
+type Iface struct {
+	MAC [6]byte
+	MTU int // IP MTU
+}
+
+// Spec is the whole configuration the dataplane needs. It is plain data;
+// Build checks it and compiles it into a Snapshot.
+type Spec struct {
+	Services []ServiceSpec
+	Ifaces   []Iface // at least one; Ifaces[0] is the default egress
+	// Router is the next-hop MAC for traffic towards clients (nat and
+	// fullnat replies) and for backends without a MAC of their own.
+	Router      [6]byte
+	RouterIface int
+	// TunnelSource4/6 are the outer source addresses of tunnel mode.
+	TunnelSource4, TunnelSource6 netip.Addr
+	// SNAT addresses of fullnat, in the order conntrack indexes them.
+	SNAT4 []netip.Addr
+	SNAT6 []netip.Addr
+	// MaglevSize is the Maglev table size (a prime; 0 = maglev.DefaultSize)
+	// and HashSeed the seed of the flow hash and of Maglev: instances of a
+	// fleet must share both to agree on backends.
+	MaglevSize uint32
+	HashSeed   uint64
+	// Neighbor resolves a backend address to a MAC when the backend has no
+	// static MAC; nil or a false result leaves Router as the next hop.
+	Neighbor func(netip.Addr) ([6]byte, bool)
+}
+
+// Service is a compiled service.
+type Service struct {
+	Present   bool
+	ID        uint32
+	Name      string
+	VIP       encap.Addr
+	Port      uint16
+	Proto     uint8
+	Mode      Mode
+	Scheduler Scheduler
+	DSCP      uint8
+	FragHash  bool
+	// Backends are the IDs of every backend of the service; Schedulable
+	// those that may get new flows (active, weight > 0).
+	Backends    []uint32
+	Schedulable []uint32
+	Maglev      *maglev.Table
+	spec        ServiceSpec
+}
+
+// Backend is a compiled backend.
+type Backend struct {
+	Present bool
+	ID      uint32
+	Service uint32
+	Key     string // "service/address:port"
+	Addr    encap.Addr
+	Port    uint16
+	Weight  uint32
+	State   BackendState
+	Egress  encap.Egress
+	Iface   uint8
+	// Endpoint is Addr:Port, ready for the nat rewrites; TunnelSrc the
+	// outer source of tunnel mode (of the backend's family).
+	Endpoint  encap.Endpoint
+	TunnelSrc encap.Addr
+}
+
+// Snapshot is an immutable compiled configuration. Workers read it without
+// locks; a new configuration is a new Snapshot.
+type Snapshot struct {
+	Gen      uint64
+	Services []Service // indexed by service ID
+	Backends []Backend // indexed by backend ID
+	Ifaces   []Iface
+	// Reply is the egress towards clients (nat/fullnat replies, ICMP).
+	Reply      encap.Egress
+	ReplyIface uint8
+	SNAT       []encap.Addr // indexed like conntrack's SNAT addresses
+	Seed       uint64
+	vips       vipIndex
+	nextSvc    uint32
+	nextBe     uint32
+	svcIDs     map[string]uint32 // name → ID, for the next Build
+	beIDs      map[string]uint32 // key → ID
+	spec       Spec
+}
+
+// Spec returns the Spec the snapshot was built from.
+func (s *Snapshot) Spec() Spec { return s.spec }
+
+// Service returns the service with the given ID, or nil.
+func (s *Snapshot) Service(id uint32) *Service {
+	if int(id) < len(s.Services) && s.Services[id].Present {
+		return &s.Services[id]
+	}
+	return nil
+}
+
+// Backend returns the backend with the given ID, or nil.
+func (s *Snapshot) Backend(id uint32) *Backend {
+	if int(id) < len(s.Backends) && s.Backends[id].Present {
+		return &s.Backends[id]
+	}
+	return nil
+}
+
+// ServiceByName returns the service with that name, or nil.
+func (s *Snapshot) ServiceByName(name string) *Service {
+	if id, ok := s.svcIDs[name]; ok {
+		return s.Service(id)
+	}
+	return nil
+}
+
+// ErrInvalid wraps every Build error, which names the offending field.
+var ErrInvalid = errors.New("invalid configuration")
+
+func invalid(field, format string, args ...any) error {
+	return fmt.Errorf("%w: %s: %s", ErrInvalid, field, fmt.Sprintf(format, args...))
+}
+
+// Build checks spec and compiles it into a Snapshot. When prev is not nil,
+// services and backends that exist in both keep their IDs, so flows in
+// conntrack keep their backend. Build never modifies prev.
+func Build(spec Spec, prev *Snapshot) (*Snapshot, error) {
+	if len(spec.Ifaces) == 0 {
+		return nil, invalid("interfaces", "at least one interface is required")
+	}
+	if spec.RouterIface < 0 || spec.RouterIface >= len(spec.Ifaces) {
+		return nil, invalid("router_iface", "index %d out of range", spec.RouterIface)
+	}
+	s := &Snapshot{
+		Ifaces: append([]Iface(nil), spec.Ifaces...),
+		Seed:   spec.HashSeed,
+		svcIDs: map[string]uint32{},
+		beIDs:  map[string]uint32{},
+		spec:   spec,
+	}
+	s.Reply = encap.Egress{Dst: spec.Router, Src: spec.Ifaces[spec.RouterIface].MAC, MTU: spec.Ifaces[spec.RouterIface].MTU}
+	s.ReplyIface = uint8(spec.RouterIface)
+	if prev != nil {
+		s.Gen = prev.Gen + 1
+		s.nextSvc, s.nextBe = prev.nextSvc, prev.nextBe
+	}
+	for i, a := range spec.SNAT4 {
+		if !a.Unmap().Is4() {
+			return nil, invalid(fmt.Sprintf("snat.addresses[%d]", i), "%s is not IPv4", a)
+		}
+		s.SNAT = append(s.SNAT, encap.AddrFrom(a))
+	}
+	for i, a := range spec.SNAT6 {
+		if !a.Is6() || a.Is4In6() {
+			return nil, invalid(fmt.Sprintf("snat.addresses6[%d]", i), "%s is not IPv6", a)
+		}
+		s.SNAT = append(s.SNAT, encap.AddrFrom(a))
+	}
+	type svcKey struct {
+		vip   netip.Addr
+		port  uint16
+		proto uint8
+	}
+	seen := map[svcKey]string{}
+	var entries []vipEntry
+	for i := range spec.Services {
+		ss := &spec.Services[i]
+		f := fmt.Sprintf("services[%d]", i)
+		if err := checkService(&spec, ss, f); err != nil {
+			return nil, err
+		}
+		if _, dup := s.svcIDs[ss.Name]; dup {
+			return nil, invalid(f+".name", "duplicate service name %q", ss.Name)
+		}
+		k := svcKey{ss.VIP.Unmap(), ss.Port, ss.Proto}
+		if other, dup := seen[k]; dup {
+			return nil, invalid(f, "same vip, port and protocol as service %q", other)
+		}
+		seen[k] = ss.Name
+		id := s.assignID(prev, true, ss.Name)
+		s.svcIDs[ss.Name] = id
+		svc := Service{Present: true, ID: id, Name: ss.Name, VIP: encap.AddrFrom(ss.VIP), Port: ss.Port, Proto: ss.Proto,
+			Mode: ss.Mode, Scheduler: ss.Scheduler, DSCP: ss.DSCP, FragHash: ss.FragHash, spec: *ss}
+		var mb []maglev.Backend
+		for j := range ss.Backends {
+			bs := &ss.Backends[j]
+			bf := fmt.Sprintf("%s.backends[%d]", f, j)
+			key := fmt.Sprintf("%s/%s", ss.Name, netip.AddrPortFrom(bs.Address.Unmap(), bs.Port))
+			if _, dup := s.beIDs[key]; dup {
+				return nil, invalid(bf, "duplicate backend %s", key)
+			}
+			if bs.Iface < 0 || bs.Iface >= len(spec.Ifaces) {
+				return nil, invalid(bf+".iface", "index %d out of range", bs.Iface)
+			}
+			bid := s.assignID(prev, false, key)
+			s.beIDs[key] = bid
+			be := Backend{Present: true, ID: bid, Service: id, Key: key, Addr: encap.AddrFrom(bs.Address), Port: bs.Port,
+				Weight: bs.Weight, State: bs.State, Iface: uint8(bs.Iface)}
+			be.Endpoint = encap.Endpoint{Addr: be.Addr, Port: bs.Port}
+			if bs.Address.Unmap().Is4() && spec.TunnelSource4.IsValid() {
+				be.TunnelSrc = encap.AddrFrom(spec.TunnelSource4)
+			} else if !bs.Address.Unmap().Is4() && spec.TunnelSource6.IsValid() {
+				be.TunnelSrc = encap.AddrFrom(spec.TunnelSource6)
+			}
+			be.Egress = encap.Egress{Dst: spec.Router, Src: spec.Ifaces[bs.Iface].MAC, MTU: spec.Ifaces[bs.Iface].MTU}
+			if bs.MAC != ([6]byte{}) {
+				be.Egress.Dst = bs.MAC
+			} else if spec.Neighbor != nil {
+				if m, ok := spec.Neighbor(bs.Address); ok {
+					be.Egress.Dst = m
+				}
+			}
+			s.putBackend(be)
+			svc.Backends = append(svc.Backends, bid)
+			if bs.State == StateActive && bs.Weight > 0 {
+				svc.Schedulable = append(svc.Schedulable, bid)
+				mb = append(mb, maglev.Backend{ID: bid, Key: key[len(ss.Name)+1:], Weight: bs.Weight})
+			}
+		}
+		t, err := maglev.Build(mb, maglev.Config{Size: spec.MaglevSize, Seed: spec.HashSeed})
+		if err != nil {
+			return nil, invalid(f, "maglev: %v", err)
+		}
+		svc.Maglev = t
+		s.putService(svc)
+		entries = append(entries, vipEntry{addr: svc.VIP, port: ss.Port, proto: ss.Proto, svc: id})
+		if ss.FragHash {
+			fk := svcKey{ss.VIP.Unmap(), 0, ss.Proto + 128}
+			if other, dup := seen[fk]; dup {
+				return nil, invalid(f+".frag_hash", "service %q already hashes fragments for this vip and protocol", other)
+			}
+			seen[fk] = ss.Name
+			entries = append(entries, vipEntry{addr: svc.VIP, proto: ss.Proto, frag: true, svc: id})
+		}
+	}
+	s.vips = newVIPIndex(entries, spec.HashSeed)
+	return s, nil
+}
+
+func checkService(spec *Spec, ss *ServiceSpec, f string) error {
+	if ss.Name == "" {
+		return invalid(f+".name", "must not be empty")
+	}
+	if !ss.VIP.IsValid() {
+		return invalid(f+".vip", "missing or invalid address")
+	}
+	if !ss.VIP.Unmap().Is4() && ss.VIP.Is4In6() {
+		return invalid(f+".vip", "IPv4-mapped IPv6 address %s: write it as IPv4", ss.VIP)
+	}
+	if ss.Proto != 6 && ss.Proto != 17 {
+		return invalid(f+".protocol", "must be tcp or udp")
+	}
+	if ss.Mode >= numModes {
+		return invalid(f+".mode", "unknown mode %d", ss.Mode)
+	}
+	if ss.Scheduler >= numScheds {
+		return invalid(f+".scheduler", "unknown scheduler %d", ss.Scheduler)
+	}
+	if ss.DSCP > 63 {
+		return invalid(f+".dscp", "%d is not a 6-bit DSCP", ss.DSCP)
+	}
+	if ss.Mode == ModeL3DSR && ss.DSCP == 0 {
+		return invalid(f+".dscp", "l3dsr needs a non-zero DSCP code")
+	}
+	if ss.FragHash && (ss.Mode == ModeNAT || ss.Mode == ModeFullNAT) {
+		return invalid(f+".frag_hash", "fragments cannot be translated in %s mode", ss.Mode)
+	}
+	v4 := ss.VIP.Unmap().Is4()
+	if ss.Mode == ModeFullNAT {
+		if v4 && len(spec.SNAT4) == 0 || !v4 && len(spec.SNAT6) == 0 {
+			return invalid(f+".mode", "fullnat needs an SNAT address of the VIP's family (lb.snat.addresses)")
+		}
+	}
+	for j := range ss.Backends {
+		bs := &ss.Backends[j]
+		bf := fmt.Sprintf("%s.backends[%d]", f, j)
+		if !bs.Address.IsValid() {
+			return invalid(bf+".address", "missing or invalid address")
+		}
+		bv4 := bs.Address.Unmap().Is4()
+		switch ss.Mode {
+		case ModeL3DSR, ModeNAT, ModeFullNAT:
+			if bv4 != v4 {
+				return invalid(bf+".address", "%s mode needs a backend of the VIP's address family", ss.Mode)
+			}
+		case ModeTunnel:
+			if bv4 && !spec.TunnelSource4.IsValid() || !bv4 && !spec.TunnelSource6.IsValid() {
+				return invalid("lb.tunnel_source", "tunnel backend %s needs a tunnel source of its family", bs.Address)
+			}
+		}
+		if bs.Port != 0 && bs.Port != ss.Port && ss.Mode != ModeNAT && ss.Mode != ModeFullNAT {
+			return invalid(bf+".port", "port translation (%d→%d) needs nat or fullnat mode", ss.Port, bs.Port)
+		}
+		if ss.Port == 0 && bs.Port != 0 {
+			return invalid(bf+".port", "a service on every port (port 0) cannot translate ports")
+		}
+		if bs.State >= numStates {
+			return invalid(bf+".state", "unknown state %d", bs.State)
+		}
+	}
+	return nil
+}
+
+// assignID reuses prev's ID for name or hands out a fresh one.
+func (s *Snapshot) assignID(prev *Snapshot, svc bool, name string) uint32 {
+	if prev != nil {
+		m := prev.beIDs
+		if svc {
+			m = prev.svcIDs
+		}
+		if id, ok := m[name]; ok {
+			return id
+		}
+	}
+	if svc {
+		s.nextSvc++
+		return s.nextSvc - 1
+	}
+	s.nextBe++
+	return s.nextBe - 1
+}
+
+func (s *Snapshot) putService(svc Service) {
+	for uint32(len(s.Services)) <= svc.ID {
+		s.Services = append(s.Services, Service{})
+	}
+	s.Services[svc.ID] = svc
+}
+
+func (s *Snapshot) putBackend(b Backend) {
+	for uint32(len(s.Backends)) <= b.ID {
+		s.Backends = append(s.Backends, Backend{})
+	}
+	s.Backends[b.ID] = b
+}
