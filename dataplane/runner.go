@@ -131,6 +131,11 @@ func (r *Runner) Run() {
 	for i := range c.Ports {
 		refill(i)
 	}
+	socks := make([]*xsk.Socket, len(c.Ports))
+	for i, p := range c.Ports {
+		socks[i] = p.Sock
+	}
+	poller := xsk.NewPoller(socks)
 	idle := 0
 	for !r.stop.Load() {
 		s := c.Snap.Load()
@@ -192,9 +197,7 @@ func (r *Runner) Run() {
 		}
 		idle++
 		if c.Poll && idle > 64 {
-			// Sleep on one port at a time; with several ports keep the
-			// timeout short so none waits long.
-			_ = c.Ports[idle%len(c.Ports)].Sock.Poll(c.PollTimeout / time.Duration(len(c.Ports)))
+			_ = poller.Wait(c.PollTimeout)
 		} else if idle > 1024 {
 			// Busy-poll, but let the scheduler in now and then.
 			runtime.Gosched()

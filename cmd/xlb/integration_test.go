@@ -371,4 +371,3 @@ func TestPingVIPAndMalformedFrames(t *testing.T) {
 	t.Logf("malformed: sent %d, reasons %v", sent, st2.Reasons)
 	lb.stop(t)
 }
-

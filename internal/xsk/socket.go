@@ -547,3 +547,37 @@ func (s *Socket) release() error {
 	}
 	return errors.Join(errs...)
 }
+
+// Poller waits for any of several sockets to have frames to receive, so a
+// worker that owns one socket per interface sleeps on all of them at once.
+// Build it once; Wait does not allocate.
+type Poller struct {
+	fds []unix.PollFd
+}
+
+// NewPoller returns a Poller over socks (in-memory sockets are skipped).
+func NewPoller(socks []*Socket) *Poller {
+	p := &Poller{}
+	for _, s := range socks {
+		if s.fd >= 0 {
+			p.fds = append(p.fds, unix.PollFd{Fd: int32(s.fd), Events: unix.POLLIN})
+		}
+	}
+	return p
+}
+
+// Wait blocks until one of the sockets is readable or timeout passes.
+func (p *Poller) Wait(timeout time.Duration) error {
+	if len(p.fds) == 0 {
+		time.Sleep(timeout)
+		return nil
+	}
+	for i := range p.fds {
+		p.fds[i].Revents = 0
+	}
+	ms := int((timeout + time.Millisecond - 1) / time.Millisecond)
+	if _, err := unix.Poll(p.fds, ms); err != nil && err != unix.EINTR {
+		return fmt.Errorf("xsk: poll %d sockets: %w", len(p.fds), err)
+	}
+	return nil
+}
