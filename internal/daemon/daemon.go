@@ -76,71 +76,74 @@ var ErrPrivileges = errors.New("xlb needs root (CAP_NET_ADMIN, CAP_BPF and CAP_N
 
 // Start loads the configuration and brings the dataplane up. On error
 // everything already set up is torn down again.
-func Start(opts Options) (d *Daemon, err error) {
+func Start(opts Options) (*Daemon, error) {
 	if opts.NeighborRefresh <= 0 {
 		opts.NeighborRefresh = 10 * time.Second
 	}
-	d = &Daemon{opts: opts, log: opts.Log, started: time.Now(), stopRefresh: make(chan struct{})}
-	defer func() {
-		if err != nil {
-			d.teardown()
-			d = nil
-		}
-	}()
+	d := &Daemon{opts: opts, log: opts.Log, started: time.Now(), stopRefresh: make(chan struct{})}
+	if err := d.start(); err != nil {
+		d.teardown()
+		return nil, err
+	}
+	return d, nil
+}
+
+func (d *Daemon) start() (err error) {
+	opts := d.opts
 	f, err := config.LoadWith(opts.ConfigPath, opts.Overrides)
 	if err != nil {
-		return nil, err
+		return err
 	}
 	spec, ctc, err := f.Compile()
 	if err != nil {
-		return nil, fmt.Errorf("config %s: %w", opts.ConfigPath, err)
+		return fmt.Errorf("config %s: %w", opts.ConfigPath, err)
 	}
 	if len(f.Interfaces) == 0 {
-		return nil, fmt.Errorf("config %s: interfaces: at least one interface is required", opts.ConfigPath)
+		return fmt.Errorf("config %s: interfaces: at least one interface is required", opts.ConfigPath)
 	}
 	d.file = f
 	if os.Geteuid() != 0 {
-		return nil, ErrPrivileges
+		return ErrPrivileges
 	}
 	for i, ic := range f.Interfaces {
 		ni, err := net.InterfaceByName(ic.Name)
 		if err != nil {
-			return nil, fmt.Errorf("interfaces[%d].name: interface %q not found in this network namespace", i, ic.Name)
+			return fmt.Errorf("interfaces[%d].name: interface %q not found in this network namespace", i, ic.Name)
 		}
 		d.ifaces = append(d.ifaces, &iface{cfg: ic, net: ni})
 	}
 	if d.resolver, err = neigh.NewResolver(); err != nil {
-		return nil, fmt.Errorf("neighbour resolver: %w", err)
+		return fmt.Errorf("neighbour resolver: %w", err)
 	}
 	queues, err := d.queueCount()
 	if err != nil {
-		return nil, err
+		return err
 	}
 	if d.ct, err = conntrack.New(ctc, d.now()); err != nil {
-		return nil, fmt.Errorf("conntrack: %w", err)
+		return fmt.Errorf("conntrack: %w", err)
 	}
 	full, err := d.buildSnapshot(spec, nil)
 	if err != nil {
-		return nil, err
+		return err
 	}
 	d.snap.Store(full)
 	// Steering program per interface (each has its own XSKMAP).
 	for _, ifc := range d.ifaces {
 		if ifc.steering, err = bpf.LoadSteering(bpf.SteeringOptions{MaxQueues: max(queues, 1)}); err != nil {
 			if errors.Is(err, os.ErrPermission) {
-				return nil, ErrPrivileges
+				return ErrPrivileges
 			}
-			return nil, fmt.Errorf("interface %s: load steering program: %w", ifc.net.Name, err)
+			return fmt.Errorf("interface %s: load steering program: %w", ifc.net.Name, err)
 		}
 		if err := ifc.steering.Replace(d.rules(full, ifc)); err != nil {
-			return nil, fmt.Errorf("interface %s: steering rules: %w", ifc.net.Name, err)
+			return fmt.Errorf("interface %s: steering rules: %w", ifc.net.Name, err)
 		}
 	}
 	// Sockets: one UMEM per queue, shared by that queue's sockets on every interface.
 	for q := 0; q < queues; q++ {
 		u, err := xsk.NewUMEM(xsk.UMEMConfig{FrameCount: 4096})
 		if err != nil {
-			return nil, fmt.Errorf("queue %d: umem: %w", q, err)
+			return fmt.Errorf("queue %d: umem: %w", q, err)
 		}
 		d.umems = append(d.umems, u)
 		var ports []dataplane.Port
@@ -148,13 +151,13 @@ func Start(opts Options) (d *Daemon, err error) {
 			s, err := xsk.Open(ifc.net.Index, q, u, xsk.Options{})
 			if err != nil {
 				if errors.Is(err, os.ErrPermission) {
-					return nil, ErrPrivileges
+					return ErrPrivileges
 				}
-				return nil, fmt.Errorf("interface %s queue %d: af_xdp socket: %w", ifc.net.Name, q, err)
+				return fmt.Errorf("interface %s queue %d: af_xdp socket: %w", ifc.net.Name, q, err)
 			}
 			d.socks = append(d.socks, s)
 			if err := ifc.steering.SetSocket(q, s.FD()); err != nil {
-				return nil, fmt.Errorf("interface %s queue %d: register socket: %w", ifc.net.Name, q, err)
+				return fmt.Errorf("interface %s queue %d: register socket: %w", ifc.net.Name, q, err)
 			}
 			ports = append(ports, dataplane.Port{Sock: s, Iface: i})
 			d.log.Info().Str("interface", ifc.net.Name).Int("queue", q).Str("mode", modeName(s.Mode())).Msg("af_xdp socket bound")
@@ -174,10 +177,10 @@ func Start(opts Options) (d *Daemon, err error) {
 	for _, ifc := range d.ifaces {
 		mode, err := bpf.ParseAttachMode(ifc.cfg.XDP)
 		if err != nil {
-			return nil, fmt.Errorf("interface %s: xdp: %w", ifc.net.Name, err)
+			return fmt.Errorf("interface %s: xdp: %w", ifc.net.Name, err)
 		}
 		if ifc.attach, err = ifc.steering.Attach(ifc.net.Index, mode); err != nil {
-			return nil, fmt.Errorf("interface %s: attach xdp (%s): %w", ifc.net.Name, ifc.cfg.XDP, err)
+			return fmt.Errorf("interface %s: attach xdp (%s): %w", ifc.net.Name, ifc.cfg.XDP, err)
 		}
 		d.log.Info().Str("interface", ifc.net.Name).Str("xdp", attachName(ifc.attach.Mode())).Msg("steering program attached")
 	}
@@ -191,7 +194,7 @@ func Start(opts Options) (d *Daemon, err error) {
 	d.wg.Add(1)
 	go d.refreshLoop()
 	d.log.Info().Int("workers", len(d.runners)).Int("services", len(full.Spec().Services)).Msg("xlb running")
-	return d, nil
+	return nil
 }
 
 func modeName(m xsk.Mode) string {

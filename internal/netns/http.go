@@ -201,3 +201,16 @@ func (h *Host) DialContext(ctx context.Context, network, addr string) (net.Conn,
 	}
 	return c, nil
 }
+
+// ServeHTTPBackends is StartHTTPBackends for programs (xlb demo): the
+// servers stop in Close.
+func (tp *Topology) ServeHTTPBackends() error {
+	for _, bk := range tp.Backends {
+		stop, err := bk.serveHTTP()
+		if err != nil {
+			return fmt.Errorf("netns: start HTTP server on %s: %w", bk.Name, err)
+		}
+		tp.addCloser(stop)
+	}
+	return nil
+}
