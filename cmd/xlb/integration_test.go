@@ -98,10 +98,20 @@ func (s *syncBuf) String() string {
 	return s.b.String()
 }
 
-func startXLB(t *testing.T, tp *netns.Topology, cfg string) *balancer {
+func startXLB(t testing.TB, tp *netns.Topology, cfg string) *balancer {
+	return startXLBWith(t, tp, cfg, "--poll")
+}
+
+// startXLBBusy starts a busy-polling balancer (the default, for speed).
+func startXLBBusy(t testing.TB, tp *netns.Topology, cfg string) *balancer {
+	return startXLBWith(t, tp, cfg)
+}
+
+func startXLBWith(t testing.TB, tp *netns.Topology, cfg string, extra ...string) *balancer {
 	t.Helper()
 	lb := &balancer{logs: &syncBuf{}, done: make(chan error, 1), tp: tp}
-	lb.cmd = exec.Command("ip", "netns", "exec", tp.LB.NS, xlbBin, "run", "--config", cfg, "--log-format", "console", "--poll")
+	args := append([]string{"netns", "exec", tp.LB.NS, xlbBin, "run", "--config", cfg, "--log-format", "console"}, extra...)
+	lb.cmd = exec.Command("ip", args...)
 	lb.cmd.Stdout, lb.cmd.Stderr = lb.logs, lb.logs
 	if err := lb.cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -146,7 +156,7 @@ func (lb *balancer) stats() (daemon.Stats, error) {
 }
 
 // stop sends SIGTERM and requires a clean exit with the XDP programs gone.
-func (lb *balancer) stop(t *testing.T) {
+func (lb *balancer) stop(t testing.TB) {
 	t.Helper()
 	_ = lb.cmd.Process.Signal(syscall.SIGTERM)
 	select {
