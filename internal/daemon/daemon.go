@@ -48,7 +48,6 @@ type iface struct {
 	net      *net.Interface
 	steering *bpf.Steering
 	attach   *bpf.Attachment
-	addrs    []netip.Addr
 }
 
 // Daemon is a running balancer.
