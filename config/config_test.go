@@ -135,3 +135,13 @@ func TestReplayConfigsCompile(t *testing.T) {
 		}
 	}
 }
+
+func TestExampleConfigCompiles(t *testing.T) {
+	f, err := Load("../docs/xlb.example.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := f.Compile(); err != nil {
+		t.Fatal(err)
+	}
+}
