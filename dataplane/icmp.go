@@ -10,7 +10,7 @@ import (
 // to the backend that owns the flow, translated the way the flow is;
 // anything else is left to the kernel.
 func (w *Worker) icmpToVIP(s *Snapshot, f *encap.Frame, now int64) Result {
-	p := &w.p
+	p := w.p
 	if p.ICMPType == packet.ICMPv4EchoRequest && p.Proto == packet.ProtoICMP ||
 		p.ICMPType == packet.ICMPv6EchoRequest && p.Proto == packet.ProtoICMPv6 {
 		if encap.EchoReply(f.Bytes(), p) != encap.Forward {

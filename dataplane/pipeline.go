@@ -41,6 +41,11 @@ type Result struct {
 	Backend    uint32
 }
 
+const (
+	prefetchFlows = 64 << 10
+	prefetchCheck = 1024
+)
+
 // ExpireBudget is the number of conntrack slots a worker examines for
 // expiry after each batch.
 const ExpireBudget = 64
@@ -49,22 +54,27 @@ const ExpireBudget = 64
 // goroutine; several Workers share one conntrack table.
 type Worker struct {
 	ct      *conntrack.Table
-	ingress uint8 // interface the worker receives on (echo replies leave there)
-	dry     bool  // flow lookup: no conntrack inserts, no SNAT allocation
-	p       packet.Parsed
-	fe      flowEntry // the flow being handled
-	hash    uint64
+	ingress uint8          // interface the worker receives on (echo replies leave there)
+	dry     bool           // flow lookup: no conntrack inserts, no SNAT allocation
+	p       *packet.Parsed // the frame being handled (points into ps)
+	ps      []packet.Parsed
+	reasons []packet.Reason
+	keys4   []conntrack.Key4
+	keys6   []conntrack.Key6
+	// prefetch is on while the conntrack table holds at least
+	// prefetchFlows entries (checked every prefetchCheck batches).
+	prefetch bool
+	fe       flowEntry // the flow being handled
+	hash     uint64
 
 	c        Counters
-	svc      []ObjCounters
-	be       []ObjCounters
-	touched  []uint32 // service IDs and backend IDs | 1<<31 touched this batch
-	overflow bool     // touched filled up: publish everything
-	batch    uint32   // batch number, for the marks below
-	svcMark  []uint32 // batch in which a service was last added to touched
-	beMark   []uint32
-	rr       []uint32 // per service ID
-	wrr      []int64  // smooth WRR current weight per backend ID
+	svc      []objState // by service ID
+	be       []objState // by backend ID
+	touched  []uint32   // service IDs and backend IDs | 1<<31 touched this batch
+	overflow bool       // touched filled up: publish everything
+	batch    uint32     // batch number, for objState.mark
+	rr       []uint32   // per service ID
+	wrr      []int64    // smooth WRR current weight per backend ID
 
 	pub  atomicPointer[published]
 	snap *Snapshot
@@ -75,6 +85,13 @@ func NewWorker(ct *conntrack.Table, ingress int) *Worker {
 	w := &Worker{ct: ct, ingress: uint8(ingress), touched: make([]uint32, 0, 4*BatchSize)}
 	w.pub.Store(&published{})
 	return w
+}
+
+// objState is a worker's own counters of one object, and the batch in
+// which they were last queued for publishing.
+type objState struct {
+	ObjCounters
+	mark uint32
 }
 
 // BatchSize is the number of frames a worker moves per batch.
@@ -90,11 +107,49 @@ func (w *Worker) Process(s *Snapshot, frames []encap.Frame, res []Result, now in
 	w.batch++
 	if w.batch == 0 { // marks start at 0: skip it on wrap-around
 		w.batch = 1
-		clear(w.svcMark)
-		clear(w.beMark)
+		for i := range w.svc {
+			w.svc[i].mark = 0
+		}
+		for i := range w.be {
+			w.be[i].mark = 0
+		}
+	}
+	// Decode the whole batch first and warm the conntrack buckets its
+	// lookups will read, so their cache misses overlap (Katran and VPP
+	// batch the same way); then run the pipeline frame by frame.
+	if len(frames) > len(w.ps) {
+		w.ps = make([]packet.Parsed, len(frames))
+		w.reasons = make([]packet.Reason, len(frames))
+		w.keys4 = make([]conntrack.Key4, 0, len(frames))
+		w.keys6 = make([]conntrack.Key6, 0, len(frames))
+	}
+	w.keys4, w.keys6 = w.keys4[:0], w.keys6[:0]
+	if w.batch%prefetchCheck == 1 && !w.dry {
+		// Prefetching pays once the table outgrows the CPU caches and
+		// costs a second hash per packet before that.
+		w.prefetch = w.ct.Len() >= prefetchFlows
 	}
 	for i := range frames {
-		res[i] = w.one(s, &frames[i], now)
+		p := &w.ps[i]
+		r := packet.Decode(frames[i].Bytes(), p)
+		w.reasons[i] = r
+		if w.prefetch && r == packet.OK && p.Frag == packet.FragNone && isL4(p.Proto) {
+			if p.Family == 4 {
+				w.keys4 = append(w.keys4, key4(p))
+			} else {
+				w.keys6 = append(w.keys6, key6(p))
+			}
+		}
+	}
+	if len(w.keys4) > 0 {
+		w.ct.Prefetch4(w.keys4)
+	}
+	if len(w.keys6) > 0 {
+		w.ct.Prefetch6(w.keys6)
+	}
+	for i := range frames {
+		w.p = &w.ps[i]
+		res[i] = w.one(s, &frames[i], w.reasons[i], now)
 	}
 	if !w.dry {
 		w.ct.Expire(now, ExpireBudget)
@@ -107,14 +162,12 @@ func (w *Worker) Process(s *Snapshot, frames []encap.Frame, res []Result, now in
 func (w *Worker) adopt(s *Snapshot) {
 	w.snap = s
 	if n := len(s.Services); n > len(w.svc) {
-		w.svc = append(w.svc, make([]ObjCounters, n-len(w.svc))...)
+		w.svc = append(w.svc, make([]objState, n-len(w.svc))...)
 		w.rr = append(w.rr, make([]uint32, n-len(w.rr))...)
-		w.svcMark = append(w.svcMark, make([]uint32, n-len(w.svcMark))...)
 	}
 	if n := len(s.Backends); n > len(w.be) {
-		w.be = append(w.be, make([]ObjCounters, n-len(w.be))...)
+		w.be = append(w.be, make([]objState, n-len(w.be))...)
 		w.wrr = append(w.wrr, make([]int64, n-len(w.wrr))...)
-		w.beMark = append(w.beMark, make([]uint32, n-len(w.beMark))...)
 	}
 	old := w.pub.Load()
 	if len(old.svc) < 3*len(w.svc) || len(old.be) < 3*len(w.be) {
@@ -123,10 +176,10 @@ func (w *Worker) adopt(s *Snapshot) {
 			np.total[i].Store(old.total[i].Load())
 		}
 		for i := range w.svc {
-			storeObj(np.svc, i, &w.svc[i])
+			storeObj(np.svc, i, &w.svc[i].ObjCounters)
 		}
 		for i := range w.be {
-			storeObj(np.be, i, &w.be[i])
+			storeObj(np.be, i, &w.be[i].ObjCounters)
 		}
 		w.pub.Store(np)
 	}
@@ -146,19 +199,19 @@ func (w *Worker) publish() {
 	}
 	if w.overflow {
 		for i := range w.svc {
-			storeObj(pub.svc, i, &w.svc[i])
+			storeObj(pub.svc, i, &w.svc[i].ObjCounters)
 		}
 		for i := range w.be {
-			storeObj(pub.be, i, &w.be[i])
+			storeObj(pub.be, i, &w.be[i].ObjCounters)
 		}
 		w.overflow = false
 	}
 	for _, t := range w.touched {
 		if t&(1<<31) != 0 {
 			id := t &^ (1 << 31)
-			storeObj(pub.be, int(id), &w.be[id])
+			storeObj(pub.be, int(id), &w.be[id].ObjCounters)
 		} else {
-			storeObj(pub.svc, int(t), &w.svc[t])
+			storeObj(pub.svc, int(t), &w.svc[t].ObjCounters)
 		}
 	}
 	w.touched = w.touched[:0]
@@ -206,16 +259,17 @@ func (w *Worker) tx(f *encap.Frame, iface uint8, svc, be uint32) Result {
 	n := uint64(f.Len)
 	w.c.TxPackets++
 	w.c.TxBytes += n
-	w.svc[svc].Packets++
-	w.svc[svc].Bytes += n
-	w.be[be].Packets++
-	w.be[be].Bytes += n
-	if w.svcMark[svc] != w.batch {
-		w.svcMark[svc] = w.batch
+	so, bo := &w.svc[svc], &w.be[be]
+	so.Packets++
+	so.Bytes += n
+	bo.Packets++
+	bo.Bytes += n
+	if so.mark != w.batch {
+		so.mark = w.batch
 		w.touch(svc)
 	}
-	if w.beMark[be] != w.batch {
-		w.beMark[be] = w.batch
+	if bo.mark != w.batch {
+		bo.mark = w.batch
 		w.touch(be | 1<<31)
 	}
 	return Result{Action: ActTx, Iface: iface, HasBackend: true, Service: svc, Backend: be}
@@ -244,11 +298,11 @@ func (w *Worker) rewriteFailed(v encap.Verdict) Result {
 func isL4(proto uint8) bool { return proto == packet.ProtoTCP || proto == packet.ProtoUDP }
 
 // one runs the pipeline for a single frame.
-func (w *Worker) one(s *Snapshot, f *encap.Frame, now int64) Result {
+func (w *Worker) one(s *Snapshot, f *encap.Frame, r packet.Reason, now int64) Result {
 	w.c.RxPackets++
 	w.c.RxBytes += uint64(f.Len)
-	p := &w.p
-	if r := packet.Decode(f.Bytes(), p); r != packet.OK {
+	p := w.p
+	if r != packet.OK {
 		if r == packet.ReasonNotIP {
 			return w.pass(PassNotIP)
 		}
@@ -313,7 +367,7 @@ func usable(s *Snapshot, svc *Service, id uint32) bool {
 
 // forward handles a client packet to a service.
 func (w *Worker) forward(s *Snapshot, svc *Service, f *encap.Frame, now int64) Result {
-	p := &w.p
+	p := w.p
 	if p.Frag != packet.FragNone && !svc.FragHash {
 		return w.drop(DropFragment)
 	}
@@ -364,7 +418,7 @@ func (w *Worker) forward(s *Snapshot, svc *Service, f *encap.Frame, now int64) R
 // newFlow schedules a backend for a flow without usable state and records
 // it in conntrack (both halves for nat/fullnat).
 func (w *Worker) newFlow(s *Snapshot, svc *Service, now int64) (Result, bool) {
-	p := &w.p
+	p := w.p
 	id, ok := w.schedule(s, svc)
 	if !ok {
 		return w.drop(DropNoBackend), false
@@ -453,7 +507,7 @@ func (w *Worker) schedule(s *Snapshot, svc *Service) (uint32, bool) {
 		}
 		return best, true
 	case SchedSH:
-		return svc.Maglev.Lookup(srcHash(&w.p, s.Seed))
+		return svc.Maglev.Lookup(srcHash(w.p, s.Seed))
 	}
 	return svc.Maglev.Lookup(w.hash)
 }
@@ -462,7 +516,7 @@ func (w *Worker) schedule(s *Snapshot, svc *Service) (uint32, bool) {
 // conntrack by its reverse entry. ok is false when the packet is not a
 // known reply.
 func (w *Worker) reply(s *Snapshot, f *encap.Frame, now int64) (Result, bool) {
-	p := &w.p
+	p := w.p
 	e := &w.fe
 	if !w.lookup(p, now) || e.Flags&conntrack.FlagReverse == 0 {
 		return Result{}, false
