@@ -48,6 +48,10 @@ type LB struct {
 	HashSeed      uint64    `mapstructure:"hash_seed"`
 	Router        string    `mapstructure:"router"` // next-hop MAC override towards clients
 	MTU           int       `mapstructure:"mtu"`
+	// CPUs pins worker i to CPUs[i % len]; empty pins worker i to CPU i
+	// (modulo the CPUs available). Set it to keep workers off the CPUs that
+	// take the NIC's interrupts.
+	CPUs []int `mapstructure:"cpus"`
 }
 
 // SNAT is the fullnat source address pool.

@@ -27,7 +27,9 @@ type RunnerConfig struct {
 	// latency.
 	Poll        bool
 	PollTimeout time.Duration
-	// FillTarget is how many frames each socket keeps posted for receive.
+	// FillTarget is how many frames each socket keeps posted for receive
+	// (default 2048; at most the fill ring size, and the UMEM must hold
+	// FillTarget per port plus what is in flight on rx and tx).
 	FillTarget int
 	// Clock returns monotonic nanoseconds; nil means time since start.
 	Clock func() int64
@@ -59,7 +61,7 @@ type Runner struct {
 // NewRunner checks cfg and returns a Runner.
 func NewRunner(cfg RunnerConfig) *Runner {
 	if cfg.FillTarget <= 0 {
-		cfg.FillTarget = 1024
+		cfg.FillTarget = 2048
 	}
 	if cfg.PollTimeout <= 0 {
 		cfg.PollTimeout = 100 * time.Millisecond
@@ -187,7 +189,9 @@ func (r *Runner) Run() {
 				u.FreeBatch(addrs[:k])
 				r.stats.completed.Add(uint64(k))
 			}
-			if posted[pi] < c.FillTarget/2 || got == 0 {
+			// Keep the fill ring full: if the worker is descheduled the
+			// kernel lives on what is posted, and an empty fill ring drops.
+			if posted[pi] <= c.FillTarget-BatchSize {
 				refill(pi)
 			}
 		}

@@ -6,14 +6,18 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"golang.org/x/sys/unix"
 
+	"github.com/xlb/xlb/dataplane/bpf"
 	"github.com/xlb/xlb/internal/netns"
+	"github.com/xlb/xlb/internal/xsk"
 )
 
 // cpuTicks returns utime+stime of a process in clock ticks.
@@ -38,8 +42,8 @@ func BenchmarkVethForwardDSR(b *testing.B) {
 		b.Skipf("network namespaces unavailable: %v", err)
 	}
 	tp := netns.New(b, netns.Options{Layout: netns.OneArm, Mode: "dsr", Backends: 2})
-	cfg := fmt.Sprintf("interfaces:\n  - {name: %s, xdp: native}\nlb: {workers: 1}\napi: {listen: %s}\nservices:\n  - {name: udp, vip: %s, port: 9, protocol: udp, mode: dsr, backends: [{address: %s}, {address: %s}]}\n",
-		tp.LBClientIface, apiAddr, tp.VIP, tp.Backends[0].Addr, tp.Backends[1].Addr)
+	cfg := fmt.Sprintf("interfaces:\n  - {name: %s, xdp: native}\nlb: {workers: 1, cpus: [%d]}\napi: {listen: %s}\nservices:\n  - {name: udp, vip: %s, port: 9, protocol: udp, mode: dsr, backends: [{address: %s}, {address: %s}]}\n",
+		tp.LBClientIface, benchCPU(), apiAddr, tp.VIP, tp.Backends[0].Addr, tp.Backends[1].Addr)
 	p := filepath.Join(b.TempDir(), "xlb.yaml")
 	if err := os.WriteFile(p, []byte(cfg), 0o644); err != nil {
 		b.Fatal(err)
@@ -56,28 +60,7 @@ func BenchmarkVethForwardDSR(b *testing.B) {
 	cpu0, _ := cpuTicks(lb.cmd.Process.Pid)
 	b.ResetTimer()
 	start := time.Now()
-	err = tp.Router.Do(func() error {
-		ifi, err := net.InterfaceByName("br0")
-		if err != nil {
-			return err
-		}
-		fd, err := unix.Socket(unix.AF_PACKET, unix.SOCK_RAW, 0)
-		if err != nil {
-			return err
-		}
-		defer unix.Close(fd)
-		_ = unix.SetsockoptInt(fd, unix.SOL_PACKET, unix.PACKET_QDISC_BYPASS, 1)
-		sa := &unix.SockaddrLinklayer{Ifindex: ifi.Index, Halen: 6}
-		copy(sa.Addr[:], lbMAC)
-		f := udpFrame(lbMAC, ifi.HardwareAddr, tp.VIP.As4())
-		for i := 0; i < b.N; i++ {
-			binary.BigEndian.PutUint16(f[14+20:], uint16(1024+i%60000)) // vary the source port: many flows
-			binary.BigEndian.PutUint16(f[14+20+6:], 0)                  // no UDP checksum
-			for unix.Sendto(fd, f, 0, sa) == unix.ENOBUFS {
-			}
-		}
-		return nil
-	})
+	err = blast(tp, lbMAC, b.N)
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -95,6 +78,7 @@ func BenchmarkVethForwardDSR(b *testing.B) {
 	b.ReportMetric(float64(fwd)/secs, "fwd/s")
 	b.ReportMetric(float64(fwd)/float64(b.N)*100, "%fwd")
 	b.ReportMetric(float64(cpu1-cpu0)/100/(secs+0.3)*100, "%cpu-xlb")
+	b.Logf("xlb: runners %+v sockets %+v reasons %v", after.Runners, after.Sockets, after.Reasons)
 	b.ReportMetric(0, "ns/op")
 	lb.stop(b)
 }
@@ -121,4 +105,161 @@ func udpFrame(dst, src net.HardwareAddr, vip [4]byte) []byte {
 	binary.BigEndian.PutUint16(ip[22:24], 9)
 	binary.BigEndian.PutUint16(ip[24:26], 26)
 	return f
+}
+
+// blast sends n UDP frames to VIP:9 from the router's bridge to lbMAC, with
+// varying source ports (many flows), from one AF_PACKET socket.
+func blast(tp *netns.Topology, lbMAC net.HardwareAddr, n int) error {
+	return tp.Router.Do(func() error {
+		ifi, err := net.InterfaceByName("br0")
+		if err != nil {
+			return err
+		}
+		fd, err := unix.Socket(unix.AF_PACKET, unix.SOCK_RAW, 0)
+		if err != nil {
+			return err
+		}
+		defer unix.Close(fd)
+		_ = unix.SetsockoptInt(fd, unix.SOL_PACKET, unix.PACKET_QDISC_BYPASS, 1)
+		sa := &unix.SockaddrLinklayer{Ifindex: ifi.Index, Halen: 6}
+		copy(sa.Addr[:], lbMAC)
+		f := udpFrame(lbMAC, ifi.HardwareAddr, tp.VIP.As4())
+		for i := 0; i < n; i++ {
+			binary.BigEndian.PutUint16(f[14+20:], uint16(1024+i%60000))
+			for unix.Sendto(fd, f, 0, sa) == unix.ENOBUFS {
+			}
+		}
+		return nil
+	})
+}
+
+// threadCPU is the calling thread's CPU time.
+func threadCPU() time.Duration {
+	var ru unix.Rusage
+	_ = unix.Getrusage(unix.RUSAGE_THREAD, &ru)
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// BenchmarkVethBareForward is the baseline for BenchmarkVethForwardDSR: the
+// same steering program and AF_XDP socket on the same veth, but a loop that
+// only rewrites the destination MAC and sends the frame back out — no
+// parsing, no conntrack, no scheduling. xlb's cost over it is the pipeline.
+func BenchmarkVethBareForward(b *testing.B) {
+	if err := netns.Available(); err != nil {
+		b.Skipf("network namespaces unavailable: %v", err)
+	}
+	tp := netns.New(b, netns.Options{Layout: netns.OneArm, Mode: "dsr", Backends: 2})
+	lbMAC, err := tp.LB.MAC(tp.LBClientIface)
+	if err != nil {
+		b.Fatal(err)
+	}
+	beMAC, err := tp.Backends[0].MAC("eth0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	var (
+		steer *bpf.Steering
+		att   *bpf.Attachment
+		u     *xsk.UMEM
+		sock  *xsk.Socket
+	)
+	err = tp.LB.Do(func() error {
+		ifi, err := net.InterfaceByName(tp.LBClientIface)
+		if err != nil {
+			return err
+		}
+		if steer, err = bpf.LoadSteering(bpf.SteeringOptions{}); err != nil {
+			return err
+		}
+		if err := steer.AddVIP(tp.VIP, 9, bpf.ProtoUDP); err != nil {
+			return err
+		}
+		if u, err = xsk.NewUMEM(xsk.UMEMConfig{}); err != nil {
+			return err
+		}
+		if sock, err = xsk.Open(ifi.Index, 0, u, xsk.Options{}); err != nil {
+			return err
+		}
+		if err := steer.SetSocket(0, sock.FD()); err != nil {
+			return err
+		}
+		att, err = steer.Attach(ifi.Index, bpf.Native)
+		return err
+	})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer func() {
+		att.Close()
+		sock.Close()
+		u.Close()
+		steer.Close()
+	}()
+	var stop atomic.Bool
+	var fwd atomic.Uint64
+	var cpu time.Duration
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		runtime.LockOSThread()
+		defer runtime.UnlockOSThread()
+		descs := make([]xsk.Desc, 64)
+		addrs := make([]uint64, 256)
+		mem := u.Bytes()
+		fill := func() {
+			if k := u.AllocBatch(addrs[:64]); k > 0 {
+				if f := sock.Fill(addrs[:k]); f < k {
+					u.FreeBatch(addrs[f:k])
+				}
+			}
+		}
+		for i := 0; i < 16; i++ {
+			fill()
+		}
+		c0 := threadCPU()
+		for !stop.Load() {
+			n := sock.Receive(descs)
+			for i := 0; i < n; i++ {
+				copy(mem[descs[i].Addr:descs[i].Addr+6], beMAC)
+				copy(mem[descs[i].Addr+6:descs[i].Addr+12], lbMAC)
+			}
+			if n > 0 {
+				sent := sock.Transmit(descs[:n])
+				for _, d := range descs[sent:n] {
+					u.Free(d.Addr)
+				}
+				fwd.Add(uint64(sent))
+			}
+			if k := sock.Complete(addrs); k > 0 {
+				u.FreeBatch(addrs[:k])
+			}
+			fill()
+		}
+		cpu = threadCPU() - c0
+	}()
+	b.ResetTimer()
+	start := time.Now()
+	if err := blast(tp, lbMAC, b.N); err != nil {
+		b.Fatal(err)
+	}
+	secs := time.Since(start).Seconds()
+	time.Sleep(300 * time.Millisecond)
+	b.StopTimer()
+	stop.Store(true)
+	<-done
+	n := fwd.Load()
+	b.ReportMetric(float64(b.N)/secs, "sent/s")
+	b.ReportMetric(float64(n)/secs, "fwd/s")
+	b.ReportMetric(float64(n)/float64(b.N)*100, "%fwd")
+	b.ReportMetric(cpu.Seconds()/(secs+0.3)*100, "%cpu-fwd")
+	b.ReportMetric(0, "ns/op")
+}
+
+// benchCPU is the CPU the benchmarked worker is pinned to (XLB_BENCH_CPU,
+// default 1).
+func benchCPU() int {
+	if n, err := strconv.Atoi(os.Getenv("XLB_BENCH_CPU")); err == nil {
+		return n
+	}
+	return 1
 }

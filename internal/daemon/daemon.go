@@ -140,7 +140,9 @@ func (d *Daemon) start() (err error) {
 	}
 	// Sockets: one UMEM per queue, shared by that queue's sockets on every interface.
 	for q := 0; q < queues; q++ {
-		u, err := xsk.NewUMEM(xsk.UMEMConfig{FrameCount: 4096})
+		// Per port: 2048 frames posted to the fill ring plus the rx and tx
+		// rings' worth in flight.
+		u, err := xsk.NewUMEM(xsk.UMEMConfig{FrameCount: uint32(8192 * len(d.ifaces))})
 		if err != nil {
 			return fmt.Errorf("queue %d: umem: %w", q, err)
 		}
@@ -164,8 +166,11 @@ func (d *Daemon) start() (err error) {
 		w := dataplane.NewWorker(d.ct, 0)
 		d.workers = append(d.workers, w)
 		core := q % cpu.Count()
+		if cpus := d.file.LB.CPUs; len(cpus) > 0 {
+			core = cpus[q%len(cpus)]
+		}
 		r := dataplane.NewRunner(dataplane.RunnerConfig{Worker: w, UMEM: u, Ports: ports, Snap: &d.snap, Poll: opts.Poll,
-			FillTarget: 1024, Clock: d.now, OnStart: func() {
+			FillTarget: 4000, Clock: d.now, OnStart: func() {
 				if err := cpu.Pin(core); err != nil {
 					d.log.Warn().Err(err).Int("queue", q).Msg("cannot pin worker")
 				}

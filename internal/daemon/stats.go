@@ -2,10 +2,14 @@ package daemon
 
 import (
 	"encoding/json"
+	"fmt"
+	"net"
 	"net/http"
+	"strconv"
 	"time"
 
 	"github.com/xlb/xlb/dataplane"
+	"github.com/xlb/xlb/internal/xsk"
 )
 
 // Stats is what GET /api/v1/stats returns: the sum of every worker's
@@ -20,6 +24,7 @@ type Stats struct {
 	Services  map[string]ObjStats          `json:"services"`
 	Steering  map[string]map[string]uint64 `json:"steering"`
 	Runners   dataplane.RunnerStats        `json:"runners"`
+	Sockets   map[string]xsk.Stats         `json:"sockets"` // "eth0/0": interface/queue
 	Conntrack int                          `json:"conntrack_entries"`
 }
 
@@ -82,6 +87,16 @@ func (d *Daemon) Stats() Stats {
 		st.Runners.PassDropped += rs.PassDropped
 		st.Runners.FillStarved += rs.FillStarved
 		st.Runners.CompletedTxs += rs.CompletedTxs
+	}
+	st.Sockets = map[string]xsk.Stats{}
+	for _, sk := range d.socks {
+		if ss, err := sk.Stats(); err == nil {
+			name := strconv.Itoa(sk.Ifindex())
+			if ifi, err := net.InterfaceByIndex(sk.Ifindex()); err == nil {
+				name = ifi.Name
+			}
+			st.Sockets[fmt.Sprintf("%s/%d", name, sk.Queue())] = ss
+		}
 	}
 	st.Conntrack = d.ct.Len()
 	return st
