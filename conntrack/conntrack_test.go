@@ -1309,3 +1309,27 @@ func TestNATPairLiveness(t *testing.T) {
 	}
 	checkTable(t, tbl)
 }
+
+func TestPeekHasNoSideEffects(t *testing.T) {
+	cfg := DefaultConfig()
+	cfg.Capacity, cfg.Shards = 64, 4
+	tb, err := New(cfg, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	k := Key4{SrcIP: [4]byte{1, 2, 3, 4}, DstIP: [4]byte{5, 6, 7, 8}, SrcPort: 1, DstPort: 80, Proto: 6}
+	if err := tb.Insert4(&k, Entry4{Backend: 7, State: StateSynSent}, 0); err != nil {
+		t.Fatal(err)
+	}
+	syn := int64(cfg.TCPSyn)
+	// Peeking just before expiry neither refreshes the entry nor moves its state.
+	if e, ok := tb.Peek4(&k, syn-int64(Tick)*3); !ok || e.Backend != 7 || e.State != StateSynSent {
+		t.Fatalf("peek: %+v %v", e, ok)
+	}
+	if _, ok := tb.Peek4(&k, syn+int64(Tick)*3); ok {
+		t.Fatal("peek found an entry past its timeout (was it refreshed?)")
+	}
+	if tb.Len() != 1 {
+		t.Fatalf("peek removed the expired entry: len %d", tb.Len())
+	}
+}

@@ -29,7 +29,13 @@ func (w *Worker) lookup(p *packet.Parsed, now int64) bool {
 	f := &w.fe
 	if p.Family == 4 {
 		k := key4(p)
-		e, ok := w.ct.Lookup4(&k, p.TCPFlags, now)
+		var e conntrack.Entry4
+		var ok bool
+		if w.dry {
+			e, ok = w.ct.Peek4(&k, now)
+		} else {
+			e, ok = w.ct.Lookup4(&k, p.TCPFlags, now)
+		}
 		if ok {
 			f.Backend, f.Service, f.PeerPort, f.VPort = e.Backend, e.Service, e.PeerPort, e.VPort
 			f.SNATPort, f.SNATAddr, f.State, f.Flags = e.SNATPort, e.SNATAddr, e.State, e.Flags
@@ -38,7 +44,13 @@ func (w *Worker) lookup(p *packet.Parsed, now int64) bool {
 		return ok
 	}
 	k := key6(p)
-	e, ok := w.ct.Lookup6(&k, p.TCPFlags, now)
+	var e conntrack.Entry6
+	var ok bool
+	if w.dry {
+		e, ok = w.ct.Peek6(&k, now)
+	} else {
+		e, ok = w.ct.Lookup6(&k, p.TCPFlags, now)
+	}
 	if ok {
 		f.Backend, f.Service, f.PeerPort, f.VPort = e.Backend, e.Service, e.PeerPort, e.VPort
 		f.SNATPort, f.SNATAddr, f.State, f.Flags = e.SNATPort, e.SNATAddr, e.State, e.Flags
