@@ -97,3 +97,62 @@ func FuzzFullNATReply(f *testing.F) {
 	addSeeds(f)
 	f.Fuzz(func(t *testing.T, b []byte, v6 bool) { fuzzRewrite(t, b, v6, "fullnat-reply") })
 }
+
+// icmpSeeds are the golden ICMP inputs (echo requests and errors).
+func icmpSeeds(f *testing.F) {
+	for _, name := range []string{"icmp-echo-reply4", "icmp-echo-reply6", "icmp-error-nat4", "icmp-error-fullnat6"} {
+		m, _ := filepathGlob(goldenDir + "/*-" + name + ".in.pcap")
+		for _, p := range m {
+			f.Add(readPcapF(f, p), false)
+		}
+	}
+}
+
+func FuzzEchoReply(f *testing.F) {
+	icmpSeeds(f)
+	f.Fuzz(func(t *testing.T, b []byte, _ bool) {
+		var p packet.Parsed
+		if packet.Decode(b, &p) != packet.OK {
+			return
+		}
+		fixChecksums(b, &p)
+		before := append([]byte(nil), b...)
+		if encap.EchoReply(b, &p) != encap.Forward {
+			if !bytes.Equal(b, before) {
+				t.Fatal("refused echo reply changed the frame")
+			}
+			return
+		}
+		checkValid(t, b)
+	})
+}
+
+func FuzzICMPError(f *testing.F) {
+	icmpSeeds(f)
+	f.Fuzz(func(t *testing.T, b []byte, full bool) {
+		var p packet.Parsed
+		if packet.Decode(b, &p) != packet.OK || !p.Inner.Valid {
+			return
+		}
+		fixChecksums(b, &p)
+		before := append([]byte(nil), b...)
+		v6 := p.Family == 6
+		be, sn := ep("10.0.0.11", 8080), ep("10.0.0.1", 20000)
+		if v6 {
+			be, sn = ep("2001:db8:1::11", 8080), ep("2001:db8:1::1", 20000)
+		}
+		var v encap.Verdict
+		if full {
+			v = encap.ICMPError(b, &p, &sn.Addr, &be.Addr, be, sn, &egress)
+		} else {
+			v = encap.ICMPError(b, &p, nil, &be.Addr, be, nil, &egress)
+		}
+		if v != encap.Forward {
+			if !bytes.Equal(b, before) {
+				t.Fatalf("refused ICMP error rewrite (%v) changed the frame", v)
+			}
+			return
+		}
+		checkValid(t, b)
+	})
+}

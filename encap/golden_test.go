@@ -203,3 +203,23 @@ func verifyWithGopacket(t *testing.T, frame []byte) {
 		t.Fatal("no network layer in output")
 	}
 }
+
+var filepathGlob = filepath.Glob
+
+// readPcapF reads the first frame of a pcap for a fuzz seed.
+func readPcapF(f *testing.F, path string) []byte {
+	fh, err := os.Open(path)
+	if err != nil {
+		f.Fatal(err)
+	}
+	defer fh.Close()
+	r, err := pcapgo.NewReader(fh)
+	if err != nil {
+		f.Fatal(err)
+	}
+	data, _, err := r.ReadPacketData()
+	if err != nil {
+		f.Fatal(err)
+	}
+	return data
+}

@@ -11,6 +11,10 @@ import (
 // 64, checksums fixed incrementally. The balancer answers pings to a VIP
 // itself, like a host that owns the address.
 func EchoReply(frame []byte, p *packet.Parsed) Verdict {
+	if p.L4Off == 0 || !(p.Family == 4 && p.Proto == packet.ProtoICMP && p.ICMPType == packet.ICMPv4EchoRequest ||
+		p.Family == 6 && p.Proto == packet.ProtoICMPv6 && p.ICMPType == packet.ICMPv6EchoRequest) {
+		return Unsupported
+	}
 	l3 := frame[p.L3Off:]
 	l4 := frame[p.L4Off:]
 	var m [6]byte
@@ -19,9 +23,6 @@ func EchoReply(frame []byte, p *packet.Parsed) Verdict {
 	copy(frame[6:12], m[:])
 	var d packet.Delta
 	if p.Family == 4 {
-		if p.Proto != packet.ProtoICMP || p.ICMPType != packet.ICMPv4EchoRequest || p.L4Off == 0 {
-			return Unsupported
-		}
 		var a [4]byte
 		copy(a[:], l3[12:16])
 		copy(l3[12:16], l3[16:20]) // swapping addresses keeps every sum
@@ -33,9 +34,6 @@ func EchoReply(frame []byte, p *packet.Parsed) Verdict {
 		d.Add16(uint16(packet.ICMPv4EchoRequest)<<8|uint16(l4[1]), uint16(packet.ICMPv4EchoReply)<<8|uint16(l4[1]))
 		l4[0] = packet.ICMPv4EchoReply
 	} else {
-		if p.Proto != packet.ProtoICMPv6 || p.ICMPType != packet.ICMPv6EchoRequest || p.L4Off == 0 {
-			return Unsupported
-		}
 		var a [16]byte
 		copy(a[:], l3[8:24])
 		copy(l3[8:24], l3[24:40])
