@@ -108,7 +108,13 @@ func (d *Delta) Add32(old, new uint32) {
 
 // Apply returns cksum updated by the recorded changes.
 func (d Delta) Apply(cksum uint16) uint16 {
-	return ^Combine(^cksum, fold64(uint64(d)))
+	// One fold of the whole ~HC + delta sum; a Delta stays far below 2^63.
+	s := uint64(d) + uint64(^cksum)
+	s = (s >> 32) + (s & 0xffffffff)
+	s = (s >> 16) + (s & 0xffff)
+	s = (s >> 16) + (s & 0xffff)
+	s = (s >> 16) + (s & 0xffff)
+	return ^uint16(s)
 }
 
 // ApplyUDP is Apply for a UDP checksum: zero (no checksum, IPv4 only) stays
