@@ -33,6 +33,9 @@ benchsmoke:
 	$(GO) test -count=1 -run='^$$' -bench=. -benchtime=1x $(PKGS) > /dev/null
 
 bench:
+	./scripts/bench.sh
+
+bench-go:
 	$(GO) test -run='^$$' -bench=. -benchmem $(PKGS)
 
 lint:

@@ -6,13 +6,13 @@ import (
 	"os"
 	"testing"
 
-	"github.com/gopacket/gopacket"
 	"github.com/gopacket/gopacket/layers"
 
 	"github.com/xlb/xlb/config"
 	"github.com/xlb/xlb/conntrack"
 	"github.com/xlb/xlb/dataplane"
 	"github.com/xlb/xlb/internal/packet"
+	"github.com/xlb/xlb/internal/testutil"
 )
 
 func load(t testing.TB, mode string) (*dataplane.Snapshot, *conntrack.Table) {
@@ -95,11 +95,7 @@ func TestReplayEveryMode(t *testing.T) {
 			backendOf := map[flowKey]string{}
 			used := map[string]bool{}
 			for i, f := range oc.Frames {
-				pk := gopacket.NewPacket(f, layers.LayerTypeEthernet, gopacket.Default)
-				if el := pk.ErrorLayer(); el != nil {
-					t.Fatalf("frame %d: %v", i, el.Error())
-				}
-				checkSums(t, pk)
+				pk := testutil.VerifyFrame(t, f)
 				var be string
 				switch mode {
 				case "dsr":
@@ -125,25 +121,6 @@ func TestReplayEveryMode(t *testing.T) {
 	}
 }
 
-func checkSums(t *testing.T, pk gopacket.Packet) {
-	t.Helper()
-	var nl gopacket.NetworkLayer
-	for _, l := range pk.Layers() {
-		switch l := l.(type) {
-		case *layers.IPv4:
-			nl = l
-		case *layers.IPv6:
-			nl = l
-		case *layers.TCP:
-			_ = l.SetNetworkLayerForChecksum(nl)
-		case *layers.UDP:
-			_ = l.SetNetworkLayerForChecksum(nl)
-		}
-	}
-	if err, m := pk.VerifyChecksums(); err != nil || len(m) != 0 {
-		t.Fatalf("checksums: %v %v", err, m)
-	}
-}
 
 func TestReplayWorkersAndJSONFields(t *testing.T) {
 	c := genCapture(t, 200)

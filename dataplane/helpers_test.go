@@ -10,6 +10,7 @@ import (
 
 	"github.com/xlb/xlb/conntrack"
 	"github.com/xlb/xlb/encap"
+	"github.com/xlb/xlb/internal/testutil"
 )
 
 var (
@@ -186,34 +187,6 @@ func client6(i int) netip.Addr {
 	return netip.AddrFrom16(a)
 }
 
-// verify decodes a frame with gopacket and checks every checksum.
-func verify(t *testing.T, frame []byte) gopacket.Packet {
-	t.Helper()
-	pk := gopacket.NewPacket(frame, layers.LayerTypeEthernet, gopacket.Default)
-	if el := pk.ErrorLayer(); el != nil {
-		t.Fatalf("gopacket: %v", el.Error())
-	}
-	var nl gopacket.NetworkLayer
-	for _, l := range pk.Layers() {
-		switch l := l.(type) {
-		case *layers.IPv4:
-			nl = l
-		case *layers.IPv6:
-			nl = l
-		case *layers.TCP:
-			_ = l.SetNetworkLayerForChecksum(nl)
-		case *layers.UDP:
-			_ = l.SetNetworkLayerForChecksum(nl)
-		case *layers.ICMPv6:
-			_ = l.SetNetworkLayerForChecksum(nl)
-		}
-	}
-	err, mism := pk.VerifyChecksums()
-	if err != nil || len(mism) != 0 {
-		t.Fatalf("checksums: %v %v", err, mism)
-	}
-	return pk
-}
 
 // fixTCPChecksum recomputes the TCP checksum of an untagged IPv4 frame.
 func fixTCPChecksum(f []byte) {
@@ -239,3 +212,6 @@ func fixTCPChecksum(f []byte) {
 	c := ^uint16(s)
 	seg[16], seg[17] = byte(c>>8), byte(c)
 }
+
+// verify decodes a frame with gopacket and checks every checksum.
+func verify(t *testing.T, frame []byte) gopacket.Packet { return testutil.VerifyFrame(t, frame) }

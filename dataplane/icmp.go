@@ -49,12 +49,8 @@ func (w *Worker) icmpToVIP(s *Snapshot, f *encap.Frame, now int64) Result {
 	be := &s.Backends[e.Backend]
 	var v encap.Verdict
 	switch svc.Mode {
-	case ModeDSR:
-		v = encap.DSR(f.Bytes(), p, &be.Egress)
-	case ModeTunnel:
-		v = encap.Tunnel(f, p, &be.TunnelSrc, &be.Addr, uint32(flowHash(&fwd, s.Seed, false)), &be.Egress)
-	case ModeL3DSR:
-		v = encap.L3DSR(f.Bytes(), p, &be.Addr, svc.DSCP, &be.Egress)
+	case ModeDSR, ModeTunnel, ModeL3DSR:
+		v = directRewrite(f, p, svc, be, uint32(flowHash(&fwd, s.Seed, false)))
 	case ModeNAT:
 		src := encap.Endpoint{Addr: be.Addr, Port: e.PeerPort}
 		v = encap.ICMPError(f.Bytes(), p, nil, &be.Addr, &src, nil, &be.Egress)

@@ -397,12 +397,8 @@ func (w *Worker) forward(s *Snapshot, svc *Service, f *encap.Frame, now int64) R
 	be := &s.Backends[e.Backend]
 	var v encap.Verdict
 	switch svc.Mode {
-	case ModeDSR:
-		v = encap.DSR(f.Bytes(), p, &be.Egress)
-	case ModeTunnel:
-		v = encap.Tunnel(f, p, &be.TunnelSrc, &be.Addr, uint32(w.hash), &be.Egress)
-	case ModeL3DSR:
-		v = encap.L3DSR(f.Bytes(), p, &be.Addr, svc.DSCP, &be.Egress)
+	case ModeDSR, ModeTunnel, ModeL3DSR:
+		v = directRewrite(f, p, svc, be, uint32(w.hash))
 	case ModeNAT:
 		v = encap.NAT(f.Bytes(), p, &be.Endpoint, &be.Egress)
 	case ModeFullNAT:
@@ -413,6 +409,19 @@ func (w *Worker) forward(s *Snapshot, svc *Service, f *encap.Frame, now int64) R
 		return w.rewriteFailed(v)
 	}
 	return w.tx(f, be.Iface, svc.ID, be.ID)
+}
+
+// directRewrite sends a packet to a backend in one of the modes whose
+// replies bypass the balancer (dsr, tunnel, l3dsr); flowHash is the outer
+// IPv6 flow label of tunnel mode.
+func directRewrite(f *encap.Frame, p *packet.Parsed, svc *Service, be *Backend, flowHash uint32) encap.Verdict {
+	switch svc.Mode {
+	case ModeTunnel:
+		return encap.Tunnel(f, p, &be.TunnelSrc, &be.Addr, flowHash, &be.Egress)
+	case ModeL3DSR:
+		return encap.L3DSR(f.Bytes(), p, &be.Addr, svc.DSCP, &be.Egress)
+	}
+	return encap.DSR(f.Bytes(), p, &be.Egress)
 }
 
 // newFlow schedules a backend for a flow without usable state and records

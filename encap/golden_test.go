@@ -7,15 +7,13 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
-	"strings"
 	"testing"
 
-	"github.com/gopacket/gopacket"
-	"github.com/gopacket/gopacket/layers"
 	"github.com/gopacket/gopacket/pcapgo"
 
 	"github.com/xlb/xlb/encap"
 	"github.com/xlb/xlb/internal/packet"
+	"github.com/xlb/xlb/internal/testutil"
 )
 
 const goldenDir = "../testdata/golden"
@@ -157,50 +155,9 @@ func TestGolden(t *testing.T) {
 				t.Fatalf("%s\noutput differs\n got %x\nwant %x", c.Description, out, want)
 			}
 			if c.Verdict == "forward" {
-				verifyWithGopacket(t, f.Bytes())
+				testutil.VerifyFrame(t, f.Bytes())
 			}
 		})
-	}
-}
-
-// verifyWithGopacket decodes a frame with gopacket, independently of our
-// decoder, and requires every layer to decode and every checksum to verify.
-func verifyWithGopacket(t *testing.T, frame []byte) {
-	t.Helper()
-	pk := gopacket.NewPacket(frame, layers.LayerTypeEthernet, gopacket.Default)
-	if el := pk.ErrorLayer(); el != nil {
-		t.Fatalf("gopacket cannot decode output: %v", el.Error())
-	}
-	// gopacket needs each transport layer told which IP header its
-	// pseudo-header comes from (the innermost one before it, for tunnels).
-	var netl gopacket.NetworkLayer
-	for _, l := range pk.Layers() {
-		switch l := l.(type) {
-		case *layers.IPv4:
-			netl = l
-		case *layers.IPv6:
-			netl = l
-		case *layers.TCP:
-			_ = l.SetNetworkLayerForChecksum(netl)
-		case *layers.UDP:
-			_ = l.SetNetworkLayerForChecksum(netl)
-		case *layers.ICMPv6:
-			_ = l.SetNetworkLayerForChecksum(netl)
-		}
-	}
-	err, mism := pk.VerifyChecksums()
-	if err != nil {
-		t.Fatalf("gopacket checksum verification: %v", err)
-	}
-	if len(mism) != 0 {
-		var s []string
-		for _, m := range mism {
-			s = append(s, m.Layer.LayerType().String())
-		}
-		t.Fatalf("checksum mismatch in %s", strings.Join(s, ", "))
-	}
-	if pk.NetworkLayer() == nil {
-		t.Fatal("no network layer in output")
 	}
 }
 

@@ -1,6 +1,8 @@
 package bpf
 
 import (
+	"github.com/xlb/xlb/internal/testutil"
+
 	"encoding/binary"
 	"fmt"
 	"net"
@@ -18,14 +20,14 @@ import (
 // and vb (10.202.1.2/24, in B), and returns them with va's ifindex.
 func vethPair(t *testing.T) (nsA, nsB string, va int) {
 	t.Helper()
-	requireXDPEnv(t)
-	nsA, nsB = newNetns(t, "a"), newNetns(t, "b")
-	ipCmd(t, "-n", nsA, "link", "add", "va", "type", "veth", "peer", "name", "vb", "netns", nsB)
-	ipCmd(t, "-n", nsA, "addr", "add", "10.202.1.1/24", "dev", "va")
-	ipCmd(t, "-n", nsB, "addr", "add", "10.202.1.2/24", "dev", "vb")
-	ipCmd(t, "-n", nsA, "link", "set", "va", "up")
-	ipCmd(t, "-n", nsB, "link", "set", "vb", "up")
-	err := inNetns(nsA, func() error {
+	testutil.RequireAFXDP(t)
+	nsA, nsB = testutil.NewNetns(t, "a"), testutil.NewNetns(t, "b")
+	testutil.IPCmd(t, "-n", nsA, "link", "add", "va", "type", "veth", "peer", "name", "vb", "netns", nsB)
+	testutil.IPCmd(t, "-n", nsA, "addr", "add", "10.202.1.1/24", "dev", "va")
+	testutil.IPCmd(t, "-n", nsB, "addr", "add", "10.202.1.2/24", "dev", "vb")
+	testutil.IPCmd(t, "-n", nsA, "link", "set", "va", "up")
+	testutil.IPCmd(t, "-n", nsB, "link", "set", "vb", "up")
+	err := testutil.InNetns(nsA, func() error {
 		ifi, err := net.InterfaceByName("va")
 		if err != nil {
 			return err
@@ -68,7 +70,7 @@ func TestAttachDetach(t *testing.T) {
 		{Auto, Native, "xdp"}, // veth has native XDP
 	} {
 		t.Run(tc.mode.String(), func(t *testing.T) {
-			err := inNetns(nsA, func() error {
+			err := testutil.InNetns(nsA, func() error {
 				a, err := s.Attach(va, tc.mode)
 				if err != nil {
 					return err
@@ -106,7 +108,7 @@ func TestAttachDetach(t *testing.T) {
 	}
 	// Outside namespace A the index names no interface (or another one):
 	// attach to an index that does not exist fails cleanly.
-	err := inNetns(nsA, func() error {
+	err := testutil.InNetns(nsA, func() error {
 		if a, err := s.Attach(9999, Auto); err == nil {
 			a.Close()
 			return fmt.Errorf("attach to ifindex 9999 succeeded")
@@ -124,7 +126,7 @@ func TestAttachDetach(t *testing.T) {
 func TestSteeringVeth(t *testing.T) {
 	nsA, nsB, va := vethPair(t)
 	vip := netip.MustParseAddrPort("10.202.9.9:5000")
-	ipCmd(t, "-n", nsB, "route", "add", vip.Addr().String()+"/32", "via", "10.202.1.1")
+	testutil.IPCmd(t, "-n", nsB, "route", "add", vip.Addr().String()+"/32", "via", "10.202.1.1")
 
 	s := loadSteering(t)
 	if err := s.AddVIP(vip.Addr(), vip.Port(), ProtoUDP); err != nil {
@@ -137,7 +139,7 @@ func TestSteeringVeth(t *testing.T) {
 	t.Cleanup(func() { umem.Close() })
 	var sock *xsk.Socket
 	var kernelConn, toVIP, toA *net.UDPConn
-	err = inNetns(nsA, func() error {
+	err = testutil.InNetns(nsA, func() error {
 		var err error
 		if sock, err = xsk.Open(va, 0, umem, xsk.Options{RxSize: 64, TxSize: 64}); err != nil {
 			return err
@@ -158,7 +160,7 @@ func TestSteeringVeth(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { kernelConn.Close() })
-	err = inNetns(nsB, func() error {
+	err = testutil.InNetns(nsB, func() error {
 		var err error
 		if toVIP, err = net.DialUDP("udp4", nil, net.UDPAddrFromAddrPort(vip)); err != nil {
 			return err

@@ -1,6 +1,8 @@
 package xsk
 
 import (
+	"github.com/xlb/xlb/internal/testutil"
+
 	"bytes"
 	"encoding/binary"
 	"errors"
@@ -113,22 +115,22 @@ type xdpEnv struct {
 }
 
 func setupXDPEnv(t *testing.T) *xdpEnv {
-	requireAFXDP(t)
-	e := &xdpEnv{nsA: newNetns(t, "a"), nsB: newNetns(t, "b"), nsC: newNetns(t, "c")}
-	ipCmd(t, "-n", e.nsA, "link", "add", "va1", "address", macVA1.String(), "type", "veth",
+	testutil.RequireAFXDP(t)
+	e := &xdpEnv{nsA: testutil.NewNetns(t, "a"), nsB: testutil.NewNetns(t, "b"), nsC: testutil.NewNetns(t, "c")}
+	testutil.IPCmd(t, "-n", e.nsA, "link", "add", "va1", "address", macVA1.String(), "type", "veth",
 		"peer", "name", "vb", "address", macVB.String(), "netns", e.nsB)
-	ipCmd(t, "-n", e.nsA, "link", "add", "va2", "address", macVA2.String(), "type", "veth",
+	testutil.IPCmd(t, "-n", e.nsA, "link", "add", "va2", "address", macVA2.String(), "type", "veth",
 		"peer", "name", "vc", "address", macVC.String(), "netns", e.nsC)
-	ipCmd(t, "-n", e.nsA, "addr", "add", ipVA1.String()+"/24", "dev", "va1")
-	ipCmd(t, "-n", e.nsA, "addr", "add", ipVA2.String()+"/24", "dev", "va2")
-	ipCmd(t, "-n", e.nsB, "addr", "add", ipVB.String()+"/24", "dev", "vb")
-	ipCmd(t, "-n", e.nsC, "addr", "add", ipVC.String()+"/24", "dev", "vc")
+	testutil.IPCmd(t, "-n", e.nsA, "addr", "add", ipVA1.String()+"/24", "dev", "va1")
+	testutil.IPCmd(t, "-n", e.nsA, "addr", "add", ipVA2.String()+"/24", "dev", "va2")
+	testutil.IPCmd(t, "-n", e.nsB, "addr", "add", ipVB.String()+"/24", "dev", "vb")
+	testutil.IPCmd(t, "-n", e.nsC, "addr", "add", ipVC.String()+"/24", "dev", "vc")
 	for _, l := range [][2]string{{e.nsA, "va1"}, {e.nsA, "va2"}, {e.nsB, "vb"}, {e.nsC, "vc"}} {
-		ipCmd(t, "-n", l[0], "link", "set", l[1], "up")
+		testutil.IPCmd(t, "-n", l[0], "link", "set", l[1], "up")
 	}
 	// Every frame on va1 goes to the socket, ARP included, so B gets a
 	// static neighbour entry for A.
-	ipCmd(t, "-n", e.nsB, "neigh", "replace", ipVA1.String(), "lladdr", macVA1.String(), "dev", "vb", "nud", "permanent")
+	testutil.IPCmd(t, "-n", e.nsB, "neigh", "replace", ipVA1.String(), "lladdr", macVA1.String(), "dev", "vb", "nud", "permanent")
 
 	prog, xsks := redirectAllProgram(t)
 	var err error
@@ -138,7 +140,7 @@ func setupXDPEnv(t *testing.T) *xdpEnv {
 	}
 	t.Cleanup(func() { e.umem.Close() })
 	opts := Options{RxSize: 256, TxSize: 256}
-	err = inNetns(e.nsA, func() error {
+	err = testutil.InNetns(e.nsA, func() error {
 		for _, p := range []struct {
 			name string
 			idx  *int
@@ -170,7 +172,7 @@ func setupXDPEnv(t *testing.T) *xdpEnv {
 	if err != nil {
 		t.Fatal(err)
 	}
-	err = inNetns(e.nsB, func() (err error) {
+	err = testutil.InNetns(e.nsB, func() (err error) {
 		e.toA, err = net.DialUDP("udp4", net.UDPAddrFromAddrPort(netip.AddrPortFrom(ipVB, portB)),
 			net.UDPAddrFromAddrPort(netip.AddrPortFrom(ipVA1, portA)))
 		return err
@@ -179,7 +181,7 @@ func setupXDPEnv(t *testing.T) *xdpEnv {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { e.toA.Close() })
-	err = inNetns(e.nsC, func() (err error) {
+	err = testutil.InNetns(e.nsC, func() (err error) {
 		e.inC, err = net.ListenUDP("udp4", net.UDPAddrFromAddrPort(netip.AddrPortFrom(ipVC, portC)))
 		return err
 	})
@@ -418,7 +420,7 @@ func TestSocketVeth(t *testing.T) {
 			t.Fatal(err)
 		}
 		defer u.Close()
-		err = inNetns(e.nsA, func() error {
+		err = testutil.InNetns(e.nsA, func() error {
 			_, err := Open(e.va1, 0, u, Options{RxSize: 64, TxSize: 64, BindRetries: -1})
 			if !errors.Is(err, unix.EBUSY) {
 				return fmt.Errorf("second umem on a bound queue: got %v, want EBUSY", err)
@@ -451,7 +453,7 @@ func TestSocketVeth(t *testing.T) {
 			t.Fatal(err)
 		}
 		defer u.Close()
-		err = inNetns(e.nsA, func() error {
+		err = testutil.InNetns(e.nsA, func() error {
 			_, err := Open(e.va1, 0, u, Options{RxSize: 64, TxSize: 64, Mode: ZeroCopy})
 			if !errors.Is(err, ErrNotSupported) {
 				return fmt.Errorf("zerocopy on veth: got %v, want ErrNotSupported", err)
