@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"encoding/binary"
 	"fmt"
 	"net"
@@ -79,6 +80,12 @@ func BenchmarkVethForwardDSR(b *testing.B) {
 	b.ReportMetric(float64(fwd)/float64(b.N)*100, "%fwd")
 	b.ReportMetric(float64(cpu1-cpu0)/100/(secs+0.3)*100, "%cpu-xlb")
 	b.Logf("xlb: runners %+v sockets %+v reasons %v", after.Runners, after.Sockets, after.Reasons)
+	if out, err := tp.LB.Run(context.Background(), "ip", "-s", "link", "show", tp.LBClientIface); err == nil {
+		b.Logf("lb %s:\n%s", tp.LBClientIface, out)
+	}
+	if out, err := tp.Router.Run(context.Background(), "ip", "-s", "link", "show", "rlb"); err == nil {
+		b.Logf("router rlb:\n%s", out)
+	}
 	b.ReportMetric(0, "ns/op")
 	lb.stop(b)
 }
@@ -107,7 +114,7 @@ func udpFrame(dst, src net.HardwareAddr, vip [4]byte) []byte {
 	return f
 }
 
-// blast sends n UDP frames to VIP:9 from the router's bridge to lbMAC, with
+// blast sends n UDP frames (paced to XLB_BENCH_PPS frames/s when set) to VIP:9 from the router's bridge to lbMAC, with
 // varying source ports (many flows), from one AF_PACKET socket.
 func blast(tp *netns.Topology, lbMAC net.HardwareAddr, n int) error {
 	return tp.Router.Do(func() error {
@@ -124,7 +131,13 @@ func blast(tp *netns.Topology, lbMAC net.HardwareAddr, n int) error {
 		sa := &unix.SockaddrLinklayer{Ifindex: ifi.Index, Halen: 6}
 		copy(sa.Addr[:], lbMAC)
 		f := udpFrame(lbMAC, ifi.HardwareAddr, tp.VIP.As4())
+		pps, _ := strconv.Atoi(os.Getenv("XLB_BENCH_PPS")) // 0: as fast as possible
+		start := time.Now()
 		for i := 0; i < n; i++ {
+			if pps > 0 && i%32 == 0 {
+				for time.Since(start) < time.Duration(i)*time.Second/time.Duration(pps) {
+				}
+			}
 			binary.BigEndian.PutUint16(f[14+20:], uint16(1024+i%60000))
 			for unix.Sendto(fd, f, 0, sa) == unix.ENOBUFS {
 			}
