@@ -114,42 +114,52 @@ func (w *Worker) Process(s *Snapshot, frames []encap.Frame, res []Result, now in
 			w.be[i].mark = 0
 		}
 	}
-	// Decode the whole batch first and warm the conntrack buckets its
-	// lookups will read, so their cache misses overlap (Katran and VPP
-	// batch the same way); then run the pipeline frame by frame.
+	// With a large table, decode the whole batch first and warm the
+	// conntrack buckets its lookups will read, so their cache misses
+	// overlap (VPP batches the same way), then run the pipeline frame by
+	// frame; with a small one, decode each frame just before its turn.
 	if len(frames) > len(w.ps) {
 		w.ps = make([]packet.Parsed, len(frames))
 		w.reasons = make([]packet.Reason, len(frames))
 		w.keys4 = make([]conntrack.Key4, 0, len(frames))
 		w.keys6 = make([]conntrack.Key6, 0, len(frames))
 	}
-	w.keys4, w.keys6 = w.keys4[:0], w.keys6[:0]
 	if w.batch%prefetchCheck == 1 && !w.dry {
-		// Prefetching pays once the table outgrows the CPU caches and
-		// costs a second hash per packet before that.
+		// Prefetching pays once the table outgrows the CPU caches; before
+		// that it costs a second hash per packet and a batch of decoded
+		// headers in L1.
 		w.prefetch = w.ct.Len() >= prefetchFlows
 	}
-	for i := range frames {
-		p := &w.ps[i]
-		r := packet.Decode(frames[i].Bytes(), p)
-		w.reasons[i] = r
-		if w.prefetch && r == packet.OK && p.Frag == packet.FragNone && isL4(p.Proto) {
-			if p.Family == 4 {
-				w.keys4 = append(w.keys4, key4(p))
-			} else {
-				w.keys6 = append(w.keys6, key6(p))
+	if !w.prefetch {
+		w.p = &w.ps[0]
+		for i := range frames {
+			r := packet.Decode(frames[i].Bytes(), w.p)
+			res[i] = w.one(s, &frames[i], r, now)
+		}
+	} else {
+		w.keys4, w.keys6 = w.keys4[:0], w.keys6[:0]
+		for i := range frames {
+			p := &w.ps[i]
+			r := packet.Decode(frames[i].Bytes(), p)
+			w.reasons[i] = r
+			if r == packet.OK && p.Frag == packet.FragNone && isL4(p.Proto) {
+				if p.Family == 4 {
+					w.keys4 = append(w.keys4, key4(p))
+				} else {
+					w.keys6 = append(w.keys6, key6(p))
+				}
 			}
 		}
-	}
-	if len(w.keys4) > 0 {
-		w.ct.Prefetch4(w.keys4)
-	}
-	if len(w.keys6) > 0 {
-		w.ct.Prefetch6(w.keys6)
-	}
-	for i := range frames {
-		w.p = &w.ps[i]
-		res[i] = w.one(s, &frames[i], w.reasons[i], now)
+		if len(w.keys4) > 0 {
+			w.ct.Prefetch4(w.keys4)
+		}
+		if len(w.keys6) > 0 {
+			w.ct.Prefetch6(w.keys6)
+		}
+		for i := range frames {
+			w.p = &w.ps[i]
+			res[i] = w.one(s, &frames[i], w.reasons[i], now)
+		}
 	}
 	if !w.dry {
 		w.ct.Expire(now, ExpireBudget)
