@@ -187,7 +187,6 @@ func client6(i int) netip.Addr {
 	return netip.AddrFrom16(a)
 }
 
-
 // fixTCPChecksum recomputes the TCP checksum of an untagged IPv4 frame.
 func fixTCPChecksum(f []byte) {
 	ip := f[14:]
