@@ -121,7 +121,6 @@ func TestReplayEveryMode(t *testing.T) {
 	}
 }
 
-
 func TestReplayWorkersAndJSONFields(t *testing.T) {
 	c := genCapture(t, 200)
 	s, ct := load(t, "dsr")
