@@ -52,6 +52,9 @@ type LB struct {
 	// (modulo the CPUs available). Set it to keep workers off the CPUs that
 	// take the NIC's interrupts.
 	CPUs []int `mapstructure:"cpus"`
+	// Poll makes idle workers sleep in poll(2) instead of busy-polling
+	// (lower CPU use, more latency). `xlb run --poll` sets it too.
+	Poll bool `mapstructure:"poll"`
 }
 
 // SNAT is the fullnat source address pool.
@@ -162,7 +165,7 @@ func Parse(data []byte, format string) (*File, error) {
 func decode(v *viper.Viper) (*File, error) {
 	// Environment overrides for the scalar keys viper knows only when asked.
 	for _, k := range []string{"lb.workers", "lb.tunnel_source", "lb.tunnel_source6", "lb.maglev_size", "lb.hash_seed",
-		"lb.router", "lb.mtu", "lb.snat.ports", "api.listen", "api.token_file", "api.state_file"} {
+		"lb.router", "lb.mtu", "lb.poll", "lb.snat.ports", "api.listen", "api.token_file", "api.state_file"} {
 		_ = v.BindEnv(k)
 	}
 	var f File

@@ -169,7 +169,7 @@ func (d *Daemon) start() (err error) {
 		if cpus := d.file.LB.CPUs; len(cpus) > 0 {
 			core = cpus[q%len(cpus)]
 		}
-		r := dataplane.NewRunner(dataplane.RunnerConfig{Worker: w, UMEM: u, Ports: ports, Snap: &d.snap, Poll: opts.Poll,
+		r := dataplane.NewRunner(dataplane.RunnerConfig{Worker: w, UMEM: u, Ports: ports, Snap: &d.snap, Poll: opts.Poll || f.LB.Poll,
 			FillTarget: 4000, Clock: d.now, OnStart: func() {
 				if err := cpu.Pin(core); err != nil {
 					d.log.Warn().Err(err).Int("queue", q).Msg("cannot pin worker")
