@@ -1,6 +1,8 @@
 package netns
 
 import (
+	"github.com/xlb/xlb/internal/packet"
+
 	"context"
 	"encoding/binary"
 	"fmt"
@@ -49,7 +51,7 @@ func ping(ctx context.Context, dst netip.Addr) error {
 		binary.BigEndian.PutUint16(req[6:], seq)
 		copy(req[8:], "xlbping!")
 		if family == unix.AF_INET { // the kernel fills the ICMPv6 checksum
-			binary.BigEndian.PutUint16(req[2:], checksum(req))
+			binary.BigEndian.PutUint16(req[2:], packet.Checksum(req, 0))
 		}
 		if err := unix.Sendto(fd, req, 0, sa); err != nil {
 			return fmt.Errorf("send: %w", err)
@@ -87,19 +89,4 @@ func fromAddr(sa unix.Sockaddr, want netip.Addr) bool {
 		return netip.AddrFrom16(sa.Addr) == want
 	}
 	return false
-}
-
-// checksum is the Internet checksum (RFC 1071) of b.
-func checksum(b []byte) uint16 {
-	var sum uint32
-	for i := 0; i+1 < len(b); i += 2 {
-		sum += uint32(binary.BigEndian.Uint16(b[i:]))
-	}
-	if len(b)%2 == 1 {
-		sum += uint32(b[len(b)-1]) << 8
-	}
-	for sum > 0xffff {
-		sum = sum>>16 + sum&0xffff
-	}
-	return ^uint16(sum)
 }
