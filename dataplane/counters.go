@@ -106,8 +106,8 @@ func (c *Counters) Add(o *Counters) {
 // API) never race with it.
 type published struct {
 	total [countersWords]atomic.Uint64
-	svc   []atomicU64 // 3 words per service ID
-	be    []atomicU64 // 3 words per backend ID
+	svc   []atomic.Uint64 // 3 words per service ID
+	be    []atomic.Uint64 // 3 words per backend ID
 }
 
 const countersWords = 12 + int(NumReasons)

@@ -3,6 +3,7 @@ package dataplane
 import (
 	"encoding/binary"
 	"errors"
+	"sync/atomic"
 
 	"github.com/xlb/xlb/conntrack"
 	"github.com/xlb/xlb/encap"
@@ -76,7 +77,7 @@ type Worker struct {
 	rr       []uint32   // per service ID
 	wrr      []int64    // smooth WRR current weight per backend ID
 
-	pub  atomicPointer[published]
+	pub  atomic.Pointer[published]
 	snap *Snapshot
 }
 
@@ -181,7 +182,7 @@ func (w *Worker) adopt(s *Snapshot) {
 	}
 	old := w.pub.Load()
 	if len(old.svc) < 3*len(w.svc) || len(old.be) < 3*len(w.be) {
-		np := &published{svc: make([]atomicU64, 3*len(w.svc)), be: make([]atomicU64, 3*len(w.be))}
+		np := &published{svc: make([]atomic.Uint64, 3*len(w.svc)), be: make([]atomic.Uint64, 3*len(w.be))}
 		for i := range old.total {
 			np.total[i].Store(old.total[i].Load())
 		}
@@ -195,7 +196,7 @@ func (w *Worker) adopt(s *Snapshot) {
 	}
 }
 
-func storeObj(dst []atomicU64, i int, o *ObjCounters) {
+func storeObj(dst []atomic.Uint64, i int, o *ObjCounters) {
 	dst[3*i].Store(o.Packets)
 	dst[3*i+1].Store(o.Bytes)
 	dst[3*i+2].Store(o.NewFlows)
@@ -245,7 +246,7 @@ func (w *Worker) ServiceCounters(id uint32) ObjCounters { return loadObj(w.pub.L
 // BackendCounters returns the published counters of a backend ID.
 func (w *Worker) BackendCounters(id uint32) ObjCounters { return loadObj(w.pub.Load().be, id) }
 
-func loadObj(a []atomicU64, id uint32) ObjCounters {
+func loadObj(a []atomic.Uint64, id uint32) ObjCounters {
 	i := 3 * int(id)
 	if i+2 >= len(a) {
 		return ObjCounters{}
