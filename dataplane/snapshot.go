@@ -241,6 +241,15 @@ func (s *Snapshot) Backend(id uint32) *Backend {
 	return nil
 }
 
+// BackendByKey returns the backend of service svc at address:port (the key
+// Build gives it), or nil.
+func (s *Snapshot) BackendByKey(svc string, addr netip.AddrPort) *Backend {
+	if id, ok := s.beIDs[fmt.Sprintf("%s/%s", svc, netip.AddrPortFrom(addr.Addr().Unmap(), addr.Port()))]; ok {
+		return s.Backend(id)
+	}
+	return nil
+}
+
 // ServiceByName returns the service with that name, or nil.
 func (s *Snapshot) ServiceByName(name string) *Service {
 	if id, ok := s.svcIDs[name]; ok {

@@ -273,6 +273,13 @@ func (d *Daemon) buildSnapshot(spec dataplane.Spec, prev *dataplane.Snapshot) (*
 			}
 			mac, ifindex, err := d.resolver.Resolve(ctx, b.Address)
 			if err != nil {
+				// Keep what worked before rather than flap to the router.
+				if prev != nil {
+					if old := prev.BackendByKey(spec.Services[si].Name, netip.AddrPortFrom(b.Address, b.Port)); old != nil {
+						b.MAC, b.Iface = old.Egress.Dst, int(old.Iface)
+						continue
+					}
+				}
 				d.log.Warn().Err(err).Str("backend", b.Address.String()).Msg("cannot resolve next hop; using the router")
 				continue
 			}
