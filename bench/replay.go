@@ -51,7 +51,7 @@ func ReadPcap(r io.Reader) (*Capture, error) {
 type ReplayOptions struct {
 	Loops   int       // passes over the capture (default 1)
 	Workers int       // workers sharing one conntrack table (default 1)
-	Write   io.Writer // if set, transmitted frames of the first pass go here as a pcap
+	Write   io.Writer // if set, every transmitted frame goes here as a pcap
 }
 
 // ReplayResult is what a replay measured. NsPerPacket is pipeline time per
@@ -170,8 +170,9 @@ func Replay(s *dataplane.Snapshot, ct *conntrack.Table, c *Capture, o ReplayOpti
 					t := time.Now()
 					w.Process(s, frames[:n], results[:n], now)
 					busy[k] += time.Since(t)
-					if pw != nil && loop == 0 {
-						if err := writeTx(pw, &wmu, frames[:n], results[:n], c.Times[idx[b]], res); err != nil {
+					if pw != nil {
+						ts := c.Times[idx[b]].Add(time.Duration(loop) * span)
+						if err := writeTx(pw, &wmu, frames[:n], results[:n], ts, res); err != nil {
 							errs[k] = err
 							return
 						}

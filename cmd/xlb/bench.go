@@ -68,7 +68,7 @@ func replayCmd(args []string, stdout, stderr io.Writer) int {
 	fs.SetOutput(stderr)
 	cfg := fs.String("config", "", "configuration file (services, backends, lb settings)")
 	in := fs.String("pcap", "", "pcap to replay")
-	out := fs.String("write", "", "write transmitted frames (first pass) to this pcap")
+	out := fs.String("write", "", "write every transmitted frame to this pcap")
 	loops := fs.Int("loops", 1, "passes over the capture")
 	workers := fs.Int("workers", 1, "workers sharing one conntrack table")
 	asJSON := fs.Bool("json", false, "print the result as JSON")
