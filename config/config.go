@@ -47,7 +47,7 @@ type LB struct {
 	MaglevSize    uint32    `mapstructure:"maglev_size"`
 	HashSeed      uint64    `mapstructure:"hash_seed"`
 	Router        string    `mapstructure:"router"` // next-hop MAC override towards clients
-	MTU           int       `mapstructure:"mtu"`
+	MTU           int       `mapstructure:"mtu"`    // bench replay only; xlb run uses each interface's MTU
 	// CPUs pins worker i to CPUs[i % len]; empty pins worker i to CPU i
 	// (modulo the CPUs available). Set it to keep workers off the CPUs that
 	// take the NIC's interrupts.
@@ -266,7 +266,12 @@ func parseMAC(field, s string) ([6]byte, error) {
 func (f *File) Compile() (dataplane.Spec, conntrack.Config, error) {
 	var spec dataplane.Spec
 	ctc := conntrack.DefaultConfig()
-	g := *f
+	g := *f // Defaults fills nested values: work on a deep enough copy
+	g.Interfaces = append([]Interface(nil), f.Interfaces...)
+	g.Services = append([]Service(nil), f.Services...)
+	for i := range g.Services {
+		g.Services[i].Backends = append([]Backend(nil), g.Services[i].Backends...)
+	}
 	g.Defaults()
 	f = &g
 	for i, ifc := range f.Interfaces {

@@ -95,6 +95,10 @@ type objState struct {
 	mark uint32
 }
 
+// SetIngress sets the interface the next frames were received on (echo
+// replies leave through it).
+func (w *Worker) SetIngress(iface int) { w.ingress = uint8(iface) }
+
 // BatchSize is the number of frames a worker moves per batch.
 const BatchSize = 64
 
@@ -376,6 +380,18 @@ func usable(s *Snapshot, svc *Service, id uint32) bool {
 	return be != nil && be.Service == svc.ID && be.State != StateDown
 }
 
+// modeMatches reports whether a conntrack entry was made for a service in
+// mode m (a reload may change a service's mode under the same name).
+func modeMatches(m Mode, flags uint8) bool {
+	switch m {
+	case ModeNAT:
+		return flags&conntrack.FlagNAT != 0
+	case ModeFullNAT:
+		return flags&conntrack.FlagFullNAT != 0
+	}
+	return flags&(conntrack.FlagNAT|conntrack.FlagFullNAT) == 0
+}
+
 // forward handles a client packet to a service.
 func (w *Worker) forward(s *Snapshot, svc *Service, f *encap.Frame, now int64) Result {
 	p := w.p
@@ -387,7 +403,7 @@ func (w *Worker) forward(s *Snapshot, svc *Service, f *encap.Frame, now int64) R
 	found := false
 	if !svc.FragHash {
 		found = w.lookup(p, now)
-		if found && (e.Flags&conntrack.FlagReverse != 0 || !usable(s, svc, e.Backend)) {
+		if found && (e.Flags&conntrack.FlagReverse != 0 || !usable(s, svc, e.Backend) || !modeMatches(svc.Mode, e.Flags)) {
 			// The backend is gone or down: schedule again (a SYN then
 			// opens a fresh connection on a live backend; mid-flow
 			// packets meet a backend that will reset them).

@@ -493,3 +493,30 @@ func TestWorkersConcurrently(t *testing.T) {
 		t.Fatalf("tx %d", total.TxPackets)
 	}
 }
+
+// A reload that changes a service's mode must not reuse flows made for the
+// old mode (a dsr entry has no SNAT port or reverse entry).
+func TestModeChangeReschedules(t *testing.T) {
+	spec := testSpec(ModeDSR, SchedMaglev, false, 2)
+	s1 := mustBuild(t, spec, nil)
+	w := NewWorker(newCT(t, 1024), 0)
+	p := pkt{src: client(4), dst: vip4, sport: 4000, dport: 80, flags: "S"}
+	run(w, s1, p.bytes(t), sec)
+	spec.Services[0].Mode = ModeFullNAT
+	for i := range spec.Services[0].Backends {
+		spec.Services[0].Backends[i].Port = 8080
+	}
+	s2 := mustBuild(t, spec, s1)
+	p.flags = "A"
+	r, out := run(w, s2, p.bytes(t), sec+1)
+	if r.Action != ActTx {
+		t.Fatalf("after the mode change: %+v", r)
+	}
+	pk := verify(t, out)
+	if src := pk.NetworkLayer().NetworkFlow().Src().String(); src != "10.0.0.2" {
+		t.Fatalf("fullnat source %s, want the SNAT address", src)
+	}
+	if w.Counters().Rescheduled != 1 {
+		t.Fatalf("rescheduled %d", w.Counters().Rescheduled)
+	}
+}

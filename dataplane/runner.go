@@ -156,6 +156,7 @@ func (r *Runner) Run() {
 				bases[i] = base
 				frames[i] = encap.Frame{Buf: mem[base : base+frameSize], Off: int(descs[i].Addr - base), Len: int(descs[i].Len)}
 			}
+			c.Worker.SetIngress(c.Ports[pi].Iface)
 			c.Worker.Process(s, frames[:n], res[:n], now)
 			for i := 0; i < n; i++ {
 				if res[i].Action == ActTx && int(res[i].Iface) < nIf && txSock[res[i].Iface] != nil {

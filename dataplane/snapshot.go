@@ -306,6 +306,15 @@ func Build(spec Spec, prev *Snapshot) (*Snapshot, error) {
 		proto uint8
 	}
 	seen := map[svcKey]string{}
+	type dscpKey struct {
+		v4   bool
+		dscp uint8
+	}
+	type dscpUse struct {
+		vip  netip.Addr
+		name string
+	}
+	dscps := map[dscpKey]dscpUse{}
 	var entries []vipEntry
 	for i := range spec.Services {
 		ss := &spec.Services[i]
@@ -321,6 +330,14 @@ func Build(spec Spec, prev *Snapshot) (*Snapshot, error) {
 			return nil, invalid(f, "same vip, port and protocol as service %q", other)
 		}
 		seen[k] = ss.Name
+		if ss.Mode == ModeL3DSR {
+			// The backend maps the DSCP code back to the VIP: one code, one VIP.
+			dk := dscpKey{ss.VIP.Unmap().Is4(), ss.DSCP}
+			if o, dup := dscps[dk]; dup && o.vip != ss.VIP.Unmap() {
+				return nil, invalid(f+".dscp", "code %d is already used by l3dsr service %q for vip %s", ss.DSCP, o.name, o.vip)
+			}
+			dscps[dk] = dscpUse{ss.VIP.Unmap(), ss.Name}
+		}
 		id := s.assignID(prev, true, ss.Name)
 		s.svcIDs[ss.Name] = id
 		svc := Service{Present: true, ID: id, Name: ss.Name, VIP: encap.AddrFrom(ss.VIP), Port: ss.Port, Proto: ss.Proto,
@@ -408,6 +425,20 @@ func checkService(spec *Spec, ss *ServiceSpec, f string) error {
 	}
 	if ss.FragHash && (ss.Mode == ModeNAT || ss.Mode == ModeFullNAT) {
 		return invalid(f+".frag_hash", "fragments cannot be translated in %s mode", ss.Mode)
+	}
+	if ss.FragHash && ss.Scheduler != SchedMaglev && ss.Scheduler != SchedSH {
+		// Without conntrack only a hash keeps a flow's packets together.
+		return invalid(f+".frag_hash", "needs the maglev or sh scheduler, not %s", ss.Scheduler)
+	}
+	for i, a := range spec.SNAT4 {
+		if a.Unmap() == ss.VIP.Unmap() {
+			return invalid(fmt.Sprintf("lb.snat.addresses[%d]", i), "%s is also the vip of %s", a, f)
+		}
+	}
+	for i, a := range spec.SNAT6 {
+		if a == ss.VIP {
+			return invalid(fmt.Sprintf("lb.snat.addresses6[%d]", i), "%s is also the vip of %s", a, f)
+		}
 	}
 	v4 := ss.VIP.Unmap().Is4()
 	if ss.Mode == ModeFullNAT {

@@ -28,6 +28,14 @@ func TestBuildRejectsBadSpecsNamingTheField(t *testing.T) {
 		}, "services[0].backends[0].address"},
 		{"fullnat without snat", func(s *Spec) { s.Services[0].Mode = ModeFullNAT; s.SNAT4 = nil }, "services[0].mode"},
 		{"frag_hash with nat", func(s *Spec) { s.Services[0].Mode = ModeNAT; s.Services[0].FragHash = true }, "services[0].frag_hash"},
+		{"frag_hash with rr", func(s *Spec) { s.Services[0].FragHash = true; s.Services[0].Scheduler = SchedRR }, "services[0].frag_hash"},
+		{"snat is a vip", func(s *Spec) { s.SNAT4 = []netip.Addr{vip4} }, "lb.snat.addresses[0]"},
+		{"l3dsr dscp shared by two vips", func(s *Spec) {
+			s.Services[0].Mode, s.Services[0].DSCP = ModeL3DSR, 9
+			c := s.Services[0]
+			c.Name, c.VIP = "other", netip.MustParseAddr("198.51.100.11")
+			s.Services = append(s.Services, c)
+		}, "services[1].dscp"},
 		{"duplicate backend", func(s *Spec) {
 			s.Services[0].Backends = append(s.Services[0].Backends, s.Services[0].Backends[0])
 		}, "services[0].backends[2]"},

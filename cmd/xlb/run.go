@@ -42,7 +42,7 @@ func runCmd(args []string, stdout, stderr io.Writer) int {
 	poll := fs.Bool("poll", false, "sleep in poll(2) when idle instead of busy-polling")
 	workers := fs.String("workers", "", "override lb.workers")
 	sets := setFlags{}
-	fs.Var(sets, "set", "override a configuration key, e.g. --set lb.mtu=9000 (repeatable)")
+	fs.Var(sets, "set", "override a configuration key, e.g. --set lb.poll=true (repeatable)")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}

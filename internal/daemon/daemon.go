@@ -15,6 +15,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"reflect"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -57,6 +58,7 @@ type Daemon struct {
 	file        *config.File
 	ifaces      []*iface
 	ct          *conntrack.Table
+	ctc         conntrack.Config
 	snap        atomic.Pointer[dataplane.Snapshot]
 	workers     []*dataplane.Worker
 	runners     []*dataplane.Runner
@@ -109,6 +111,9 @@ func (d *Daemon) start() (err error) {
 		if err != nil {
 			return fmt.Errorf("interfaces[%d].name: interface %q not found in this network namespace", i, ic.Name)
 		}
+		if len(ni.HardwareAddr) != 6 {
+			return fmt.Errorf("interfaces[%d].name: %q is not an Ethernet interface", i, ic.Name)
+		}
 		d.ifaces = append(d.ifaces, &iface{cfg: ic, net: ni})
 	}
 	if d.resolver, err = neigh.NewResolver(); err != nil {
@@ -118,6 +123,7 @@ func (d *Daemon) start() (err error) {
 	if err != nil {
 		return err
 	}
+	d.ctc = ctc
 	if d.ct, err = conntrack.New(ctc, d.now()); err != nil {
 		return fmt.Errorf("conntrack: %w", err)
 	}
@@ -272,6 +278,9 @@ func (d *Daemon) buildSnapshot(spec dataplane.Spec, prev *dataplane.Snapshot) (*
 				continue
 			}
 			mac, ifindex, err := d.resolver.Resolve(ctx, b.Address)
+			if err == nil && len(mac) != 6 {
+				err = fmt.Errorf("next hop of %s has a %d-byte link-layer address", b.Address, len(mac))
+			}
 			if err != nil {
 				// Keep what worked before rather than flap to the router.
 				if prev != nil {
@@ -308,6 +317,9 @@ func (d *Daemon) gatewayMAC(ctx context.Context, ifindex int) ([6]byte, error) {
 		if err != nil {
 			return [6]byte{}, err
 		}
+		if len(mac) != 6 {
+			return [6]byte{}, fmt.Errorf("gateway %s has a %d-byte link-layer address", rt.Gateway, len(mac))
+		}
 		return [6]byte(mac), nil
 	}
 	return [6]byte{}, errors.New("no default route on the client-side interface")
@@ -323,6 +335,11 @@ func (d *Daemon) rules(s *dataplane.Snapshot, ifc *iface) bpf.RuleSet {
 	for _, svc := range spec.Services {
 		vip := svc.VIP.Unmap()
 		rs.Destinations = append(rs.Destinations, bpf.Rule{Addr: vip, Port: svc.Port, Proto: svc.Proto})
+		if svc.FragHash && svc.Port != 0 {
+			// Later fragments carry no port: the program matches them
+			// against port-0 rules only.
+			rs.Destinations = append(rs.Destinations, bpf.Rule{Addr: vip, Proto: svc.Proto})
+		}
 		if !seenICMP[vip] {
 			seenICMP[vip] = true
 			p := bpf.ProtoICMP
@@ -333,7 +350,11 @@ func (d *Daemon) rules(s *dataplane.Snapshot, ifc *iface) bpf.RuleSet {
 		}
 		if svc.Mode == dataplane.ModeNAT {
 			for _, b := range svc.Backends {
-				rs.BackendSources = append(rs.BackendSources, bpf.Rule{Addr: b.Address.Unmap(), Port: b.Port, Proto: svc.Proto})
+				port := b.Port
+				if port == 0 {
+					port = svc.Port // no translation: replies come from the service port
+				}
+				rs.BackendSources = append(rs.BackendSources, bpf.Rule{Addr: b.Address.Unmap(), Port: port, Proto: svc.Proto})
 			}
 		}
 	}
@@ -360,19 +381,29 @@ func (d *Daemon) Reload() error {
 	if err != nil {
 		return err
 	}
-	spec, _, err := f.Compile()
+	spec, ctc, err := f.Compile()
 	if err != nil {
 		return fmt.Errorf("config %s: %w", d.opts.ConfigPath, err)
+	}
+	// The conntrack table (its size, timeouts and SNAT pool) lives as long
+	// as the process; entries index its SNAT addresses.
+	if !reflect.DeepEqual(ctc, d.ctc) {
+		return fmt.Errorf("config %s: lb.conntrack, lb.snat and lb.hash_seed changes need a restart (running values kept)", d.opts.ConfigPath)
+	}
+	if !reflect.DeepEqual(f.Interfaces, d.file.Interfaces) || f.LB.Workers != d.file.LB.Workers {
+		return fmt.Errorf("config %s: interfaces and lb.workers changes need a restart (running values kept)", d.opts.ConfigPath)
 	}
 	prev := d.snap.Load()
 	s, err := d.buildSnapshot(spec, prev)
 	if err != nil {
 		return fmt.Errorf("config %s: %w", d.opts.ConfigPath, err)
 	}
-	for _, ifc := range d.ifaces {
+	for i, ifc := range d.ifaces {
 		if err := ifc.steering.Replace(d.rules(s, ifc)); err != nil {
-			// Put the old rules back: the old snapshot is still running.
-			_ = ifc.steering.Replace(d.rules(prev, ifc))
+			// Put the old rules back everywhere: the old snapshot is still running.
+			for _, done := range d.ifaces[:i+1] {
+				_ = done.steering.Replace(d.rules(prev, done))
+			}
 			return fmt.Errorf("interface %s: steering rules: %w", ifc.net.Name, err)
 		}
 	}

@@ -274,7 +274,9 @@ func decodeL4(b []byte, off int, p *Parsed) Reason {
 			return ReasonTruncated
 		}
 		u := UDP(l4)
-		if n := u.Length(); n < UDPLen || n > len(l4) {
+		// The UDP length covers the whole datagram: a first fragment
+		// carries only part of it.
+		if n := u.Length(); n < UDPLen || n > len(l4) && p.Frag != FragFirst {
 			return ReasonBadL4
 		}
 		p.SrcPort, p.DstPort = u.SrcPort(), u.DstPort()

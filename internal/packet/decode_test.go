@@ -108,6 +108,13 @@ func TestDecodeTable(t *testing.T) {
 			i.Flags = layers.IPv4MoreFragments
 			return ser(t, eth(false), i, tcp(i))
 		}, want{r: OK, family: 4, proto: 6, l3: 14, l4: 34, sport: 51000, dport: 80, frag: FragFirst, flags: TCPSyn | TCPAck}},
+		{"udp4 first fragment: udp length covers the whole datagram", func(t *testing.T) []byte {
+			i := ip4(layers.IPProtocolUDP)
+			i.Flags = layers.IPv4MoreFragments
+			b := ser(t, eth(false), i, udp(i), gopacket.Payload(make([]byte, 16)))
+			b[14+20+4], b[14+20+5] = 0x05, 0xc8 // 1480: longer than this fragment
+			return b
+		}, want{r: OK, family: 4, proto: 17, l3: 14, l4: 34, sport: 4000, dport: 53, frag: FragFirst}},
 		{"ipv4 later fragment", func(t *testing.T) []byte {
 			i := v4()
 			i.FragOffset = 100
