@@ -230,12 +230,15 @@ func skipExt(b []byte, off int, nh uint8, frag *Frag) (uint8, int, Reason) {
 				return nh, off, ReasonTruncated
 			}
 			fo := binary.BigEndian.Uint16(b[off+2 : off+4])
+			nh, off = b[off], off+8
 			if fo&0xfff8 != 0 {
+				// What follows is fragment payload, not headers.
 				*frag = FragLater
-			} else if fo&1 != 0 {
+				return nh, off, OK
+			}
+			if fo&1 != 0 {
 				*frag = FragFirst
 			}
-			nh, off = b[off], off+8
 		case 51: // authentication header: length in 4-octet units minus 2
 			if len(b) < off+8 {
 				return nh, off, ReasonTruncated

@@ -135,6 +135,11 @@ func TestDecodeTable(t *testing.T) {
 			i := ip6(layers.IPProtocolIPv6Fragment)
 			return ser(t, eth(true), i, &layers.IPv6Fragment{NextHeader: layers.IPProtocolTCP, FragmentOffset: 10}, gopacket.Payload(make([]byte, 16)))
 		}, want{r: OK, family: 6, proto: 6, l3: 14, frag: FragLater}},
+		{"ipv6 later fragment whose payload looks like a routing header", func(t *testing.T) []byte {
+			i := ip6(layers.IPProtocolIPv6Fragment)
+			pl := []byte{6, 0, 0, 1, 0, 0, 0, 0} // would be "routing header, segments left 1"
+			return ser(t, eth(true), i, &layers.IPv6Fragment{NextHeader: layers.IPProtocolIPv6Routing, FragmentOffset: 10}, gopacket.Payload(pl))
+		}, want{r: OK, family: 6, proto: 43, l3: 14, frag: FragLater}},
 		{"ipv6 first fragment", func(t *testing.T) []byte {
 			i := ip6(layers.IPProtocolIPv6Fragment)
 			return ser(t, eth(true), i, &layers.IPv6Fragment{NextHeader: layers.IPProtocolTCP, MoreFragments: true}, tcp(ip6(layers.IPProtocolTCP)))
