@@ -73,6 +73,7 @@ type Counters struct {
 	EchoReplies        uint64
 	ICMPForwarded      uint64 // ICMP errors sent to the backend of their flow
 	Replies            uint64 // nat/fullnat replies translated back to clients
+	TooBigSent         uint64 // ICMP fragmentation-needed / packet-too-big sent for packets over the egress MTU
 	Reasons            [NumReasons]uint64
 }
 
@@ -95,6 +96,7 @@ func (c *Counters) Add(o *Counters) {
 	c.EchoReplies += o.EchoReplies
 	c.ICMPForwarded += o.ICMPForwarded
 	c.Replies += o.Replies
+	c.TooBigSent += o.TooBigSent
 	for i := range c.Reasons {
 		c.Reasons[i] += o.Reasons[i]
 	}
@@ -110,18 +112,18 @@ type published struct {
 	be    []atomic.Uint64 // 3 words per backend ID
 }
 
-const countersWords = 12 + int(NumReasons)
+const countersWords = 13 + int(NumReasons)
 
 func (c *Counters) words() [countersWords]uint64 {
 	var w [countersWords]uint64
 	copy(w[:], []uint64{c.RxPackets, c.RxBytes, c.TxPackets, c.TxBytes, c.Passed, c.Dropped, c.NewFlows,
-		c.Stateless, c.Rescheduled, c.EchoReplies, c.ICMPForwarded, c.Replies})
-	copy(w[12:], c.Reasons[:])
+		c.Stateless, c.Rescheduled, c.EchoReplies, c.ICMPForwarded, c.Replies, c.TooBigSent})
+	copy(w[13:], c.Reasons[:])
 	return w
 }
 
 func (c *Counters) fromWords(w *[countersWords]uint64) {
 	c.RxPackets, c.RxBytes, c.TxPackets, c.TxBytes, c.Passed, c.Dropped, c.NewFlows = w[0], w[1], w[2], w[3], w[4], w[5], w[6]
-	c.Stateless, c.Rescheduled, c.EchoReplies, c.ICMPForwarded, c.Replies = w[7], w[8], w[9], w[10], w[11]
-	copy(c.Reasons[:], w[12:])
+	c.Stateless, c.Rescheduled, c.EchoReplies, c.ICMPForwarded, c.Replies, c.TooBigSent = w[7], w[8], w[9], w[10], w[11], w[12]
+	copy(c.Reasons[:], w[13:])
 }

@@ -432,10 +432,32 @@ func (w *Worker) forward(s *Snapshot, svc *Service, f *encap.Frame, now int64) R
 		snat := encap.Endpoint{Addr: s.SNAT[e.SNATAddr], Port: e.SNATPort}
 		v = encap.FullNAT(f.Bytes(), p, &snat, &be.Endpoint, &be.Egress)
 	}
+	if v == encap.TooBig {
+		return w.tooBig(s, svc, be, f)
+	}
 	if v != encap.Forward {
 		return w.rewriteFailed(v)
 	}
 	return w.tx(f, be.Iface, svc.ID, be.ID)
+}
+
+// tooBig answers a packet that does not fit the egress MTU with the ICMP
+// error path MTU discovery needs (the MTU minus what the mode adds), sent
+// back out of the interface it came in on; without DF it is dropped.
+func (w *Worker) tooBig(s *Snapshot, svc *Service, be *Backend, f *encap.Frame) Result {
+	w.c.Reasons[DropTooBig]++
+	mtu := be.Egress.MTU
+	if svc.Mode == ModeTunnel {
+		mtu -= encap.TunnelHeaderLen(be.Addr.V6)
+	}
+	if int(w.ingress) >= len(s.Ifaces) || encap.TooBigReply(f, w.p, mtu, s.Ifaces[w.ingress].MAC) != encap.Forward {
+		w.c.Dropped++
+		return Result{Action: ActDrop, Reason: DropTooBig}
+	}
+	w.c.TooBigSent++
+	w.c.TxPackets++
+	w.c.TxBytes += uint64(f.Len)
+	return Result{Action: ActTx, Iface: w.ingress, Reason: DropTooBig}
 }
 
 // directRewrite sends a packet to a backend in one of the modes whose

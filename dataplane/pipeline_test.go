@@ -520,3 +520,36 @@ func TestModeChangeReschedules(t *testing.T) {
 		t.Fatalf("rescheduled %d", w.Counters().Rescheduled)
 	}
 }
+
+// A DF packet that would not fit the tunnel is answered with ICMP
+// fragmentation-needed carrying the MTU left after the outer header.
+func TestTooBigIsAnswered(t *testing.T) {
+	s := mustBuild(t, testSpec(ModeTunnel, SchedMaglev, false, 2), nil)
+	w := NewWorker(newCT(t, 1024), 0)
+	big := pkt{src: client(8), dst: vip4, sport: 4000, dport: 80, flags: "A", payload: 1460}.bytes(t)
+	big[14+6] |= 0x40 // DF
+	big[14+10], big[14+11] = 0, 0
+	var sum uint32
+	for i := 14; i < 34; i += 2 {
+		sum += uint32(big[i])<<8 | uint32(big[i+1])
+	}
+	for sum > 0xffff {
+		sum = sum>>16 + sum&0xffff
+	}
+	big[14+10], big[14+11] = byte(^sum>>8), byte(^sum)
+	r, out := run(w, s, big, sec)
+	if r.Action != ActTx || r.Iface != 0 || r.Reason != DropTooBig {
+		t.Fatalf("result %+v", r)
+	}
+	pk := verify(t, out)
+	ic, ok := pk.Layer(layers.LayerTypeICMPv4).(*layers.ICMPv4)
+	if !ok || ic.TypeCode.Type() != 3 || ic.TypeCode.Code() != 4 || ic.Seq != 1480 {
+		t.Fatalf("reply %v", pk)
+	}
+	if ip := pk.Layer(layers.LayerTypeIPv4).(*layers.IPv4); ip.SrcIP.String() != vip4.String() || ip.DstIP.String() != client(8).String() {
+		t.Fatalf("reply %v → %v", ip.SrcIP, ip.DstIP)
+	}
+	if c := w.Counters(); c.TooBigSent != 1 || c.Reasons[DropTooBig] != 1 {
+		t.Fatalf("counters %+v", c)
+	}
+}

@@ -191,6 +191,7 @@ func rewrites(v6 bool) []rewrite {
 		{"fullnat-reply", func(f *encap.Frame, p *packet.Parsed) encap.Verdict {
 			return encap.FullNATReply(f.Bytes(), p, vipEP, client, &egress)
 		}},
+		{"too-big", func(f *encap.Frame, p *packet.Parsed) encap.Verdict { return encap.TooBigReply(f, p, 1400, egress.Src) }},
 	}
 }
 

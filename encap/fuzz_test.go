@@ -93,6 +93,11 @@ func FuzzFullNAT(f *testing.F) {
 	f.Fuzz(func(t *testing.T, b []byte, v6 bool) { fuzzRewrite(t, b, v6, "fullnat") })
 }
 
+func FuzzTooBigReply(f *testing.F) {
+	addSeeds(f)
+	f.Fuzz(func(t *testing.T, b []byte, v6 bool) { fuzzRewrite(t, b, v6, "too-big") })
+}
+
 func FuzzFullNATReply(f *testing.F) {
 	addSeeds(f)
 	f.Fuzz(func(t *testing.T, b []byte, v6 bool) { fuzzRewrite(t, b, v6, "fullnat-reply") })

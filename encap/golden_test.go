@@ -103,6 +103,8 @@ func apply(t *testing.T, c *goldenCase, f *encap.Frame, p *packet.Parsed) encap.
 		return encap.NATReply(b, p, ep(c.VIP, c.VIPPort), &e)
 	case "fullnat":
 		return encap.FullNAT(b, p, ep(c.SNAT, c.SNATPort), ep(c.Backend, c.BackendPort), &e)
+	case "too-big":
+		return encap.TooBigReply(f, p, c.MTU, mac(t, c.EgressSrc))
 	case "echo-reply":
 		return encap.EchoReply(b, p)
 	case "icmp-error":

@@ -231,6 +231,7 @@ func tunnel(dstMAC, srcMAC string, vlan uint16, outerSrc, outerDst string, tos u
 func icmpErr4(src, dst string, quote []byte) []byte {
 	l := &layers.IPv4{Version: 4, TTL: 64, Protocol: layers.IPProtocolICMPv4, SrcIP: ip(src), DstIP: ip(dst)}
 	ic := &layers.ICMPv4{TypeCode: layers.CreateICMPv4TypeCode(layers.ICMPv4TypeDestinationUnreachable, layers.ICMPv4CodeFragmentationNeeded), Seq: 1400}
+	// Seq is the low half of the rest-of-header word: the next-hop MTU.
 	return serialize(l, ic, gopacket.Payload(quote))
 }
 
@@ -417,6 +418,21 @@ func cases() []Case {
 		Description: "ICMPv6 packet-too-big (MTU 1280) about [VIP]:7777 → client, for a fullnat flow: outer src := SNAT, outer dst := backend; the quoted UDP packet becomes backend:7778 → SNAT:1024 with its UDP checksum fixed; ICMPv6 checksum fixed (pseudo-header too)."},
 		frame(lbMAC, routerMAC, 0, true, icmpErr6("2001:db8:ffff::1", "2001:db8:100::10", quoted6.ipBytes()[:1232])),
 		frame(backendMAC, lbMAC, 0, true, icmpErr6("2001:db8:4::1", "2001:db8:4::11", q6After.ipBytes()[:1232])))
+
+	// A packet too big for the egress is answered with the ICMP error path
+	// MTU discovery needs, from the VIP, quoting what the error may carry.
+	big4 := with(data4, func(q *pkt) { q.payload = payload(1460) })
+	add(Case{Name: "too-big-reply4", Mode: "too-big", Verdict: "forward", MTU: 1400, EgressSrc: lbMAC,
+		Description: "1500-byte IPv4 TCP with DF to the VIP, egress MTU 1400 (say a tunnel): answered in place with ICMP fragmentation-needed (3/4, next-hop MTU 1400) from the VIP to the client, back to the router's MAC, quoting the first 548 bytes so the error is 576 bytes."},
+		big4.frame(), frame(routerMAC, lbMAC, 0, false, icmpErr4("198.51.100.10", "203.0.113.7", big4.ipBytes()[:548])))
+	big6 := with(tcp6, func(q *pkt) { q.payload = payload(1440) })
+	add(Case{Name: "too-big-reply6", Mode: "too-big", Verdict: "forward", MTU: 1280, EgressSrc: lbMAC,
+		Description: "1500-byte IPv6 TCP to the VIP, egress MTU 1280: answered with ICMPv6 packet-too-big (MTU 1280) from the VIP, quoting 1232 bytes so the error is 1280 bytes."},
+		big6.frame(), frame(routerMAC, lbMAC, 0, true, icmpErr6("2001:db8:100::10", "2001:db8:c::7", big6.ipBytes()[:1232])))
+	nodfBig := with(big4, func(q *pkt) { q.df = false })
+	add(Case{Name: "too-big-no-df", Mode: "too-big", Verdict: "unsupported", MTU: 1400,
+		Description: "The same packet without DF: no ICMP error (the sender would not act on it); unsupported, frame unchanged, the dataplane drops it as too_big."},
+		nodfBig.frame(), nodfBig.frame())
 
 	// malformed and not-IP inputs: the decoder refuses them before any rewrite.
 	good := syn4.frame()
