@@ -483,12 +483,16 @@ func (w *Worker) newFlow(s *Snapshot, svc *Service, now int64) (Result, bool) {
 	}
 	w.fe = flowEntry{Backend: id, Service: svc.ID}
 	e := &w.fe
-	w.c.NewFlows++
-	w.newFlowOf(svc.ID, id)
-	if svc.FragHash || w.dry {
-		if w.dry && svc.Mode == ModeFullNAT && len(s.SNAT) > 0 {
+	if svc.FragHash {
+		// Stateless by choice: every packet is scheduled by hash, and
+		// none is a "new flow".
+		return Result{}, true
+	}
+	if w.dry {
+		if svc.Mode == ModeFullNAT && len(s.SNAT) > 0 {
 			e.SNATAddr = w.snatIndex(s, p)
 		}
+		w.c.NewFlows++
 		return Result{}, true
 	}
 	var err error
@@ -509,12 +513,14 @@ func (w *Worker) newFlow(s *Snapshot, svc *Service, now int64) (Result, bool) {
 			if mid, ok := svc.Maglev.Lookup(w.hash); ok {
 				e.Backend = mid
 			}
-			return Result{}, true
+			err = nil
 		}
 	}
-	if err != nil {
+	if err != nil { // nat/fullnat cannot work without their state
 		return w.drop(DropConntrackFull), false
 	}
+	w.c.NewFlows++
+	w.newFlowOf(svc.ID, e.Backend)
 	return Result{}, true
 }
 
