@@ -26,7 +26,7 @@ type FlowDecision struct {
 	Mode     Mode
 	Backend  string         // backend key, "address:port"
 	Addr     netip.AddrPort // backend address and port
-	Existing bool           // the flow is in conntrack (else: a new flow would be scheduled)
+	Existing bool           // the flow is in conntrack (else: scheduled now; always false for frag_hash services)
 }
 
 // LookupFlow answers "which backend gets this flow?" by running the real
@@ -63,7 +63,7 @@ func LookupFlow(s *Snapshot, ct *conntrack.Table, t Tuple, now int64) (FlowDecis
 			ap = netip.AddrFrom4([4]byte(be.Addr.IP[:4]))
 		}
 		d.Addr = netip.AddrPortFrom(ap, be.Port)
-		d.Existing = w.c.NewFlows == 0
+		d.Existing = w.c.NewFlows == 0 && !svc.FragHash // frag_hash services keep no state
 	}
 	return d, nil
 }
