@@ -258,11 +258,44 @@ func (s *Snapshot) ServiceByName(name string) *Service {
 	return nil
 }
 
-// ErrInvalid wraps every Build error, which names the offending field.
+// ErrInvalid wraps every Build error.
 var ErrInvalid = errors.New("invalid configuration")
 
-func invalid(field, format string, args ...any) error {
-	return fmt.Errorf("%w: %s: %s", ErrInvalid, field, fmt.Sprintf(format, args...))
+// SpecError is a Build error. It names the offending Spec field by its Go
+// name and position (service, backend and SNAT index); the config package
+// turns that into the configuration file's key path, so key names live in
+// one place.
+type SpecError struct {
+	Service int    // index into Spec.Services, or -1
+	Backend int    // index into that service's Backends, or -1
+	Field   string // Go field name: "VIP", "Address", "SNAT4", "TunnelSource4", ...
+	Index   int    // index into a slice field (SNAT4, SNAT6), or -1
+	Reason  string
+}
+
+func (e *SpecError) Error() string {
+	var b strings.Builder
+	b.WriteString("dataplane: ")
+	if e.Service >= 0 {
+		fmt.Fprintf(&b, "Services[%d].", e.Service)
+		if e.Backend >= 0 {
+			fmt.Fprintf(&b, "Backends[%d].", e.Backend)
+		}
+	}
+	b.WriteString(e.Field)
+	if e.Index >= 0 {
+		fmt.Fprintf(&b, "[%d]", e.Index)
+	}
+	return b.String() + ": " + e.Reason
+}
+
+// Unwrap makes errors.Is(err, ErrInvalid) hold.
+func (e *SpecError) Unwrap() error { return ErrInvalid }
+
+// specErr builds a SpecError about a service (svc ≥ 0), one of its backends
+// (be ≥ 0) or a top-level field (both -1).
+func specErr(svc, be int, field string, format string, args ...any) error {
+	return &SpecError{Service: svc, Backend: be, Field: field, Index: -1, Reason: fmt.Sprintf(format, args...)}
 }
 
 // Build checks spec and compiles it into a Snapshot. When prev is not nil,
@@ -270,10 +303,10 @@ func invalid(field, format string, args ...any) error {
 // conntrack keep their backend. Build never modifies prev.
 func Build(spec Spec, prev *Snapshot) (*Snapshot, error) {
 	if len(spec.Ifaces) == 0 {
-		return nil, invalid("interfaces", "at least one interface is required")
+		return nil, specErr(-1, -1, "Ifaces", "at least one interface is required")
 	}
 	if spec.RouterIface < 0 || spec.RouterIface >= len(spec.Ifaces) {
-		return nil, invalid("router_iface", "index %d out of range", spec.RouterIface)
+		return nil, specErr(-1, -1, "RouterIface", "index %d out of range", spec.RouterIface)
 	}
 	s := &Snapshot{
 		Ifaces: append([]Iface(nil), spec.Ifaces...),
@@ -290,13 +323,13 @@ func Build(spec Spec, prev *Snapshot) (*Snapshot, error) {
 	}
 	for i, a := range spec.SNAT4 {
 		if !a.Unmap().Is4() {
-			return nil, invalid(fmt.Sprintf("snat.addresses[%d]", i), "%s is not IPv4", a)
+			return nil, &SpecError{Service: -1, Backend: -1, Field: "SNAT4", Index: i, Reason: fmt.Sprintf("%s is not IPv4", a)}
 		}
 		s.SNAT = append(s.SNAT, encap.AddrFrom(a))
 	}
 	for i, a := range spec.SNAT6 {
 		if !a.Is6() || a.Is4In6() {
-			return nil, invalid(fmt.Sprintf("snat.addresses6[%d]", i), "%s is not IPv6", a)
+			return nil, &SpecError{Service: -1, Backend: -1, Field: "SNAT6", Index: i, Reason: fmt.Sprintf("%s is not IPv6", a)}
 		}
 		s.SNAT = append(s.SNAT, encap.AddrFrom(a))
 	}
@@ -318,23 +351,22 @@ func Build(spec Spec, prev *Snapshot) (*Snapshot, error) {
 	var entries []vipEntry
 	for i := range spec.Services {
 		ss := &spec.Services[i]
-		f := fmt.Sprintf("services[%d]", i)
-		if err := checkService(&spec, ss, f); err != nil {
+		if err := checkService(&spec, ss, i); err != nil {
 			return nil, err
 		}
 		if _, dup := s.svcIDs[ss.Name]; dup {
-			return nil, invalid(f+".name", "duplicate service name %q", ss.Name)
+			return nil, specErr(i, -1, "Name", "duplicate service name %q", ss.Name)
 		}
 		k := svcKey{ss.VIP.Unmap(), ss.Port, ss.Proto}
 		if other, dup := seen[k]; dup {
-			return nil, invalid(f, "same vip, port and protocol as service %q", other)
+			return nil, specErr(i, -1, "VIP", "same vip, port and protocol as service %q", other)
 		}
 		seen[k] = ss.Name
 		if ss.Mode == ModeL3DSR {
 			// The backend maps the DSCP code back to the VIP: one code, one VIP.
 			dk := dscpKey{ss.VIP.Unmap().Is4(), ss.DSCP}
 			if o, dup := dscps[dk]; dup && o.vip != ss.VIP.Unmap() {
-				return nil, invalid(f+".dscp", "code %d is already used by l3dsr service %q for vip %s", ss.DSCP, o.name, o.vip)
+				return nil, specErr(i, -1, "DSCP", "code %d is already used by l3dsr service %q for vip %s", ss.DSCP, o.name, o.vip)
 			}
 			dscps[dk] = dscpUse{ss.VIP.Unmap(), ss.Name}
 		}
@@ -345,13 +377,12 @@ func Build(spec Spec, prev *Snapshot) (*Snapshot, error) {
 		var mb []maglev.Backend
 		for j := range ss.Backends {
 			bs := &ss.Backends[j]
-			bf := fmt.Sprintf("%s.backends[%d]", f, j)
 			key := fmt.Sprintf("%s/%s", ss.Name, netip.AddrPortFrom(bs.Address.Unmap(), bs.Port))
 			if _, dup := s.beIDs[key]; dup {
-				return nil, invalid(bf, "duplicate backend %s", key)
+				return nil, specErr(i, j, "Address", "duplicate backend %s", key)
 			}
 			if bs.Iface < 0 || bs.Iface >= len(spec.Ifaces) {
-				return nil, invalid(bf+".iface", "index %d out of range", bs.Iface)
+				return nil, specErr(i, j, "Iface", "index %d out of range", bs.Iface)
 			}
 			bid := s.assignID(prev, false, key)
 			s.beIDs[key] = bid
@@ -380,7 +411,7 @@ func Build(spec Spec, prev *Snapshot) (*Snapshot, error) {
 		}
 		t, err := maglev.Build(mb, maglev.Config{Size: spec.MaglevSize, Seed: spec.HashSeed})
 		if err != nil {
-			return nil, invalid(f, "maglev: %v", err)
+			return nil, specErr(i, -1, "Backends", "maglev: %v", err)
 		}
 		svc.Maglev = t
 		s.putService(svc)
@@ -388,7 +419,7 @@ func Build(spec Spec, prev *Snapshot) (*Snapshot, error) {
 		if ss.FragHash {
 			fk := svcKey{ss.VIP.Unmap(), 0, ss.Proto + 128}
 			if other, dup := seen[fk]; dup {
-				return nil, invalid(f+".frag_hash", "service %q already hashes fragments for this vip and protocol", other)
+				return nil, specErr(i, -1, "FragHash", "service %q already hashes fragments for this vip and protocol", other)
 			}
 			seen[fk] = ss.Name
 			entries = append(entries, vipEntry{addr: svc.VIP, proto: ss.Proto, frag: true, svc: id})
@@ -398,79 +429,78 @@ func Build(spec Spec, prev *Snapshot) (*Snapshot, error) {
 	return s, nil
 }
 
-func checkService(spec *Spec, ss *ServiceSpec, f string) error {
+func checkService(spec *Spec, ss *ServiceSpec, i int) error {
 	if ss.Name == "" {
-		return invalid(f+".name", "must not be empty")
+		return specErr(i, -1, "Name", "must not be empty")
 	}
 	if !ss.VIP.IsValid() {
-		return invalid(f+".vip", "missing or invalid address")
+		return specErr(i, -1, "VIP", "missing or invalid address")
 	}
 	if !ss.VIP.Unmap().Is4() && ss.VIP.Is4In6() {
-		return invalid(f+".vip", "IPv4-mapped IPv6 address %s: write it as IPv4", ss.VIP)
+		return specErr(i, -1, "VIP", "IPv4-mapped IPv6 address %s: write it as IPv4", ss.VIP)
 	}
 	if ss.Proto != 6 && ss.Proto != 17 {
-		return invalid(f+".protocol", "must be tcp or udp")
+		return specErr(i, -1, "Proto", "must be tcp or udp")
 	}
 	if ss.Mode >= numModes {
-		return invalid(f+".mode", "unknown mode %d", ss.Mode)
+		return specErr(i, -1, "Mode", "unknown mode %d", ss.Mode)
 	}
 	if ss.Scheduler >= numScheds {
-		return invalid(f+".scheduler", "unknown scheduler %d", ss.Scheduler)
+		return specErr(i, -1, "Scheduler", "unknown scheduler %d", ss.Scheduler)
 	}
 	if ss.DSCP > 63 {
-		return invalid(f+".dscp", "%d is not a 6-bit DSCP", ss.DSCP)
+		return specErr(i, -1, "DSCP", "%d is not a 6-bit DSCP", ss.DSCP)
 	}
 	if ss.Mode == ModeL3DSR && ss.DSCP == 0 {
-		return invalid(f+".dscp", "l3dsr needs a non-zero DSCP code")
+		return specErr(i, -1, "DSCP", "l3dsr needs a non-zero DSCP code")
 	}
 	if ss.FragHash && (ss.Mode == ModeNAT || ss.Mode == ModeFullNAT) {
-		return invalid(f+".frag_hash", "fragments cannot be translated in %s mode", ss.Mode)
+		return specErr(i, -1, "FragHash", "fragments cannot be translated in %s mode", ss.Mode)
 	}
 	if ss.FragHash && ss.Scheduler != SchedMaglev && ss.Scheduler != SchedSH {
 		// Without conntrack only a hash keeps a flow's packets together.
-		return invalid(f+".frag_hash", "needs the maglev or sh scheduler, not %s", ss.Scheduler)
+		return specErr(i, -1, "FragHash", "needs the maglev or sh scheduler, not %s", ss.Scheduler)
 	}
-	for i, a := range spec.SNAT4 {
+	for k, a := range spec.SNAT4 {
 		if a.Unmap() == ss.VIP.Unmap() {
-			return invalid(fmt.Sprintf("lb.snat.addresses[%d]", i), "%s is also the vip of %s", a, f)
+			return &SpecError{Service: -1, Backend: -1, Field: "SNAT4", Index: k, Reason: fmt.Sprintf("%s is also the vip of service %q", a, ss.Name)}
 		}
 	}
-	for i, a := range spec.SNAT6 {
+	for k, a := range spec.SNAT6 {
 		if a == ss.VIP {
-			return invalid(fmt.Sprintf("lb.snat.addresses6[%d]", i), "%s is also the vip of %s", a, f)
+			return &SpecError{Service: -1, Backend: -1, Field: "SNAT6", Index: k, Reason: fmt.Sprintf("%s is also the vip of service %q", a, ss.Name)}
 		}
 	}
 	v4 := ss.VIP.Unmap().Is4()
 	if ss.Mode == ModeFullNAT {
 		if v4 && len(spec.SNAT4) == 0 || !v4 && len(spec.SNAT6) == 0 {
-			return invalid(f+".mode", "fullnat needs an SNAT address of the VIP's family (lb.snat.addresses)")
+			return specErr(i, -1, "Mode", "fullnat needs an SNAT address of the VIP's family (lb.snat.addresses)")
 		}
 	}
 	for j := range ss.Backends {
 		bs := &ss.Backends[j]
-		bf := fmt.Sprintf("%s.backends[%d]", f, j)
 		if !bs.Address.IsValid() {
-			return invalid(bf+".address", "missing or invalid address")
+			return specErr(i, j, "Address", "missing or invalid address")
 		}
 		bv4 := bs.Address.Unmap().Is4()
 		switch ss.Mode {
 		case ModeL3DSR, ModeNAT, ModeFullNAT:
 			if bv4 != v4 {
-				return invalid(bf+".address", "%s mode needs a backend of the VIP's address family", ss.Mode)
+				return specErr(i, j, "Address", "%s mode needs a backend of the VIP's address family", ss.Mode)
 			}
 		case ModeTunnel:
 			if bv4 && !spec.TunnelSource4.IsValid() || !bv4 && !spec.TunnelSource6.IsValid() {
-				return invalid("lb.tunnel_source", "tunnel backend %s needs a tunnel source of its family", bs.Address)
+				return specErr(-1, -1, tunnelField(bv4), "tunnel backend %s (service %q) needs a tunnel source of its family", bs.Address, ss.Name)
 			}
 		}
 		if bs.Port != 0 && bs.Port != ss.Port && ss.Mode != ModeNAT && ss.Mode != ModeFullNAT {
-			return invalid(bf+".port", "port translation (%d→%d) needs nat or fullnat mode", ss.Port, bs.Port)
+			return specErr(i, j, "Port", "port translation (%d→%d) needs nat or fullnat mode", ss.Port, bs.Port)
 		}
 		if ss.Port == 0 && bs.Port != 0 {
-			return invalid(bf+".port", "a service on every port (port 0) cannot translate ports")
+			return specErr(i, j, "Port", "a service on every port (port 0) cannot translate ports")
 		}
 		if bs.State >= numStates {
-			return invalid(bf+".state", "unknown state %d", bs.State)
+			return specErr(i, j, "State", "unknown state %d", bs.State)
 		}
 	}
 	return nil
@@ -507,4 +537,11 @@ func (s *Snapshot) putBackend(b Backend) {
 		s.Backends = append(s.Backends, Backend{})
 	}
 	s.Backends[b.ID] = b
+}
+
+func tunnelField(v4 bool) string {
+	if v4 {
+		return "TunnelSource4"
+	}
+	return "TunnelSource6"
 }
