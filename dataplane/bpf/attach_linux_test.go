@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"os"
 	"os/exec"
 	"strings"
 	"sync"
@@ -244,5 +245,134 @@ func TestSteeringVeth(t *testing.T) {
 	}
 	if st, err := sock.Stats(); err != nil || st.RxPackets == 0 {
 		t.Errorf("socket stats %+v, %v", st, err)
+	}
+}
+
+// TestSteeringVethSNAT is the one-address appliance: A's own address is
+// also its SNAT address. A datagram from B to a port inside the SNAT port
+// range reaches the AF_XDP socket, while a TCP connection the kernel in A
+// opens from that address (its local port comes from
+// ip_local_port_range, above the SNAT range) gets its replies.
+func TestSteeringVethSNAT(t *testing.T) {
+	nsA, nsB, va := vethPair(t)
+	self := netip.MustParseAddr("10.202.1.1")
+	snatPort := uint16(2000)
+
+	s := loadSteering(t)
+	if err := s.Replace(RuleSet{Local: []netip.Addr{self}, SNAT: []netip.Addr{self}, SNATPorts: [2]uint16{1024, 32767}}); err != nil {
+		t.Fatal(err)
+	}
+	umem, err := xsk.NewUMEM(xsk.UMEMConfig{FrameSize: 2048, FrameCount: 256})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { umem.Close() })
+	var sock *xsk.Socket
+	err = testutil.InNetns(nsA, func() error {
+		if err := os.WriteFile("/proc/sys/net/ipv4/ip_local_port_range", []byte("40000 50000"), 0); err != nil {
+			return err
+		}
+		var err error
+		if sock, err = xsk.Open(va, 0, umem, xsk.Options{RxSize: 64, TxSize: 64}); err != nil {
+			return err
+		}
+		t.Cleanup(func() { sock.Close() })
+		if err := s.SetSocket(0, sock.FD()); err != nil {
+			return err
+		}
+		a, err := s.Attach(va, Native)
+		if err != nil {
+			return err
+		}
+		t.Cleanup(func() { a.Close() })
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	// B: a TCP echo server, and a UDP sender to the SNAT port.
+	var ln net.Listener
+	var toSNAT *net.UDPConn
+	err = testutil.InNetns(nsB, func() error {
+		var err error
+		if ln, err = net.Listen("tcp4", "10.202.1.2:7000"); err != nil {
+			return err
+		}
+		toSNAT, err = net.DialUDP("udp4", nil, net.UDPAddrFromAddrPort(netip.AddrPortFrom(self, snatPort)))
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close(); toSNAT.Close() })
+	go func() {
+		c, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		defer c.Close()
+		buf := make([]byte, 64)
+		n, _ := c.Read(buf)
+		c.Write(buf[:n])
+	}()
+
+	addrs := make([]uint64, 64)
+	sock.Fill(addrs[:umem.AllocBatch(addrs)])
+	descs := make([]xsk.Desc, 16)
+	found := false
+	for deadline := time.Now().Add(10 * time.Second); !found && time.Now().Before(deadline); {
+		toSNAT.Write([]byte("to-snat"))
+		if err := sock.Poll(100 * time.Millisecond); err != nil {
+			t.Fatal(err)
+		}
+		n := sock.Receive(descs)
+		for _, d := range descs[:n] {
+			f := umem.Frame(d.Addr, d.Len)
+			if len(f) >= 42 && binary.BigEndian.Uint16(f[12:]) == 0x0800 &&
+				netip.AddrFrom4([4]byte(f[30:34])) == self && binary.BigEndian.Uint16(f[36:]) == snatPort {
+				found = true
+			} else {
+				t.Errorf("socket got a frame the program should have passed: % x", f[:min(len(f), 42)])
+			}
+			sock.Fill([]uint64{d.Addr})
+		}
+	}
+	if !found {
+		c, _ := s.Counters()
+		t.Fatalf("no datagram to the SNAT port on the AF_XDP socket; counters %+v", c)
+	}
+
+	// A's kernel connects from the SNAT address; the SYN-ACK and the echo
+	// must reach it.
+	var conn net.Conn
+	err = testutil.InNetns(nsA, func() error {
+		d := net.Dialer{Timeout: 5 * time.Second, LocalAddr: net.TCPAddrFromAddrPort(netip.AddrPortFrom(self, 0))}
+		var err error
+		conn, err = d.Dial("tcp4", "10.202.1.2:7000")
+		return err
+	})
+	if err != nil {
+		c, _ := s.Counters()
+		t.Fatalf("kernel connection from the SNAT address: %v; counters %+v", err, c)
+	}
+	defer conn.Close()
+	if p := conn.LocalAddr().(*net.TCPAddr).Port; p < 40000 || p > 50000 {
+		t.Fatalf("local port %d outside ip_local_port_range", p)
+	}
+	conn.SetDeadline(time.Now().Add(5 * time.Second))
+	if _, err := conn.Write([]byte("ping")); err != nil {
+		t.Fatal(err)
+	}
+	buf := make([]byte, 64)
+	if n, err := conn.Read(buf); err != nil || string(buf[:n]) != "ping" {
+		t.Fatalf("echo over the kernel's connection: %q, %v", buf[:n], err)
+	}
+	c, err := s.Counters()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.MatchSNAT == 0 || c.Redirected == 0 || c.PassSNATOtherPort == 0 {
+		t.Errorf("counters %+v", c)
 	}
 }

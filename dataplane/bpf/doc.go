@@ -6,22 +6,43 @@
 // the rx queue index) only the frames the user-space dataplane must see:
 //
 //   - destination address, port and protocol match a destination rule (a
-//     VIP; port 0 covers every port, which also serves fullnat SNAT
-//     addresses and ICMP to a VIP);
+//     VIP; port 0 covers every port, which also serves ICMP to a VIP);
+//   - the destination is a fullnat SNAT address, the protocol TCP or UDP and
+//     the destination port inside the SNAT port range (fullnat return
+//     traffic);
 //   - source address, port and protocol match a backend-source rule (half-NAT
 //     replies from backends to clients), unless the destination is one of
 //     the balancer's own (local) addresses: a backend's replies to the
 //     balancer's health checks must reach the kernel.
+//
+// The checks run in that order and the first that decides wins: a
+// destination rule is looked up first, so a service on an SNAT address is
+// steered whatever its port; a TCP or UDP frame to an SNAT address with its
+// destination port outside the SNAT port range is passed to the kernel at
+// once, even when the address is also local or the source matches a
+// backend-source rule.
 //
 // Everything else (ARP, IPv6 neighbour discovery even when addressed to a
 // VIP, SSH, BGP, health-check replies) goes to the kernel with XDP_PASS, and
 // so does a matching frame whose queue has no socket: bpf_redirect_map is
 // called with XDP_PASS as its fallback action.
 //
-// A port-0 destination rule for a fullnat SNAT address steers every port of
-// that address, including replies to connections the kernel itself opened
-// from it; health checks should therefore use a source address that is not
-// an SNAT address.
+// An SNAT address is usually one of the balancer's own addresses too (the
+// one-address appliance: it is the interface address), and the kernel opens
+// connections from it: health checks, SSH and DNS lookups from the balancer.
+// The program tells their replies from fullnat return traffic by destination
+// port alone: fullnat allocates SNAT ports only from the SNAT port range, so
+// a reply to a port outside it belongs to the kernel. The kernel's own
+// connections from an SNAT address therefore work as long as their local
+// ports lie outside the SNAT range; the daemon arranges that by keeping the
+// SNAT range below net.ipv4.ip_local_port_range, where the kernel picks its
+// ephemeral ports (a service the kernel listens on at an SNAT address, such
+// as SSH on port 22, likewise needs a port outside the SNAT range).
+// Non-first fragments carry no port, so TCP and UDP fragments to an SNAT
+// address are passed (fullnat could not translate them anyway). ICMP to an
+// SNAT address is handled as for any other address. A port-0 destination
+// rule for an SNAT address, the old way of steering one, still steers every
+// port.
 //
 // # Why hand-written instructions
 //
@@ -46,13 +67,21 @@
 //
 // # Map key
 //
-// The rule maps (destinations, backend sources, local addresses) are hash
-// maps with a 20-byte key (local addresses use proto 0 and port 0):
+// The rule maps (destinations, backend sources, local addresses, SNAT
+// addresses) are hash maps with a 20-byte key (local and SNAT addresses use
+// proto 0 and port 0):
 //
 //	offset 0  family  u8   4 or 6
 //	offset 1  proto   u8   IPPROTO_*
 //	offset 2  port    u16  network byte order, 0 = any port
 //	offset 4  addr    [16] IPv4 in the first 4 bytes, rest zero
+//
+// Their values are a u32 1, except in the SNAT map, whose value is the SNAT
+// port range, inclusive, in host byte order, so that the hit needs no second
+// lookup:
+//
+//	offset 0  low     u16
+//	offset 2  high    u16
 //
 // # Counters
 //

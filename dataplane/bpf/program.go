@@ -27,10 +27,13 @@ const (
 	cntMatchAnyPort
 	cntMatchBackend
 	cntMatchFragment
+	cntMatchSNAT
 	cntRedirected
 	cntNoSocket
 	cntPassNoMatch
 	cntPassLocal
+	cntPassSNATOtherPort
+	cntPassSNATFragment
 	cntPassNotIP
 	cntPassNeighbor
 	cntPassUnsupported
@@ -167,6 +170,29 @@ func (b *builder) local(locals *ebpf.Map) {
 	b.lookupTo(locals, stkDstKey, cntPassLocal, "pass")
 }
 
+// snat emits the SNAT address check for TCP and UDP frames: "if the
+// destination is an SNAT address { R0 = its port range; fall through }
+// else goto miss". Other protocols (ICMP to an SNAT address) go to miss
+// unchanged. The destination key's port must already be 0; its protocol
+// becomes 0. Clobbers R0-R5.
+func (b *builder) snat(snat *ebpf.Map, miss string) {
+	lookup := b.unique("snat_lookup")
+	b.emit(
+		asm.LoadMem(asm.R1, asm.RFP, stkDstKey+keyProto, asm.Byte),
+		asm.JEq.Imm(asm.R1, protoTCP, lookup),
+		asm.JNE.Imm(asm.R1, protoUDP, miss),
+	)
+	b.label(lookup)
+	b.emit(
+		asm.StoreImm(asm.RFP, stkDstKey+keyProto, 0, asm.Byte),
+		asm.LoadMapPtr(asm.R1, snat.FD()),
+		asm.Mov.Reg(asm.R2, asm.RFP),
+		asm.Add.Imm(asm.R2, stkDstKey),
+		asm.FnMapLookupElem.Call(),
+		asm.JEq.Imm(asm.R0, 0, miss),
+	)
+}
+
 // copyAddr copies words 32-bit words from the packet at ptr+off to the
 // stack at dst. Clobbers R4.
 func (b *builder) copyAddr(ptr asm.Register, off int16, dst int16, words int) {
@@ -181,9 +207,10 @@ func (b *builder) copyAddr(ptr asm.Register, off int16, dst int16, words int) {
 // steeringProgram assembles the XDP steering program.
 //
 // Registers: R6 holds ctx until the queue index is saved, then the L4
-// header pointer; R7 the L3 header pointer; R8 data_end; R9 the counter
-// index (reason) at the exits. R0-R5 are scratch and clobbered by calls.
-func steeringProgram(xsks, dsts, srcs, locals, counters *ebpf.Map) asm.Instructions {
+// header pointer (at least 8 bytes of it bounds-checked once L4 parsing is
+// done); R7 the L3 header pointer; R8 data_end; R9 the counter index
+// (reason) at the exits. R0-R5 are scratch and clobbered by calls.
+func steeringProgram(xsks, dsts, srcs, locals, snat, counters *ebpf.Map) asm.Instructions {
 	b := &builder{}
 
 	// Zero both keys (and the slots between them), save the rx queue.
@@ -338,9 +365,11 @@ func steeringProgram(xsks, dsts, srcs, locals, counters *ebpf.Map) asm.Instructi
 	b.label("icmp")
 	b.need(asm.R6, 8)
 
-	// Lookups: destination exact port, destination port 0, then (unless
-	// the destination is one of the balancer's own addresses) source
-	// exact port, source port 0. A zero port skips the exact lookup.
+	// Lookups: destination exact port, destination port 0, then SNAT
+	// address (TCP and UDP: steered only inside the SNAT port range,
+	// passed outside it), then (unless the destination is one of the
+	// balancer's own addresses) source exact port, source port 0. A zero
+	// port skips the exact lookup.
 	b.label("lookup")
 	b.emit(
 		asm.LoadMem(asm.R1, asm.RFP, stkDstKey+keyPort, asm.Half),
@@ -350,6 +379,22 @@ func steeringProgram(xsks, dsts, srcs, locals, counters *ebpf.Map) asm.Instructi
 	b.emit(asm.StoreImm(asm.RFP, stkDstKey+keyPort, 0, asm.Half))
 	b.label("dst_any")
 	b.lookup(dsts, stkDstKey, cntMatchAnyPort)
+	b.snat(snat, "local")
+	// R0 = {lo, hi} in host byte order. Every path here has checked at
+	// least 8 bytes of the L4 header, so the destination port at R6+2
+	// can be read again (the key's copy was zeroed).
+	b.emit(
+		asm.LoadMem(asm.R1, asm.R6, 2, asm.Half),
+		asm.HostTo(asm.BE, asm.R1, asm.Half),
+		asm.LoadMem(asm.R2, asm.R0, 0, asm.Half),
+		asm.LoadMem(asm.R3, asm.R0, 2, asm.Half),
+		asm.Mov.Imm(asm.R9, cntPassSNATOtherPort),
+		asm.JLT.Reg(asm.R1, asm.R2, "pass"),
+		asm.JGT.Reg(asm.R1, asm.R3, "pass"),
+		asm.Mov.Imm(asm.R9, cntMatchSNAT),
+		asm.Ja.Label("redirect"),
+	)
+	b.label("local")
 	b.local(locals)
 	b.emit(
 		asm.LoadMem(asm.R1, asm.RFP, stkSrcKey+keyPort, asm.Half),
@@ -364,9 +409,18 @@ func steeringProgram(xsks, dsts, srcs, locals, counters *ebpf.Map) asm.Instructi
 		asm.Ja.Label("pass"),
 	)
 
-	// Non-first fragments: ports are unknown (both keys hold port 0).
+	// Non-first fragments: ports are unknown (both keys hold port 0), so
+	// a TCP or UDP fragment to an SNAT address cannot be placed in or out
+	// of the SNAT port range: it goes to the kernel (fullnat could not
+	// translate it anyway).
 	b.label("fragment")
 	b.lookup(dsts, stkDstKey, cntMatchFragment)
+	b.snat(snat, "fragment_local")
+	b.emit(
+		asm.Mov.Imm(asm.R9, cntPassSNATFragment),
+		asm.Ja.Label("pass"),
+	)
+	b.label("fragment_local")
 	b.local(locals)
 	b.lookup(srcs, stkSrcKey, cntMatchFragment)
 	b.emit(

@@ -40,7 +40,8 @@ type SteeringOptions struct {
 	// index that can get a socket. Default DefaultMaxQueues.
 	MaxQueues int
 	// MaxEntries is the capacity of each rule map (destinations, backend
-	// sources, local addresses). Default DefaultMaxEntries.
+	// sources, local addresses, SNAT addresses). Default
+	// DefaultMaxEntries.
 	MaxEntries int
 }
 
@@ -52,6 +53,7 @@ type Steering struct {
 	dsts     *ebpf.Map
 	srcs     *ebpf.Map
 	locals   *ebpf.Map
+	snat     *ebpf.Map
 	counters *ebpf.Map
 	opts     SteeringOptions
 }
@@ -106,11 +108,11 @@ func (r Rule) key() (ruleKey, error) {
 	return k, nil
 }
 
-// localKey is the key of a local address: {family, 0, 0, addr}.
+// localKey is the key of a local or SNAT address: {family, 0, 0, addr}.
 func localKey(addr netip.Addr) (ruleKey, error) {
 	a := addr.Unmap()
 	if !a.IsValid() {
-		return ruleKey{}, fmt.Errorf("%w: invalid local address", ErrInvalidRule)
+		return ruleKey{}, fmt.Errorf("%w: invalid address", ErrInvalidRule)
 	}
 	k, _ := Rule{Addr: a, Proto: ProtoTCP}.key()
 	k.Proto = 0
@@ -127,10 +129,22 @@ func (k ruleKey) rule() Rule {
 	return r
 }
 
-// LoadSteering creates the maps (XSKMAP, destination, backend-source and
-// local-address hash maps, per-CPU counters) and loads the steering program. On
-// kernels before 5.11 the caller must raise RLIMIT_MEMLOCK first (see
-// github.com/cilium/ebpf/rlimit).
+// snatPorts is the value of an SNAT address entry: the inclusive SNAT
+// port range {lo, hi}, in host byte order.
+type snatPorts [2]uint16
+
+// checkSNATPorts validates an SNAT port range: 1 <= lo <= hi.
+func checkSNATPorts(p [2]uint16) error {
+	if p[0] == 0 || p[0] > p[1] {
+		return fmt.Errorf("%w: SNAT port range %d-%d: want 1 <= low <= high", ErrInvalidRule, p[0], p[1])
+	}
+	return nil
+}
+
+// LoadSteering creates the maps (XSKMAP, destination, backend-source,
+// local-address and SNAT-address hash maps, per-CPU counters) and loads
+// the steering program. On kernels before 5.11 the caller must raise
+// RLIMIT_MEMLOCK first (see github.com/cilium/ebpf/rlimit).
 func LoadSteering(opts SteeringOptions) (*Steering, error) {
 	if opts.MaxQueues == 0 {
 		opts.MaxQueues = DefaultMaxQueues
@@ -158,6 +172,7 @@ func LoadSteering(opts SteeringOptions) (*Steering, error) {
 	s.dsts = mk("xlb_dsts", &ebpf.MapSpec{Type: ebpf.Hash, KeySize: keySize, ValueSize: 4, MaxEntries: uint32(opts.MaxEntries)})
 	s.srcs = mk("xlb_srcs", &ebpf.MapSpec{Type: ebpf.Hash, KeySize: keySize, ValueSize: 4, MaxEntries: uint32(opts.MaxEntries)})
 	s.locals = mk("xlb_locals", &ebpf.MapSpec{Type: ebpf.Hash, KeySize: keySize, ValueSize: 4, MaxEntries: uint32(opts.MaxEntries)})
+	s.snat = mk("xlb_snat", &ebpf.MapSpec{Type: ebpf.Hash, KeySize: keySize, ValueSize: 4, MaxEntries: uint32(opts.MaxEntries)})
 	s.counters = mk("xlb_counters", &ebpf.MapSpec{Type: ebpf.PerCPUArray, KeySize: 4, ValueSize: 8, MaxEntries: numCounters})
 	if err != nil {
 		s.Close()
@@ -167,7 +182,7 @@ func LoadSteering(opts SteeringOptions) (*Steering, error) {
 		Name:         "xlb_steer",
 		Type:         ebpf.XDP,
 		License:      "Dual MIT/GPL",
-		Instructions: steeringProgram(s.xsks, s.dsts, s.srcs, s.locals, s.counters),
+		Instructions: steeringProgram(s.xsks, s.dsts, s.srcs, s.locals, s.snat, s.counters),
 	})
 	if err != nil {
 		s.Close()
@@ -216,9 +231,10 @@ func (s *Steering) ClearSocket(queue int) error {
 }
 
 // AddVIP steers frames to addr:port/proto to user space; port 0 means every
-// port. Fullnat SNAT addresses are added the same way with port 0 so their
-// return traffic is steered, and ICMP to a VIP with ProtoICMP or
-// ProtoICMPv6 and port 0.
+// port. ICMP to a VIP is added with ProtoICMP or ProtoICMPv6 and port 0.
+// Fullnat SNAT addresses belong in AddSNAT instead: a port-0 destination
+// rule would also steer the replies to the kernel's own connections from
+// that address.
 func (s *Steering) AddVIP(addr netip.Addr, port uint16, proto uint8) error {
 	return s.add(s.dsts, "destination", Rule{addr, port, proto})
 }
@@ -261,6 +277,42 @@ func (s *Steering) RemoveLocal(addr netip.Addr) error {
 		return err
 	}
 	return s.delete(s.locals, "local address", k)
+}
+
+// AddSNAT declares addr a fullnat SNAT address whose SNAT ports are
+// allocated from the inclusive range ports ({low, high}, 1 <= low <=
+// high). TCP and UDP frames to addr are steered when their destination
+// port lies in that range and passed to the kernel (counted as
+// PassSNATOtherPort) otherwise, even if addr is also a local address, so
+// the kernel's own connections from addr keep working as long as their
+// local ports are outside the range. Non-first fragments to addr are
+// passed (PassSNATFragment). Destination rules are looked up first and
+// still win. Adding an existing address updates its range.
+func (s *Steering) AddSNAT(addr netip.Addr, ports [2]uint16) error {
+	k, err := localKey(addr)
+	if err != nil {
+		return err
+	}
+	if err := checkSNATPorts(ports); err != nil {
+		return err
+	}
+	if s.prog == nil {
+		return ErrClosed
+	}
+	if err := s.snat.Update(&k, snatPorts(ports), ebpf.UpdateAny); err != nil {
+		return fmt.Errorf("bpf: add SNAT address %s: %w", k, err)
+	}
+	return nil
+}
+
+// RemoveSNAT removes an SNAT address. Removing a missing address is not an
+// error.
+func (s *Steering) RemoveSNAT(addr netip.Addr) error {
+	k, err := localKey(addr)
+	if err != nil {
+		return err
+	}
+	return s.delete(s.snat, "SNAT address", k)
 }
 
 func (s *Steering) add(m *ebpf.Map, kind string, r Rule) error {
@@ -308,23 +360,34 @@ func (k ruleKey) String() string {
 
 // RuleSet is the complete steering configuration.
 type RuleSet struct {
-	// Destinations are VIPs (port 0 = every port), fullnat SNAT
-	// addresses (port 0) and ICMP rules for VIPs.
+	// Destinations are VIPs (port 0 = every port) and ICMP rules for
+	// VIPs. A port-0 rule for a fullnat SNAT address still works but
+	// steers every port of it; use SNAT instead.
 	Destinations []Rule
 	// BackendSources are backends whose replies are steered (half-NAT).
 	BackendSources []Rule
 	// Local are the balancer's own addresses; see AddLocal.
 	Local []netip.Addr
+	// SNAT are the fullnat SNAT addresses; see AddSNAT. An address may
+	// also be in Local.
+	SNAT []netip.Addr
+	// SNATPorts is the inclusive range {low, high} the dataplane
+	// allocates SNAT ports from, e.g. {1024, 32767}; TCP and UDP frames
+	// to an SNAT address are steered only when their destination port
+	// lies in it. Required (1 <= low <= high) when SNAT is not empty,
+	// ignored when it is; Rules reports it as zero when SNAT is empty.
+	SNATPorts [2]uint16
 }
 
-// Replace makes the maps hold exactly rs. New entries are inserted before
-// stale ones are deleted, so an entry present in both the old and the new
-// set is never missing. Everything is validated before any map changes.
+// Replace makes the maps hold exactly rs. New entries are inserted (or,
+// for SNAT addresses, given the new port range) before stale ones are
+// deleted, so an entry present in both the old and the new set is never
+// missing. Everything is validated before any map changes.
 func (s *Steering) Replace(rs RuleSet) error {
 	if s.prog == nil {
 		return ErrClosed
 	}
-	want := [3]map[ruleKey]bool{{}, {}, {}}
+	want := [4]map[ruleKey]bool{{}, {}, {}, {}}
 	for i, rules := range [][]Rule{rs.Destinations, rs.BackendSources} {
 		for _, r := range rules {
 			k, err := r.key()
@@ -334,16 +397,27 @@ func (s *Steering) Replace(rs RuleSet) error {
 			want[i][k] = true
 		}
 	}
-	for _, a := range rs.Local {
-		k, err := localKey(a)
-		if err != nil {
+	for i, addrs := range [][]netip.Addr{rs.Local, rs.SNAT} {
+		for _, a := range addrs {
+			k, err := localKey(a)
+			if err != nil {
+				return err
+			}
+			want[2+i][k] = true
+		}
+	}
+	if len(rs.SNAT) > 0 {
+		if err := checkSNATPorts(rs.SNATPorts); err != nil {
 			return err
 		}
-		want[2][k] = true
 	}
-	for i, m := range []*ebpf.Map{s.dsts, s.srcs, s.locals} {
+	for i, m := range []*ebpf.Map{s.dsts, s.srcs, s.locals, s.snat} {
+		var v any = uint32(1)
+		if m == s.snat {
+			v = snatPorts(rs.SNATPorts)
+		}
 		for k := range want[i] {
-			if err := m.Update(&k, uint32(1), ebpf.UpdateAny); err != nil {
+			if err := m.Update(&k, v, ebpf.UpdateAny); err != nil {
 				return fmt.Errorf("bpf: replace rules: add %s: %w", k, err)
 			}
 		}
@@ -364,20 +438,29 @@ func (s *Steering) Replace(rs RuleSet) error {
 }
 
 func listKeys(m *ebpf.Map) ([]ruleKey, error) {
+	keys, _, err := listEntries[uint32](m)
+	return keys, err
+}
+
+// listEntries returns the keys of m and their values.
+func listEntries[V any](m *ebpf.Map) ([]ruleKey, []V, error) {
 	var keys []ruleKey
+	var vals []V
 	var k ruleKey
-	var v uint32
+	var v V
 	it := m.Iterate()
 	for it.Next(&k, &v) {
 		keys = append(keys, k)
+		vals = append(vals, v)
 	}
 	if err := it.Err(); err != nil {
-		return nil, fmt.Errorf("list %s: %w", m, err)
+		return nil, nil, fmt.Errorf("list %s: %w", m, err)
 	}
-	return keys, nil
+	return keys, vals, nil
 }
 
-// Rules returns the current configuration, in map order.
+// Rules returns the current configuration, in map order. SNATPorts is
+// zero when there is no SNAT address.
 func (s *Steering) Rules() (RuleSet, error) {
 	if s.prog == nil {
 		return RuleSet{}, ErrClosed
@@ -399,6 +482,22 @@ func (s *Steering) Rules() (RuleSet, error) {
 			}
 		}
 	}
+	keys, ranges, err := listEntries[snatPorts](s.snat)
+	if err != nil {
+		return RuleSet{}, fmt.Errorf("bpf: rules: %w", err)
+	}
+	for i, k := range keys {
+		rs.SNAT = append(rs.SNAT, k.rule().Addr)
+		// Replace gives every address the same range; after AddSNAT
+		// with different ranges, report one range covering them all.
+		p := ranges[i]
+		if i == 0 || p[0] < rs.SNATPorts[0] {
+			rs.SNATPorts[0] = p[0]
+		}
+		if p[1] > rs.SNATPorts[1] {
+			rs.SNATPorts[1] = p[1]
+		}
+	}
 	return rs, nil
 }
 
@@ -407,47 +506,53 @@ func (s *Steering) Rules() (RuleSet, error) {
 // frame also counts Redirected or NoSocket.
 type Counters struct {
 	MatchVIP      uint64 // destination rule with the exact port
-	MatchAnyPort  uint64 // destination rule with port 0 (VIP all ports, SNAT address, ICMP)
+	MatchAnyPort  uint64 // destination rule with port 0 (VIP all ports, ICMP)
 	MatchBackend  uint64 // backend-source rule
 	MatchFragment uint64 // non-first fragment matching a port-0 rule
+	MatchSNAT     uint64 // TCP/UDP to an SNAT address, port in the SNAT range
 	Redirected    uint64 // matched and redirected to the queue's socket
 	NoSocket      uint64 // matched, but the queue has no socket: passed
 
-	PassNoMatch     uint64 // TCP/UDP/ICMP matching no rule
-	PassLocal       uint64 // to a local address, matching no destination rule
-	PassNotIP       uint64 // ARP and other non-IP ethertypes
-	PassNeighbor    uint64 // ICMPv6 router/neighbour discovery and redirect
-	PassUnsupported uint64 // other IP protocols, IPv6 extension headers
-	PassTruncated   uint64 // frame shorter than its headers or IP length
-	PassMalformed   uint64 // bad IP version or header length
+	PassNoMatch       uint64 // TCP/UDP/ICMP matching no rule
+	PassLocal         uint64 // to a local address, matching no destination rule
+	PassSNATOtherPort uint64 // TCP/UDP to an SNAT address, port outside the SNAT range
+	PassSNATFragment  uint64 // non-first TCP/UDP fragment to an SNAT address
+	PassNotIP         uint64 // ARP and other non-IP ethertypes
+	PassNeighbor      uint64 // ICMPv6 router/neighbour discovery and redirect
+	PassUnsupported   uint64 // other IP protocols, IPv6 extension headers
+	PassTruncated     uint64 // frame shorter than its headers or IP length
+	PassMalformed     uint64 // bad IP version or header length
 }
 
 // Matched returns the number of frames that matched a rule.
 func (c Counters) Matched() uint64 {
-	return c.MatchVIP + c.MatchAnyPort + c.MatchBackend + c.MatchFragment
+	return c.MatchVIP + c.MatchAnyPort + c.MatchBackend + c.MatchFragment + c.MatchSNAT
 }
 
 // Passed returns the number of frames that matched no rule.
 func (c Counters) Passed() uint64 {
-	return c.PassNoMatch + c.PassLocal + c.PassNotIP + c.PassNeighbor + c.PassUnsupported + c.PassTruncated + c.PassMalformed
+	return c.PassNoMatch + c.PassLocal + c.PassSNATOtherPort + c.PassSNATFragment + c.PassNotIP + c.PassNeighbor + c.PassUnsupported + c.PassTruncated + c.PassMalformed
 }
 
 // Map returns the counters by name, for metrics.
 func (c Counters) Map() map[string]uint64 {
 	return map[string]uint64{
-		"match_vip":        c.MatchVIP,
-		"match_any_port":   c.MatchAnyPort,
-		"match_backend":    c.MatchBackend,
-		"match_fragment":   c.MatchFragment,
-		"redirected":       c.Redirected,
-		"no_socket":        c.NoSocket,
-		"pass_no_match":    c.PassNoMatch,
-		"pass_local":       c.PassLocal,
-		"pass_not_ip":      c.PassNotIP,
-		"pass_neighbor":    c.PassNeighbor,
-		"pass_unsupported": c.PassUnsupported,
-		"pass_truncated":   c.PassTruncated,
-		"pass_malformed":   c.PassMalformed,
+		"match_vip":            c.MatchVIP,
+		"match_any_port":       c.MatchAnyPort,
+		"match_backend":        c.MatchBackend,
+		"match_fragment":       c.MatchFragment,
+		"match_snat":           c.MatchSNAT,
+		"redirected":           c.Redirected,
+		"no_socket":            c.NoSocket,
+		"pass_no_match":        c.PassNoMatch,
+		"pass_local":           c.PassLocal,
+		"pass_snat_other_port": c.PassSNATOtherPort,
+		"pass_snat_fragment":   c.PassSNATFragment,
+		"pass_not_ip":          c.PassNotIP,
+		"pass_neighbor":        c.PassNeighbor,
+		"pass_unsupported":     c.PassUnsupported,
+		"pass_truncated":       c.PassTruncated,
+		"pass_malformed":       c.PassMalformed,
 	}
 }
 
@@ -458,19 +563,22 @@ func (s *Steering) Counters() (Counters, error) {
 	}
 	var c Counters
 	fields := [numCounters]*uint64{
-		cntMatchVIP:        &c.MatchVIP,
-		cntMatchAnyPort:    &c.MatchAnyPort,
-		cntMatchBackend:    &c.MatchBackend,
-		cntMatchFragment:   &c.MatchFragment,
-		cntRedirected:      &c.Redirected,
-		cntNoSocket:        &c.NoSocket,
-		cntPassNoMatch:     &c.PassNoMatch,
-		cntPassLocal:       &c.PassLocal,
-		cntPassNotIP:       &c.PassNotIP,
-		cntPassNeighbor:    &c.PassNeighbor,
-		cntPassUnsupported: &c.PassUnsupported,
-		cntPassTruncated:   &c.PassTruncated,
-		cntPassMalformed:   &c.PassMalformed,
+		cntMatchVIP:          &c.MatchVIP,
+		cntMatchAnyPort:      &c.MatchAnyPort,
+		cntMatchBackend:      &c.MatchBackend,
+		cntMatchFragment:     &c.MatchFragment,
+		cntMatchSNAT:         &c.MatchSNAT,
+		cntRedirected:        &c.Redirected,
+		cntNoSocket:          &c.NoSocket,
+		cntPassNoMatch:       &c.PassNoMatch,
+		cntPassLocal:         &c.PassLocal,
+		cntPassSNATOtherPort: &c.PassSNATOtherPort,
+		cntPassSNATFragment:  &c.PassSNATFragment,
+		cntPassNotIP:         &c.PassNotIP,
+		cntPassNeighbor:      &c.PassNeighbor,
+		cntPassUnsupported:   &c.PassUnsupported,
+		cntPassTruncated:     &c.PassTruncated,
+		cntPassMalformed:     &c.PassMalformed,
 	}
 	var perCPU []uint64
 	for i, f := range fields {
@@ -492,7 +600,7 @@ func (s *Steering) Close() error {
 		errs = append(errs, s.prog.Close())
 		s.prog = nil
 	}
-	for _, m := range []**ebpf.Map{&s.xsks, &s.dsts, &s.srcs, &s.locals, &s.counters} {
+	for _, m := range []**ebpf.Map{&s.xsks, &s.dsts, &s.srcs, &s.locals, &s.snat, &s.counters} {
 		if *m != nil {
 			errs = append(errs, (*m).Close())
 			*m = nil

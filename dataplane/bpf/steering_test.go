@@ -6,6 +6,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"reflect"
 	"testing"
 
 	"github.com/cilium/ebpf"
@@ -48,7 +49,10 @@ var (
 	vip4Any  = netip.MustParseAddr("198.51.100.11")  // tcp, every port
 	vip6     = netip.MustParseAddr("2001:db8::10")   // tcp/443, icmpv6
 	vip6Any  = netip.MustParseAddr("2001:db8::11")   // tcp, every port
-	snat4    = netip.MustParseAddr("192.0.2.1")      // fullnat SNAT address, tcp
+	snat4    = netip.MustParseAddr("192.0.2.1")      // fullnat SNAT address, also local
+	snatB4   = netip.MustParseAddr("192.0.2.2")      // SNAT address only
+	snatVIP4 = netip.MustParseAddr("192.0.2.3")      // SNAT address and VIP tcp/80, udp every port
+	snat6    = netip.MustParseAddr("2001:db8::1")    // SNAT address, also local
 	backend4 = netip.MustParseAddr("10.0.0.11")      // half-NAT backend 10.0.0.11:8080/tcp
 	backend6 = netip.MustParseAddr("2001:db8:b::11") // half-NAT backend, every udp port
 	local4   = netip.MustParseAddr("192.0.2.50")     // the balancer's own address
@@ -65,7 +69,7 @@ func addRules(t testing.TB, s *Steering) {
 		{vip4Any, 0, ProtoTCP},
 		{vip6, 443, ProtoTCP}, {vip6, 0, ProtoICMPv6},
 		{vip6Any, 0, ProtoTCP},
-		{snat4, 0, ProtoTCP},
+		{snatVIP4, 80, ProtoTCP}, {snatVIP4, 0, ProtoUDP},
 		// Given as IPv4-mapped IPv6, stored and matched as IPv4.
 		{netip.MustParseAddr("::ffff:198.51.100.12"), 80, ProtoTCP},
 	} {
@@ -79,12 +83,112 @@ func addRules(t testing.TB, s *Steering) {
 	if err := s.AddBackendSource(backend6, 0, ProtoUDP); err != nil {
 		t.Fatal(err)
 	}
-	// The SNAT address is one of the balancer's own too: its
-	// destination rule still wins.
-	for _, a := range []netip.Addr{local4, local6, snat4} {
+	// snat4 and snat6 are the balancer's own addresses too (the
+	// one-address appliance): inside the SNAT port range the SNAT rule
+	// still wins, outside it the kernel gets the frame.
+	for _, a := range []netip.Addr{local4, local6, snat4, snat6} {
 		if err := s.AddLocal(a); err != nil {
 			t.Fatal(err)
 		}
+	}
+	for _, a := range []netip.Addr{snat4, snatB4, snatVIP4, snat6} {
+		if err := s.AddSNAT(a, snatRange); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// snatRange is the SNAT port range of the test rules: below the kernel's
+// default ephemeral ports (32768-60999).
+var snatRange = [2]uint16{1024, 32767}
+
+func udp4Frame(src netip.Addr, sport uint16, dst netip.Addr, dport uint16) func(testing.TB) []byte {
+	return func(t testing.TB) []byte { return l4(t, layers.IPProtocolUDP, src, sport, dst, dport, false) }
+}
+
+// laterFragment4 is a non-first IPv4 fragment (offset 1480) of proto.
+func laterFragment4(src, dst netip.Addr, proto layers.IPProtocol) func(testing.TB) []byte {
+	return func(t testing.TB) []byte {
+		ip := ip4L(src, dst, proto)
+		ip.FragOffset = 185
+		return frame(t, ethL(layers.EthernetTypeIPv4), ip, gopacket.Payload(make([]byte, 24)))
+	}
+}
+
+// snatCases are the SNAT address cases; see addRules.
+func snatCases() []steerCase {
+	tcp := layers.IPProtocolTCP
+	udp := layers.IPProtocolUDP
+	tcp6 := func(src netip.Addr, sport uint16, dst netip.Addr, dport uint16) func(testing.TB) []byte {
+		return func(t testing.TB) []byte { return l4(t, tcp, src, sport, dst, dport, false) }
+	}
+	udp6 := func(src netip.Addr, sport uint16, dst netip.Addr, dport uint16) func(testing.TB) []byte {
+		return func(t testing.TB) []byte { return l4(t, udp, src, sport, dst, dport, false) }
+	}
+	return []steerCase{
+		// TCP to an SNAT address that is also local.
+		{"snat: fullnat tcp reply, port in range", tcp4(backend4, 80, snat4, 30000), "match_snat"},
+		{"snat: tcp to low end of range", tcp4(backend4, 80, snat4, 1024), "match_snat"},
+		{"snat: tcp to high end of range", tcp4(backend4, 80, snat4, 32767), "match_snat"},
+		{"snat: tcp just below range", tcp4(backend4, 80, snat4, 1023), "pass_snat_other_port"},
+		{"snat: tcp just above range", tcp4(backend4, 80, snat4, 32768), "pass_snat_other_port"},
+		{"snat: ssh to snat address (port below range)", tcp4(client4, 50000, snat4, 22), "pass_snat_other_port"},
+		{"snat: reply to kernel's own connection (ephemeral port above range)", tcp4(other4, 443, snat4, 45000), "pass_snat_other_port"},
+		{"snat: health-check reply from half-NAT backend source (port above range)", tcp4(backend4, 8080, snat4, 45000), "pass_snat_other_port"},
+		{"snat: tcp port 0", tcp4(backend4, 80, snat4, 0), "pass_snat_other_port"},
+		{"snat: vlan tcp in range", func(t testing.TB) []byte { return l4(t, tcp, backend4, 80, snat4, 2000, true) }, "match_snat"},
+		{"snat: first fragment (MF, offset 0) in range", func(t testing.TB) []byte {
+			ip := ip4L(backend4, snat4, tcp)
+			ip.Flags = layers.IPv4MoreFragments
+			tc := &layers.TCP{SrcPort: 80, DstPort: 2000}
+			tc.SetNetworkLayerForChecksum(ip)
+			return frame(t, ethL(layers.EthernetTypeIPv4), ip, tc, gopacket.Payload(make([]byte, 32)))
+		}, "match_snat"},
+		// UDP.
+		{"snat: udp in range", udp4Frame(backend4, 53, snat4, 20000), "match_snat"},
+		{"snat: udp below range", udp4Frame(other4, 123, snat4, 123), "pass_snat_other_port"},
+		{"snat: udp dns reply above range", udp4Frame(other4, 53, snat4, 50000), "pass_snat_other_port"},
+		// An SNAT address that is not local.
+		{"snat: not local, tcp in range", tcp4(backend4, 80, snatB4, 5000), "match_snat"},
+		{"snat: not local, tcp above range", tcp4(backend4, 80, snatB4, 40000), "pass_snat_other_port"},
+		{"snat: not local, udp below range", udp4Frame(backend4, 80, snatB4, 1000), "pass_snat_other_port"},
+		// IPv6.
+		{"snat: ipv6 tcp in range", tcp6(backend6, 80, snat6, 30000), "match_snat"},
+		{"snat: ipv6 tcp below range", tcp6(client6, 50000, snat6, 22), "pass_snat_other_port"},
+		{"snat: ipv6 tcp above range", tcp6(client6, 443, snat6, 50000), "pass_snat_other_port"},
+		{"snat: ipv6 udp in range (from port-0 backend source)", udp6(backend6, 53, snat6, 1024), "match_snat"},
+		{"snat: ipv6 udp above range (from port-0 backend source)", udp6(backend6, 53, snat6, 32768), "pass_snat_other_port"},
+		// Non-first fragments carry no port.
+		{"snat: ipv4 later tcp fragment", laterFragment4(backend4, snat4, tcp), "pass_snat_fragment"},
+		{"snat: ipv4 later udp fragment, not local", laterFragment4(backend4, snatB4, udp), "pass_snat_fragment"},
+		{"snat: ipv6 later udp fragment from port-0 backend", func(t testing.TB) []byte {
+			ip := ip6L(backend6, snat6, layers.IPProtocolIPv6Fragment)
+			return frame(t, ethL(layers.EthernetTypeIPv6), ip,
+				&layers.IPv6Fragment{NextHeader: udp, FragmentOffset: 100, Identification: 9}, gopacket.Payload(make([]byte, 16)))
+		}, "pass_snat_fragment"},
+		{"snat: ipv4 later icmp fragment (as before: local)", laterFragment4(other4, snat4, layers.IPProtocolICMPv4), "pass_local"},
+		// ICMP and other protocols are unchanged.
+		{"snat: icmp echo to local snat address", func(t testing.TB) []byte {
+			return frame(t, ethL(layers.EthernetTypeIPv4), ip4L(client4, snat4, layers.IPProtocolICMPv4),
+				&layers.ICMPv4{TypeCode: layers.CreateICMPv4TypeCode(layers.ICMPv4TypeEchoRequest, 0)})
+		}, "pass_local"},
+		{"snat: icmp frag-needed to non-local snat address", func(t testing.TB) []byte {
+			return frame(t, ethL(layers.EthernetTypeIPv4), ip4L(other4, snatB4, layers.IPProtocolICMPv4),
+				&layers.ICMPv4{TypeCode: layers.CreateICMPv4TypeCode(layers.ICMPv4TypeDestinationUnreachable, layers.ICMPv4CodeFragmentationNeeded)},
+				gopacket.Payload(make([]byte, 28)))
+		}, "pass_no_match"},
+		{"snat: icmpv6 echo to local snat address", func(t testing.TB) []byte { return icmp6Frame(t, client6, snat6, 128, false) }, "pass_local"},
+		{"snat: icmpv6 neighbour solicitation", func(t testing.TB) []byte { return icmp6Frame(t, client6, snat6, 135, false) }, "pass_neighbor"},
+		{"snat: gre", func(t testing.TB) []byte {
+			return frame(t, ethL(layers.EthernetTypeIPv4), ip4L(client4, snat4, layers.IPProtocolGRE), gopacket.Payload(make([]byte, 24)))
+		}, "pass_unsupported"},
+		// Destination rules are looked up first.
+		{"snat: vip rule on snat address, vip port outside range", tcp4(client4, 40000, snatVIP4, 80), "match_vip"},
+		{"snat: vip rule on snat address, other port outside range", tcp4(client4, 40000, snatVIP4, 22), "pass_snat_other_port"},
+		{"snat: vip rule on snat address, other port in range", tcp4(backend4, 80, snatVIP4, 2000), "match_snat"},
+		{"snat: port-0 udp vip on snat address, port outside range", udp4Frame(client4, 40000, snatVIP4, 53), "match_any_port"},
+		{"snat: port-0 udp vip on snat address, later fragment", laterFragment4(client4, snatVIP4, udp), "match_fragment"},
+		{"snat: tcp vip on snat address, later fragment", laterFragment4(client4, snatVIP4, tcp), "pass_snat_fragment"},
 	}
 }
 
@@ -251,7 +355,6 @@ func steerCases() []steerCase {
 		{"from backend other port", tcp4(backend4, 22, client4, 40000), "pass_no_match"},
 		{"udp from port-0 ipv6 backend", func(t testing.TB) []byte { return l4(t, udp, backend6, 9999, client6, 1234, false) }, "match_backend"},
 		{"tcp from port-0 udp ipv6 backend", func(t testing.TB) []byte { return l4(t, tcp, backend6, 9999, client6, 1234, false) }, "pass_no_match"},
-		{"fullnat reply to snat address", tcp4(backend4, 80, snat4, 33000), "match_any_port"},
 		{"health-check reply from backend to local address", tcp4(backend4, 8080, local4, 45000), "pass_local"},
 		{"ssh to local address", tcp4(client4, 50000, local4, 22), "pass_local"},
 		{"ipv6 udp from port-0 backend to local address", func(t testing.TB) []byte { return l4(t, udp, backend6, 53, local6, 40000, false) }, "pass_local"},
@@ -260,7 +363,6 @@ func steerCases() []steerCase {
 			return frame(t, ethL(layers.EthernetTypeIPv6), ip,
 				&layers.IPv6Fragment{NextHeader: udp, FragmentOffset: 100, Identification: 9}, gopacket.Payload(make([]byte, 16)))
 		}, "pass_local"},
-		{"udp to snat address (tcp only, also local)", func(t testing.TB) []byte { return l4(t, udp, backend4, 53, snat4, 33000, false) }, "pass_local"},
 		{"ipv4 options", func(t testing.TB) []byte {
 			ip := ip4L(client4, vip4, tcp)
 			ip.Options = []layers.IPv4Option{{OptionType: 1}, {OptionType: 1}, {OptionType: 1}, {OptionType: 1}, {OptionType: 1}, {OptionType: 1}, {OptionType: 1}, {OptionType: 0}}
@@ -346,6 +448,9 @@ func steerCases() []steerCase {
 	}
 }
 
+// allCases are steerCases and snatCases.
+func allCases() []steerCase { return append(steerCases(), snatCases()...) }
+
 // run runs the program once on frame and returns the counters it moved.
 func run(t testing.TB, s *Steering, frame []byte) (uint32, map[string]uint64) {
 	t.Helper()
@@ -376,7 +481,7 @@ func isMatch(counter string) bool { return len(counter) > 6 && counter[:6] == "m
 func TestSteeringCases(t *testing.T) {
 	s := loadSteering(t)
 	addRules(t, s)
-	for _, tc := range steerCases() {
+	for _, tc := range allCases() {
 		t.Run(tc.name, func(t *testing.T) {
 			ret, diff := run(t, s, tc.frame(t))
 			if ret != xdpPass {
@@ -427,7 +532,7 @@ func ipEnd(t testing.TB, frame []byte) int {
 func TestSteeringTruncated(t *testing.T) {
 	s := loadSteering(t)
 	addRules(t, s)
-	for _, tc := range steerCases() {
+	for _, tc := range allCases() {
 		if !isMatch(tc.want) {
 			continue
 		}
@@ -497,10 +602,51 @@ func TestRules(t *testing.T) {
 		t.Errorf("AddLocal(invalid) = %v", err)
 	}
 
+	// SNAT addresses: invalid input, removal, range update.
+	for _, c := range []struct {
+		addr  netip.Addr
+		ports [2]uint16
+	}{
+		{netip.Addr{}, snatRange},
+		{snat4, [2]uint16{0, 0}},
+		{snat4, [2]uint16{0, 100}},
+		{snat4, [2]uint16{2000, 1999}},
+	} {
+		if err := s.AddSNAT(c.addr, c.ports); !errors.Is(err, ErrInvalidRule) {
+			t.Errorf("AddSNAT(%s, %v) = %v, want ErrInvalidRule", c.addr, c.ports, err)
+		}
+	}
+	if err := s.RemoveSNAT(snatB4); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.RemoveSNAT(snatB4); err != nil {
+		t.Fatalf("removing a missing SNAT address: %v", err)
+	}
+	if _, diff := run(t, s, tcp4(backend4, 80, snatB4, 5000)(t)); diff["pass_no_match"] != 1 {
+		t.Fatalf("after RemoveSNAT: %v", diff)
+	}
+	if err := s.AddSNAT(snat4, [2]uint16{40000, 40000}); err != nil {
+		t.Fatal(err)
+	}
+	if _, diff := run(t, s, tcp4(backend4, 80, snat4, 40000)(t)); diff["match_snat"] != 1 {
+		t.Fatalf("after AddSNAT with a new range, port in it: %v", diff)
+	}
+	if _, diff := run(t, s, tcp4(backend4, 80, snat4, 30000)(t)); diff["pass_snat_other_port"] != 1 {
+		t.Fatalf("after AddSNAT with a new range, port in the old one: %v", diff)
+	}
+	// Addresses with different ranges are reported with one range
+	// covering them all.
+	if got, err := s.Rules(); err != nil || len(got.SNAT) != 3 || got.SNATPorts != [2]uint16{1024, 40000} {
+		t.Fatalf("Rules after AddSNAT with two ranges: %+v, %v", got, err)
+	}
+
 	want := RuleSet{
 		Destinations:   []Rule{{vip4, 80, ProtoTCP}, {vip6, 0, ProtoICMPv6}},
 		BackendSources: []Rule{{backend4, 8080, ProtoTCP}},
-		Local:          []netip.Addr{local6},
+		Local:          []netip.Addr{local6, snat4},
+		// Given as IPv4-mapped IPv6, stored and reported as IPv4.
+		SNAT:      []netip.Addr{netip.MustParseAddr("::ffff:192.0.2.1"), snat6},
+		SNATPorts: [2]uint16{10000, 19999},
 	}
 	if err := s.Replace(want); err != nil {
 		t.Fatal(err)
@@ -509,24 +655,56 @@ func TestRules(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !sameRuleSet(got, want) {
+	wantRules := want
+	wantRules.SNAT = []netip.Addr{snat4, snat6}
+	if !sameRuleSet(got, wantRules) {
 		t.Fatalf("after Replace: %+v", got)
 	}
 	if _, diff := run(t, s, tcp4(client4, 1, vip4Any, 80)(t)); diff["pass_no_match"] != 1 {
 		t.Fatalf("rule dropped by Replace still matches: %v", diff)
 	}
-	bad := want
-	bad.Destinations = []Rule{{vip4, 81, ProtoTCP}, {netip.Addr{}, 1, ProtoTCP}}
-	if err := s.Replace(bad); !errors.Is(err, ErrInvalidRule) {
-		t.Fatalf("Replace with an invalid rule: %v", err)
+	for _, c := range []struct {
+		name  string
+		frame []byte
+		want  string
+	}{
+		{"snat4 in the new range", tcp4(backend4, 80, snat4, 10000)(t), "match_snat"},
+		{"snat4 in the old range only", tcp4(backend4, 80, snat4, 40000)(t), "pass_snat_other_port"},
+		{"snat6 in the new range", l4(t, layers.IPProtocolUDP, backend6, 53, snat6, 19999, false), "match_snat"},
+		{"snat6 above the new range", l4(t, layers.IPProtocolUDP, backend6, 53, snat6, 20000, false), "pass_snat_other_port"},
+		{"snatVIP4 dropped by Replace", tcp4(backend4, 80, snatVIP4, 10000)(t), "pass_no_match"},
+	} {
+		if _, diff := run(t, s, c.frame); diff[c.want] != 1 {
+			t.Errorf("after Replace, %s: counters moved %v, want %s", c.name, diff, c.want)
+		}
 	}
-	if got, _ := s.Rules(); !sameRuleSet(got, want) {
-		t.Fatalf("a rejected Replace changed the maps: %+v", got)
+	for _, bad := range []RuleSet{
+		{Destinations: []Rule{{vip4, 81, ProtoTCP}, {netip.Addr{}, 1, ProtoTCP}}},
+		{SNAT: []netip.Addr{snatB4, {}}, SNATPorts: snatRange},
+		{SNAT: []netip.Addr{snatB4}},
+		{SNAT: []netip.Addr{snatB4}, SNATPorts: [2]uint16{3000, 2000}},
+	} {
+		if err := s.Replace(bad); !errors.Is(err, ErrInvalidRule) {
+			t.Fatalf("Replace(%+v): %v, want ErrInvalidRule", bad, err)
+		}
+		if got, _ := s.Rules(); !sameRuleSet(got, wantRules) {
+			t.Fatalf("a rejected Replace(%+v) changed the maps: %+v", bad, got)
+		}
+	}
+	// Without SNAT addresses the range is not needed, and not reported.
+	if err := s.Replace(RuleSet{Local: []netip.Addr{snat4}, SNATPorts: [2]uint16{3000, 2000}}); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := s.Rules(); !sameRuleSet(got, RuleSet{Local: []netip.Addr{snat4}}) {
+		t.Fatalf("after Replace without SNAT: %+v", got)
+	}
+	if _, diff := run(t, s, tcp4(backend4, 80, snat4, 10000)(t)); diff["pass_local"] != 1 {
+		t.Fatalf("SNAT address dropped by Replace: %v", diff)
 	}
 	if err := s.Replace(RuleSet{}); err != nil {
 		t.Fatal(err)
 	}
-	if got, _ := s.Rules(); len(got.Destinations)+len(got.BackendSources)+len(got.Local) != 0 {
+	if got, _ := s.Rules(); len(got.Destinations)+len(got.BackendSources)+len(got.Local)+len(got.SNAT) != 0 || got.SNATPorts != [2]uint16{} {
 		t.Fatalf("Replace of an empty set left %+v", got)
 	}
 	if err := s.SetSocket(4, 0); err == nil {
@@ -544,21 +722,39 @@ func TestRules(t *testing.T) {
 	if err := s.AddVIP(vip4, 80, ProtoTCP); !errors.Is(err, ErrClosed) {
 		t.Errorf("AddVIP after Close: %v", err)
 	}
+	if err := s.AddSNAT(snat4, snatRange); !errors.Is(err, ErrClosed) {
+		t.Errorf("AddSNAT after Close: %v", err)
+	}
+	if err := s.RemoveSNAT(snat4); !errors.Is(err, ErrClosed) {
+		t.Errorf("RemoveSNAT after Close: %v", err)
+	}
+	if _, err := s.Rules(); !errors.Is(err, ErrClosed) {
+		t.Errorf("Rules after Close: %v", err)
+	}
 	if _, err := s.Counters(); !errors.Is(err, ErrClosed) {
 		t.Errorf("Counters after Close: %v", err)
 	}
 }
 
 func sameRuleSet(a, b RuleSet) bool {
-	if len(a.Local) != len(b.Local) {
+	return sameRules(a.Destinations, b.Destinations) && sameRules(a.BackendSources, b.BackendSources) &&
+		sameAddrs(a.Local, b.Local) && sameAddrs(a.SNAT, b.SNAT) && a.SNATPorts == b.SNATPorts
+}
+
+func sameAddrs(a, b []netip.Addr) bool {
+	if len(a) != len(b) {
 		return false
 	}
-	for i := range a.Local {
-		if a.Local[i] != b.Local[i] { // at most one in these tests
+	set := map[netip.Addr]bool{}
+	for _, x := range a {
+		set[x] = true
+	}
+	for _, x := range b {
+		if !set[x] {
 			return false
 		}
 	}
-	return sameRules(a.Destinations, b.Destinations) && sameRules(a.BackendSources, b.BackendSources)
+	return true
 }
 
 func sameRules(a, b []Rule) bool {
@@ -577,6 +773,34 @@ func sameRules(a, b []Rule) bool {
 	return true
 }
 
+// TestCounterNames checks that every counter has one name in Map, and
+// that Matched and Passed together cover every reason.
+func TestCounterNames(t *testing.T) {
+	var c Counters
+	fields := reflect.ValueOf(&c).Elem()
+	for i := range fields.NumField() {
+		fields.Field(i).SetUint(uint64(i + 1))
+	}
+	m := c.Map()
+	if len(m) != numCounters || fields.NumField() != numCounters {
+		t.Fatalf("%d names and %d fields for %d counters", len(m), fields.NumField(), numCounters)
+	}
+	seen := map[uint64]string{}
+	var reasons uint64
+	for k, v := range m {
+		if seen[v] != "" {
+			t.Errorf("%s and %s report the same field", k, seen[v])
+		}
+		seen[v] = k
+		if k != "redirected" && k != "no_socket" {
+			reasons += v
+		}
+	}
+	if c.Matched()+c.Passed() != reasons {
+		t.Errorf("Matched()+Passed() = %d, want the sum of every reason, %d", c.Matched()+c.Passed(), reasons)
+	}
+}
+
 func TestParseAttachMode(t *testing.T) {
 	for _, m := range []AttachMode{Auto, Native, Generic} {
 		if got, err := ParseAttachMode(m.String()); err != nil || got != m {
@@ -592,7 +816,7 @@ func TestParseAttachMode(t *testing.T) {
 // return XDP_PASS (no sockets) and count exactly one reason, plus NoSocket
 // for a match.
 func FuzzSteering(f *testing.F) {
-	for _, tc := range steerCases() {
+	for _, tc := range allCases() {
 		f.Add(tc.frame(f))
 	}
 	s := loadSteering(f)
@@ -633,6 +857,8 @@ func BenchmarkSteering(b *testing.B) {
 		{"vip", tcp4(client4, 1, vip4, 80)(b)},
 		{"nomatch", tcp4(client4, 1, other4, 80)(b)},
 		{"ipv6-vip", l4(b, layers.IPProtocolTCP, client6, 1, vip6, 443, false)},
+		{"snat", tcp4(backend4, 80, snat4, 30000)(b)},
+		{"snat-other-port", tcp4(other4, 443, snat4, 45000)(b)},
 	} {
 		b.Run(tc.name, func(b *testing.B) {
 			b.ReportAllocs()
