@@ -90,122 +90,154 @@ func (r *Runner) Run() {
 	if c.OnStart != nil {
 		c.OnStart()
 	}
-	u := c.UMEM
-	frameSize := uint64(u.Config().FrameSize)
-	nIf := 0
-	for _, p := range c.Ports {
-		nIf = max(nIf, p.Iface+1)
-	}
-	txSock := make([]*xsk.Socket, nIf)
-	for _, p := range c.Ports {
-		txSock[p.Iface] = p.Sock
-	}
-	descs := make([]xsk.Desc, BatchSize)
-	frames := make([]encap.Frame, BatchSize)
-	bases := make([]uint64, BatchSize)
-	res := make([]Result, BatchSize)
-	txq := make([][]xsk.Desc, nIf)
-	for i := range txq {
-		txq[i] = make([]xsk.Desc, 0, BatchSize*len(c.Ports))
-	}
-	addrs := make([]uint64, 4*BatchSize)
-	posted := make([]int, len(c.Ports)) // frames in each fill ring (approximate)
-	mem := u.Bytes()
-	refill := func(i int) {
-		need := c.FillTarget - posted[i]
-		for need > 0 {
-			k := u.AllocBatch(addrs[:min(need, len(addrs))])
-			if k == 0 {
-				r.stats.fillStarved.Add(1)
-				return
-			}
-			f := c.Ports[i].Sock.Fill(addrs[:k])
-			if f < k {
-				u.FreeBatch(addrs[f:k])
-			}
-			posted[i] += f
-			need -= k
-			if f < k {
-				return
-			}
-		}
-	}
-	for i := range c.Ports {
-		refill(i)
-	}
-	socks := make([]*xsk.Socket, len(c.Ports))
-	for i, p := range c.Ports {
-		socks[i] = p.Sock
-	}
-	poller := xsk.NewPoller(socks)
+	l := r.newLoop()
 	idle := 0
 	for !r.stop.Load() {
-		s := c.Snap.Load()
-		now := c.Clock()
-		got := 0
-		for pi := range c.Ports {
-			n := c.Ports[pi].Sock.Receive(descs)
-			if n == 0 {
-				continue
-			}
-			got += n
-			posted[pi] -= n
-			r.stats.rxBatches.Add(1)
-			for i := 0; i < n; i++ {
-				base := descs[i].Addr &^ (frameSize - 1)
-				bases[i] = base
-				frames[i] = encap.Frame{Buf: mem[base : base+frameSize], Off: int(descs[i].Addr - base), Len: int(descs[i].Len)}
-			}
-			c.Worker.SetIngress(c.Ports[pi].Iface)
-			c.Worker.Process(s, frames[:n], res[:n], now)
-			for i := 0; i < n; i++ {
-				if res[i].Action == ActTx && int(res[i].Iface) < nIf && txSock[res[i].Iface] != nil {
-					q := &txq[res[i].Iface]
-					*q = append(*q, xsk.Desc{Addr: bases[i] + uint64(frames[i].Off), Len: uint32(frames[i].Len)})
-					continue
-				}
-				if res[i].Action == ActPass {
-					r.stats.passDropped.Add(1)
-				}
-				u.Free(bases[i])
-			}
-		}
-		for i, q := range txq {
-			if len(q) == 0 {
-				continue
-			}
-			sent := txSock[i].Transmit(q)
-			for _, d := range q[sent:] {
-				u.Free(d.Addr)
-				r.stats.txDropped.Add(1)
-			}
-			txq[i] = q[:0]
-		}
-		for pi := range c.Ports {
-			for {
-				k := c.Ports[pi].Sock.Complete(addrs)
-				if k == 0 {
-					break
-				}
-				u.FreeBatch(addrs[:k])
-				r.stats.completed.Add(uint64(k))
-			}
-			// Keep the fill ring full: if the worker is descheduled the
-			// kernel lives on what is posted, and an empty fill ring drops.
-			if posted[pi] <= c.FillTarget-BatchSize {
-				refill(pi)
-			}
-		}
+		got := l.once(c.Snap.Load(), c.Clock())
 		if got > 0 {
 			idle = 0
 			continue
 		}
 		idle++
 		if c.Poll && idle > 64 {
-			_ = poller.Wait(c.PollTimeout)
+			_ = l.poller.Wait(c.PollTimeout)
 		} else if idle > 1024 {
 			// Busy-poll, but let the scheduler in now and then.
 			runtime.Gosched()
 		}
 	}
+}
+
+// loop is the state of Run: buffers allocated once, reused every pass.
+type loop struct {
+	r         *Runner
+	c         *RunnerConfig
+	u         *xsk.UMEM
+	mem       []byte
+	frameSize uint64
+	txSock    []*xsk.Socket // by interface
+	descs     []xsk.Desc
+	frames    []encap.Frame
+	bases     []uint64
+	res       []Result
+	txq       [][]xsk.Desc // by interface
+	addrs     []uint64
+	posted    []int // frames in each port's fill ring (approximate)
+	poller    *xsk.Poller
+}
+
+func (r *Runner) newLoop() *loop {
+	c := &r.cfg
+	u := c.UMEM
+	nIf := 0
+	for _, p := range c.Ports {
+		nIf = max(nIf, p.Iface+1)
+	}
+	l := &loop{
+		r: r, c: c, u: u, mem: u.Bytes(), frameSize: uint64(u.Config().FrameSize),
+		txSock: make([]*xsk.Socket, nIf),
+		descs:  make([]xsk.Desc, BatchSize),
+		frames: make([]encap.Frame, BatchSize),
+		bases:  make([]uint64, BatchSize),
+		res:    make([]Result, BatchSize),
+		txq:    make([][]xsk.Desc, nIf),
+		addrs:  make([]uint64, 4*BatchSize),
+		posted: make([]int, len(c.Ports)),
+	}
+	socks := make([]*xsk.Socket, len(c.Ports))
+	for i, p := range c.Ports {
+		l.txSock[p.Iface] = p.Sock
+		socks[i] = p.Sock
+	}
+	for i := range l.txq {
+		l.txq[i] = make([]xsk.Desc, 0, BatchSize*len(c.Ports))
+	}
+	l.poller = xsk.NewPoller(socks)
+	for i := range c.Ports {
+		l.refill(i)
+	}
+	return l
+}
+
+// refill tops port i's fill ring up to FillTarget.
+func (l *loop) refill(i int) {
+	need := l.c.FillTarget - l.posted[i]
+	for need > 0 {
+		k := l.u.AllocBatch(l.addrs[:min(need, len(l.addrs))])
+		if k == 0 {
+			l.r.stats.fillStarved.Add(1)
+			return
+		}
+		f := l.c.Ports[i].Sock.Fill(l.addrs[:k])
+		if f < k {
+			l.u.FreeBatch(l.addrs[f:k])
+		}
+		l.posted[i] += f
+		need -= k
+		if f < k {
+			return
+		}
+	}
+}
+
+// once makes one pass over every port: receive and process a batch,
+// transmit, collect completions, refill. It returns the frames received.
+func (l *loop) once(s *Snapshot, now int64) int {
+	c, u, txSock, nIf := l.c, l.u, l.txSock, len(l.txSock)
+	descs, frames, bases, res := l.descs, l.frames, l.bases, l.res
+	got := 0
+	for pi := range c.Ports {
+		n := c.Ports[pi].Sock.Receive(descs)
+		if n == 0 {
+			continue
+		}
+		got += n
+		l.posted[pi] -= n
+		l.r.stats.rxBatches.Add(1)
+		for i := 0; i < n; i++ {
+			base := descs[i].Addr &^ (l.frameSize - 1)
+			bases[i] = base
+			frames[i] = encap.Frame{Buf: l.mem[base : base+l.frameSize], Off: int(descs[i].Addr - base), Len: int(descs[i].Len)}
+		}
+		c.Worker.SetIngress(c.Ports[pi].Iface)
+		c.Worker.Process(s, frames[:n], res[:n], now)
+		for i := 0; i < n; i++ {
+			if res[i].Action == ActTx && int(res[i].Iface) < nIf && txSock[res[i].Iface] != nil {
+				q := &l.txq[res[i].Iface]
+				*q = append(*q, xsk.Desc{Addr: bases[i] + uint64(frames[i].Off), Len: uint32(frames[i].Len)})
+				continue
+			}
+			if res[i].Action == ActPass {
+				l.r.stats.passDropped.Add(1)
+			}
+			u.Free(bases[i])
+		}
+	}
+	for i, q := range l.txq {
+		if len(q) == 0 {
+			continue
+		}
+		sent := txSock[i].Transmit(q)
+		for _, d := range q[sent:] {
+			u.Free(d.Addr)
+			l.r.stats.txDropped.Add(1)
+		}
+		l.txq[i] = q[:0]
+	}
+	for pi := range c.Ports {
+		for {
+			k := c.Ports[pi].Sock.Complete(l.addrs)
+			if k == 0 {
+				break
+			}
+			u.FreeBatch(l.addrs[:k])
+			l.r.stats.completed.Add(uint64(k))
+		}
+		// Keep the fill ring full: if the worker is descheduled the
+		// kernel lives on what is posted, and an empty fill ring drops.
+		if l.posted[pi] <= c.FillTarget-BatchSize {
+			l.refill(pi)
+		}
+	}
+	return got
 }
