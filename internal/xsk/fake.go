@@ -54,8 +54,8 @@ type Peer struct {
 // Peer that acts as the kernel for it. It needs no privileges, interface or
 // AF_XDP support, so the dataplane can be tested and benchmarked with it.
 // The socket takes a reference on umem like Open does; its FD is -1, its
-// Mode is Copy, wakeups are counted but make no syscall, and Poll returns
-// at once.
+// Mode is Copy, wakeups and busy polls (on unless Options.DisableBusyPoll)
+// are counted but make no syscall, and Poll returns at once.
 func NewMemSocket(umem *UMEM, opts Options) (*Socket, *Peer, error) {
 	if err := opts.Validate(); err != nil {
 		return nil, nil, err
@@ -64,7 +64,7 @@ func NewMemSocket(umem *UMEM, opts Options) (*Socket, *Peer, error) {
 	if umem == nil {
 		return nil, nil, fmt.Errorf("%w: nil umem", ErrInvalidConfig)
 	}
-	s := &Socket{fd: -1, umem: umem, opts: opts, mode: Copy, needWakeup: !opts.DisableNeedWakeup}
+	s := &Socket{fd: -1, umem: umem, opts: opts, mode: Copy, needWakeup: !opts.DisableNeedWakeup, busyPoll: !opts.DisableBusyPoll}
 	p := &Peer{umem: umem}
 	var err error
 	if s.rx, p.rx, err = ringPair[Desc](opts.RxSize, false); err != nil {

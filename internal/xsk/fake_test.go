@@ -107,7 +107,7 @@ func TestMemSocketFillEmptyAndInvalidTx(t *testing.T) {
 }
 
 func TestMemSocketNeedWakeup(t *testing.T) {
-	u, s, p := newMemPair(t, UMEMConfig{FrameCount: 16}, Options{RxSize: 8, TxSize: 8})
+	u, s, p := newMemPair(t, UMEMConfig{FrameCount: 16}, Options{RxSize: 8, TxSize: 8, DisableBusyPoll: true})
 	a, _ := u.Alloc()
 	d := []Desc{{Addr: a + 256, Len: 60}}
 	var dst [8]Desc
@@ -148,6 +148,42 @@ func TestMemSocketNeedWakeup(t *testing.T) {
 	s2.Transmit(d)
 	if st, _ := s2.Stats(); st.TxWakeups != 2 {
 		t.Fatalf("tx wakeups without need-wakeup %d, want 2", st.TxWakeups)
+	}
+}
+
+// TestMemSocketBusyPoll checks that a busy-polling socket kicks the kernel
+// on every Receive that finds the rx ring empty, and only then.
+func TestMemSocketBusyPoll(t *testing.T) {
+	u, s, p := newMemPair(t, UMEMConfig{FrameCount: 16}, Options{RxSize: 8, TxSize: 8})
+	if on, err := s.BusyPoll(); !on || err != nil {
+		t.Fatalf("BusyPoll() = %v, %v; want on by default", on, err)
+	}
+	var dst [8]Desc
+	for i := 0; i < 3; i++ {
+		if n := s.Receive(dst[:]); n != 0 {
+			t.Fatalf("Receive = %d on an empty ring", n)
+		}
+	}
+	a, _ := u.Alloc()
+	s.Fill([]uint64{a})
+	if !p.Deliver(make([]byte, 60)) {
+		t.Fatal("Deliver")
+	}
+	if n := s.Receive(dst[:]); n != 1 {
+		t.Fatalf("Receive = %d, want 1", n)
+	}
+	st, _ := s.Stats()
+	if st.BusyPolls != 3 || st.FillWakeups != 0 || !st.BusyPoll {
+		t.Fatalf("stats %+v: want 3 busy polls, no fill wakeups", st)
+	}
+
+	_, s2, _ := newMemPair(t, UMEMConfig{FrameCount: 16}, Options{RxSize: 8, TxSize: 8, DisableBusyPoll: true})
+	s2.Receive(dst[:])
+	if on, _ := s2.BusyPoll(); on {
+		t.Fatal("DisableBusyPoll: BusyPoll() = true")
+	}
+	if st, _ := s2.Stats(); st.BusyPolls != 0 {
+		t.Fatalf("DisableBusyPoll: %d busy polls", st.BusyPolls)
 	}
 }
 

@@ -3,6 +3,7 @@ package xsk
 import (
 	"errors"
 	"fmt"
+	"math"
 	"time"
 )
 
@@ -53,6 +54,15 @@ const (
 	// MaxRingSize bounds every ring size.
 	MaxRingSize = 1 << 20
 
+	// DefaultBusyPollTimeout and DefaultBusyPollBudget are the
+	// SO_BUSY_POLL and SO_BUSY_POLL_BUDGET values used when busy polling
+	// is on and the Options fields are zero. The budget matches the
+	// dataplane's batch of 64 frames.
+	DefaultBusyPollTimeout = 20 * time.Microsecond
+	DefaultBusyPollBudget  = 64
+	// MaxBusyPollBudget is the largest budget the kernel takes (U16_MAX).
+	MaxBusyPollBudget = 1<<16 - 1
+
 	// DefaultBindRetries and DefaultBindBackoff govern retrying bind while
 	// the queue is still held (EBUSY), typically right after a restart.
 	DefaultBindRetries = 5
@@ -86,6 +96,37 @@ type Options struct {
 	// when the kernel did not ask for a wakeup.
 	AlwaysKick bool
 
+	// DisableBusyPoll turns off the kernel's preferred busy polling,
+	// which Open turns on by default: SO_PREFER_BUSY_POLL=1, SO_BUSY_POLL
+	// (BusyPollTimeout) and SO_BUSY_POLL_BUDGET (BusyPollBudget). With it
+	// every recvfrom and sendto on the socket runs the NAPI of the queue
+	// the socket is bound to, in the caller's context, for up to
+	// BusyPollBudget packets (Receive makes that recvfrom whenever the rx
+	// ring is empty), and the kernel leaves that NAPI to the caller
+	// instead of running it from the interrupt or the NAPI kthread as long
+	// as the caller keeps polling, provided the interface defers its
+	// interrupts (napi_defer_hard_irqs and gro_flush_timeout, see package
+	// napi). Busy polling engages once the kernel knows the queue's NAPI:
+	// at bind on drivers that report it, otherwise with the first packet
+	// received.
+	//
+	// Setting the options needs CAP_NET_ADMIN and Linux 5.11. When the
+	// kernel refuses them Open goes on without busy polling (see
+	// Socket.BusyPoll) unless RequireBusyPoll is set.
+	DisableBusyPoll bool
+	// RequireBusyPoll makes Open fail with an error wrapping
+	// ErrNotSupported when the kernel refuses the busy-poll options.
+	RequireBusyPoll bool
+	// BusyPollTimeout is SO_BUSY_POLL, rounded down to microseconds: how
+	// long a blocking read would busy-poll. The socket's reads never
+	// block, so it only has to be non-zero; zero selects
+	// DefaultBusyPollTimeout.
+	BusyPollTimeout time.Duration
+	// BusyPollBudget is SO_BUSY_POLL_BUDGET, the most packets one busy
+	// poll processes (up to MaxBusyPollBudget); zero selects
+	// DefaultBusyPollBudget.
+	BusyPollBudget int
+
 	// BindRetries is how many times bind is retried on EBUSY; zero means
 	// DefaultBindRetries, negative means no retry. BindBackoff is the
 	// first wait, doubled after each retry (default DefaultBindBackoff).
@@ -106,6 +147,12 @@ func (o Options) withDefaults() Options {
 	}
 	if o.CompletionSize == 0 {
 		o.CompletionSize = o.TxSize
+	}
+	if o.BusyPollTimeout == 0 {
+		o.BusyPollTimeout = DefaultBusyPollTimeout
+	}
+	if o.BusyPollBudget == 0 {
+		o.BusyPollBudget = DefaultBusyPollBudget
 	}
 	if o.BindRetries == 0 {
 		o.BindRetries = DefaultBindRetries
@@ -135,6 +182,12 @@ func (o Options) Validate() error {
 	}
 	if o.CompletionSize < o.TxSize {
 		return fmt.Errorf("%w: completion ring (%d) smaller than tx ring (%d)", ErrInvalidConfig, o.CompletionSize, o.TxSize)
+	}
+	if o.BusyPollTimeout < time.Microsecond || o.BusyPollTimeout > math.MaxInt32*time.Microsecond {
+		return fmt.Errorf("%w: busy-poll timeout %v is not between 1µs and %v", ErrInvalidConfig, o.BusyPollTimeout, math.MaxInt32*time.Microsecond)
+	}
+	if o.BusyPollBudget < 0 || o.BusyPollBudget > MaxBusyPollBudget {
+		return fmt.Errorf("%w: busy-poll budget %d is not between 1 and %d", ErrInvalidConfig, o.BusyPollBudget, MaxBusyPollBudget)
 	}
 	if o.BindBackoff < 0 {
 		return fmt.Errorf("%w: negative bind backoff %v", ErrInvalidConfig, o.BindBackoff)

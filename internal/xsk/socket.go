@@ -34,6 +34,10 @@ type Socket struct {
 	shared  bool
 
 	needWakeup bool
+	// busyPoll is set when preferred busy polling is on: Receive then
+	// runs the queue's NAPI (recvfrom) whenever the rx ring is empty.
+	busyPoll    bool
+	busyPollErr error // why the kernel refused busy polling
 	// outstanding counts transmitted descriptors not yet seen on the
 	// completion ring, so Complete knows whether tx may need a kick.
 	outstanding uint64
@@ -63,6 +67,7 @@ type counters struct {
 	completed    atomic.Uint64
 	txWakeups    atomic.Uint64
 	fillWakeups  atomic.Uint64
+	busyPolls    atomic.Uint64
 	wakeupErrors atomic.Uint64
 }
 
@@ -86,7 +91,12 @@ type Stats struct {
 	Completed    uint64 // addresses returned by Complete
 	TxWakeups    uint64 // sendto calls made to kick tx
 	FillWakeups  uint64 // recvfrom calls made to kick the fill ring
+	BusyPolls    uint64 // recvfrom calls made to busy-poll an empty rx ring
 	WakeupErrors uint64 // kicks that failed with an unexpected errno
+
+	// State.
+	BusyPoll bool   // preferred busy polling is on (Socket.BusyPoll)
+	NAPIID   uint32 // the NAPI busy polls run (SO_INCOMING_NAPI_ID); 0 until the kernel knows it
 }
 
 // Open creates an AF_XDP socket on the interface queue and binds it, using
@@ -228,6 +238,15 @@ func (s *Socket) setup(share *Socket) error {
 		return fmt.Errorf("xsk: completion ring: %w", err)
 	}
 
+	if !o.DisableBusyPoll {
+		if err := s.setBusyPoll(); err != nil {
+			if o.RequireBusyPoll {
+				return err
+			}
+			s.busyPollErr = err
+		}
+	}
+
 	if err := s.bind(share); err != nil {
 		return err
 	}
@@ -247,6 +266,30 @@ func (s *Socket) setup(share *Socket) error {
 		_ = setsockoptXDPUint32(s.fd, unix.XDP_MAX_TX_SKB_BUDGET, o.TxSize)
 	}
 	s.pollfd[0] = unix.PollFd{Fd: int32(s.fd), Events: unix.POLLIN}
+	return nil
+}
+
+// setBusyPoll turns on preferred busy polling. If the kernel refuses one
+// of the options it turns busy polling off again (lowering needs no
+// privilege) and returns why, wrapping ErrNotSupported.
+func (s *Socket) setBusyPoll() error {
+	o := s.opts
+	for _, so := range []struct {
+		name string
+		opt  int
+		val  int
+	}{
+		{"SO_BUSY_POLL_BUDGET", unix.SO_BUSY_POLL_BUDGET, o.BusyPollBudget},
+		{"SO_PREFER_BUSY_POLL", unix.SO_PREFER_BUSY_POLL, 1},
+		{"SO_BUSY_POLL", unix.SO_BUSY_POLL, int(o.BusyPollTimeout / time.Microsecond)},
+	} {
+		if err := unix.SetsockoptInt(s.fd, unix.SOL_SOCKET, so.opt, so.val); err != nil {
+			_ = unix.SetsockoptInt(s.fd, unix.SOL_SOCKET, unix.SO_BUSY_POLL, 0)
+			_ = unix.SetsockoptInt(s.fd, unix.SOL_SOCKET, unix.SO_PREFER_BUSY_POLL, 0)
+			return fmt.Errorf("xsk: busy polling: set %s=%d: %w (%w)", so.name, so.val, ErrNotSupported, err)
+		}
+	}
+	s.busyPoll = true
 	return nil
 }
 
@@ -323,17 +366,52 @@ func (s *Socket) UMEM() *UMEM { return s.umem }
 // Options returns the effective options (defaults applied).
 func (s *Socket) Options() Options { return s.opts }
 
+// BusyPoll reports whether preferred busy polling is on and, when the
+// options asked for it but the kernel refused, why (an error wrapping
+// ErrNotSupported; typically EPERM without CAP_NET_ADMIN, or ENOPROTOOPT
+// before Linux 5.11).
+func (s *Socket) BusyPoll() (on bool, refused error) { return s.busyPoll, s.busyPollErr }
+
+// NAPIID returns the id of the NAPI the socket's busy polls run
+// (SO_INCOMING_NAPI_ID): 0 until the kernel knows it, which is at bind on
+// drivers that register their queues' NAPIs and after the first received
+// packet otherwise.
+func (s *Socket) NAPIID() (uint32, error) {
+	if s.peer != nil {
+		return 0, nil
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return 0, fmt.Errorf("xsk: napi id: %w", ErrClosed)
+	}
+	v, err := unix.GetsockoptInt(s.fd, unix.SOL_SOCKET, unix.SO_INCOMING_NAPI_ID)
+	if err != nil {
+		return 0, fmt.Errorf("xsk: get napi id of ifindex %d queue %d: %w", s.ifindex, s.queue, err)
+	}
+	return uint32(v), nil
+}
+
 // Receive pops up to len(descs) received descriptors into descs and returns
 // how many. Each descriptor's frame now belongs to the caller until it is
-// transmitted or given back with Fill or UMEM.Free. When nothing is waiting
-// and the kernel asked for a fill-ring wakeup, Receive kicks it.
+// transmitted or given back with Fill or UMEM.Free.
+//
+// When the rx ring is empty and the socket busy-polls, Receive runs the
+// queue's NAPI with a recvfrom(MSG_DONTWAIT) (which also serves as the
+// fill-ring wakeup) and looks at the ring again. Without busy polling it
+// only kicks the fill ring, and only when the kernel asked for a wakeup.
 func (s *Socket) Receive(descs []Desc) int {
 	n := s.rx.consume(descs)
 	if n == 0 {
-		if s.needWakeup && s.fill.needsWakeup() {
+		if s.busyPoll {
+			s.busyPollRx()
+			n = s.rx.consume(descs)
+		} else if s.needWakeup && s.fill.needsWakeup() {
 			s.wakeFill()
 		}
-		return 0
+		if n == 0 {
+			return 0
+		}
 	}
 	bump(&s.stats.rxPackets, uint64(n))
 	return n
@@ -439,6 +517,20 @@ func (s *Socket) wakeTx() {
 	}
 }
 
+// busyPollRx is recvfrom(MSG_DONTWAIT) on a busy-polling socket: the
+// kernel runs the queue's NAPI for up to the busy-poll budget.
+func (s *Socket) busyPollRx() {
+	bump(&s.stats.busyPolls, 1)
+	if s.fd < 0 {
+		return
+	}
+	switch kickRx(s.fd) {
+	case 0, unix.EAGAIN, unix.EBUSY, unix.ENOBUFS, unix.ENETDOWN:
+	default:
+		bump(&s.stats.wakeupErrors, 1)
+	}
+}
+
 func (s *Socket) wakeFill() {
 	bump(&s.stats.fillWakeups, 1)
 	if s.fd < 0 {
@@ -461,7 +553,9 @@ func (s *Socket) Stats() (Stats, error) {
 		Completed:    s.stats.completed.Load(),
 		TxWakeups:    s.stats.txWakeups.Load(),
 		FillWakeups:  s.stats.fillWakeups.Load(),
+		BusyPolls:    s.stats.busyPolls.Load(),
 		WakeupErrors: s.stats.wakeupErrors.Load(),
+		BusyPoll:     s.busyPoll,
 	}
 	if s.peer != nil {
 		s.peer.stats(&st)
@@ -482,6 +576,9 @@ func (s *Socket) Stats() (Stats, error) {
 	st.RxRingFull = ks.Rx_ring_full
 	st.RxFillRingEmptyDescs = ks.Rx_fill_ring_empty_descs
 	st.TxRingEmptyDescs = ks.Tx_ring_empty_descs
+	if id, err := unix.GetsockoptInt(s.fd, unix.SOL_SOCKET, unix.SO_INCOMING_NAPI_ID); err == nil {
+		st.NAPIID = uint32(id)
+	}
 	return st, nil
 }
 

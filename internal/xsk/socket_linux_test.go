@@ -405,6 +405,11 @@ func TestSocketVeth(t *testing.T) {
 		if st.RxPackets < 3 || st.TxPackets != 1 || st.Completed != 1 || st.TxInvalidDescs != 0 || st.RxInvalidDescs != 0 {
 			t.Errorf("s1 stats %+v", st)
 		}
+		// Busy polling is on and, packets having arrived through va1's
+		// NAPI, the kernel knows which NAPI to poll.
+		if id, err := e.s1.NAPIID(); !st.BusyPoll || st.BusyPolls == 0 || st.NAPIID == 0 || id != st.NAPIID || err != nil {
+			t.Errorf("s1 busy polling: stats %+v, NAPIID() = %d, %v", st, id, err)
+		}
 		st2, err := e.s2.Stats()
 		if err != nil {
 			t.Fatal(err)

@@ -3,6 +3,7 @@ package xsk
 import (
 	"errors"
 	"testing"
+	"time"
 )
 
 func TestOptionsValidate(t *testing.T) {
@@ -21,6 +22,11 @@ func TestOptionsValidate(t *testing.T) {
 		{"too large", Options{RxSize: MaxRingSize * 2}, false},
 		{"bad mode", Options{Mode: 7}, false},
 		{"negative backoff", Options{BindBackoff: -1}, false},
+		{"busy poll", Options{BusyPollTimeout: 50 * time.Microsecond, BusyPollBudget: 256}, true},
+		{"busy poll budget too large", Options{BusyPollBudget: MaxBusyPollBudget + 1}, false},
+		{"negative busy poll budget", Options{BusyPollBudget: -1}, false},
+		{"busy poll timeout below 1µs", Options{BusyPollTimeout: time.Nanosecond}, false},
+		{"negative busy poll timeout", Options{BusyPollTimeout: -time.Microsecond}, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			err := tc.o.Validate()
@@ -35,6 +41,9 @@ func TestOptionsValidate(t *testing.T) {
 	d := Options{}.withDefaults()
 	if d.FillSize != 2*d.RxSize || d.CompletionSize != d.TxSize {
 		t.Errorf("defaults: fill %d rx %d completion %d tx %d", d.FillSize, d.RxSize, d.CompletionSize, d.TxSize)
+	}
+	if d.BusyPollTimeout != DefaultBusyPollTimeout || d.BusyPollBudget != DefaultBusyPollBudget {
+		t.Errorf("busy-poll defaults: %v budget %d", d.BusyPollTimeout, d.BusyPollBudget)
 	}
 	if d := (Options{RxSize: 256}).withDefaults(); d.FillSize != 512 {
 		t.Errorf("fill default for rx 256 = %d, want 512", d.FillSize)
