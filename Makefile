@@ -17,6 +17,7 @@ deps:
 build:
 	$(GO) build -o $(BIN)/xlb ./cmd/xlb
 	$(GO) build -o $(BIN)/xlbctl ./cmd/xlbctl
+	$(GO) build -o $(BIN)/xlb-demo ./cmd/xlb-demo
 
 # Every test: unit + golden + fuzz seed corpora + integration (root) tests,
 # the race detector over the concurrent packages, and one iteration of every

@@ -357,8 +357,14 @@ func typeWord(t reflect.Type) string {
 	return t.String()
 }
 
+// DefaultAPIListen is api.listen when unset.
+const DefaultAPIListen = "127.0.0.1:8080"
+
 // Defaults fills unset keys with their defaults.
 func (f *File) Defaults() {
+	if f.API.Listen == "" {
+		f.API.Listen = DefaultAPIListen
+	}
 	d := conntrack.DefaultConfig()
 	ct := &f.LB.Conntrack
 	if ct.TCPSyn == 0 {

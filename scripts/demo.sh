@@ -6,7 +6,7 @@
 # cleaned up afterwards.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bin/xlb demo
+bin/xlb-demo --xlb bin/xlb
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 echo

@@ -1,3 +1,7 @@
+// Command xlb-demo is `make demo`: it builds a namespace topology (client,
+// router, xlb, three backends), runs the real `xlb run` in it and sends
+// HTTP through the VIP in each forwarding mode. It lives apart from the
+// xlb binary so the product links no test harness.
 package main
 
 import (
@@ -15,8 +19,8 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/xlb/xlb/internal/daemon"
 	"github.com/xlb/xlb/internal/netns"
+	"github.com/xlb/xlb/mgmt"
 )
 
 // demoConfig is the built-in configuration of `xlb demo`, completed with
@@ -38,11 +42,14 @@ services:
     backends:
 %s`
 
+func main() { os.Exit(demoCmd(os.Args[1:], os.Stdout, os.Stderr)) }
+
 func demoCmd(args []string, stdout, stderr io.Writer) int {
-	fs := flag.NewFlagSet("xlb demo", flag.ContinueOnError)
+	fs := flag.NewFlagSet("xlb-demo", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	modes := fs.String("modes", "dsr,nat,fullnat", "forwarding modes to show, in order")
 	requests := fs.Int("requests", 12, "HTTP requests per mode")
+	xlb := fs.String("xlb", "", "the xlb binary (default: xlb next to this program)")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
@@ -50,10 +57,14 @@ func demoCmd(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "xlb demo: %v (the demo needs root and iproute2)\n", err)
 		return 1
 	}
-	self, err := os.Executable()
-	if err != nil {
-		fmt.Fprintln(stderr, "xlb demo:", err)
-		return 1
+	self := *xlb
+	if self == "" {
+		exe, err := os.Executable()
+		if err != nil {
+			fmt.Fprintln(stderr, "xlb-demo:", err)
+			return 1
+		}
+		self = filepath.Join(filepath.Dir(exe), "xlb")
 	}
 	ctx, cancel := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer cancel()
@@ -92,7 +103,7 @@ func demoMode(ctx context.Context, self, mode string, requests int, out io.Write
 	cfgPath := filepath.Join(dir, "xlb.yaml")
 	snat := ""
 	if mode == "fullnat" {
-		snat = fmt.Sprintf("  snat: {addresses: [%s], ports: 20000-40000}\n", tp.SNAT)
+		snat = fmt.Sprintf("  snat: {addresses: [%s], ports: 10000-30000}\n", tp.SNAT)
 	}
 	cfg := fmt.Sprintf(demoConfig, tp.LBClientIface, snat, tp.VIP, mode, bes.String())
 	if err := os.WriteFile(cfgPath, []byte(cfg), 0o644); err != nil {
@@ -120,8 +131,8 @@ func demoMode(ctx context.Context, self, mode string, requests int, out io.Write
 	}
 	defer stop()
 	api := tp.LB.HTTPClient(2 * time.Second)
-	stats := func() (daemon.Stats, error) {
-		var st daemon.Stats
+	stats := func() (mgmt.Stats, error) {
+		var st mgmt.Stats
 		resp, err := api.Get("http://127.0.0.1:9900/api/v1/stats")
 		if err != nil {
 			return st, err

@@ -43,7 +43,7 @@ func TestRunReportsClearErrors(t *testing.T) {
 	good := lbConfig(t, tp, "dsr", 100)
 	cases := []struct{ name, from, to, want string }{
 		{"missing interface", "name: eth0", "name: nope0", `interfaces[0].name: interface "nope0" not found`},
-		{"bad address", "vip: 198.51.100.10", "vip: 198.51.100.999", `services[0].vip: invalid IP address "198.51.100.999"`},
+		{"bad address", "vip: 198.51.100.10", "vip: 198.51.100.999", `services[0].vip: "198.51.100.999" is not an IP address`},
 		{"unknown key", "protocol: tcp", "protocol: tcp\n    colour: blue", "colour"},
 	}
 	for _, c := range cases {

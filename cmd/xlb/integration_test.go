@@ -15,8 +15,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/xlb/xlb/internal/daemon"
 	"github.com/xlb/xlb/internal/netns"
+	"github.com/xlb/xlb/mgmt"
 )
 
 // xlbBin is the binary under test, built once by TestMain.
@@ -51,7 +51,7 @@ func lbConfig(t *testing.T, tp *netns.Topology, mode string, weight int) string 
 	}
 	fmt.Fprintf(&b, "lb:\n  workers: 1\n  conntrack: {capacity: 65536}\n")
 	if mode == "fullnat" {
-		fmt.Fprintf(&b, "  snat: {addresses: [%s], ports: 20000-40000}\n", tp.SNAT)
+		fmt.Fprintf(&b, "  snat: {addresses: [%s], ports: 10000-30000}\n", tp.SNAT)
 	}
 	fmt.Fprintf(&b, "api: {listen: %s}\n", apiAddr)
 	port := 80
@@ -145,8 +145,8 @@ func startXLBWith(t testing.TB, tp *netns.Topology, cfg string, extra ...string)
 	return nil
 }
 
-func (lb *balancer) stats() (daemon.Stats, error) {
-	var st daemon.Stats
+func (lb *balancer) stats() (mgmt.Stats, error) {
+	var st mgmt.Stats
 	resp, err := lb.tp.LB.HTTPClient(2 * time.Second).Get("http://" + apiAddr + "/api/v1/stats")
 	if err != nil {
 		return st, err
@@ -315,8 +315,8 @@ func TestLongConnectionSurvivesChurnAndReload(t *testing.T) {
 		t.Fatal("long connection did not finish")
 	}
 	st, _ := lb.stats()
-	if st.Gen < 2 {
-		t.Fatalf("reloads not applied: generation %d\n%s", st.Gen, lb.logs.String())
+	if st.Generation < 2 {
+		t.Fatalf("reloads not applied: generation %d\n%s", st.Generation, lb.logs.String())
 	}
 	// A bad configuration is refused and the running one stays.
 	if err := os.WriteFile(cfg, []byte(strings.Replace(readFile(t, cfg), "mode: nat", "mode: warp", 1)), 0o644); err != nil {
@@ -371,13 +371,13 @@ func TestPingVIPAndMalformedFrames(t *testing.T) {
 	st2, _ := lb.stats()
 	dropped := st2.Totals.Dropped - st.Totals.Dropped
 	if dropped < uint64(sent) {
-		t.Fatalf("sent %d malformed frames, %d dropped: reasons %v", sent, dropped, st2.Reasons)
+		t.Fatalf("sent %d malformed frames, %d dropped: reasons %v", sent, dropped, st2.Drops)
 	}
 	for i := 0; i < 20; i++ {
 		if _, err := get(t, tp, "/"); err != nil {
 			t.Fatalf("after malformed frames: %v", err)
 		}
 	}
-	t.Logf("malformed: sent %d, reasons %v", sent, st2.Reasons)
+	t.Logf("malformed: sent %d, reasons %v", sent, st2.Drops)
 	lb.stop(t)
 }

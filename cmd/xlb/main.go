@@ -14,7 +14,6 @@ const usage = `usage: xlb <command> [flags]
 
 commands:
   run            run the load balancer (--config FILE)
-  demo           build a namespace topology and send real traffic through xlb
   bench replay   run the real pipeline over a pcap and report ns/packet
   bench gen-pcap write realistic test traffic to a pcap
   version        print the version
@@ -32,8 +31,6 @@ func run(args []string) int {
 	switch args[0] {
 	case "run":
 		return runCmd(args[1:], os.Stdout, os.Stderr)
-	case "demo":
-		return demoCmd(args[1:], os.Stdout, os.Stderr)
 	case "bench":
 		return benchCmd(args[1:], os.Stdout, os.Stderr)
 	case "version":

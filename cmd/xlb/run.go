@@ -1,7 +1,7 @@
 package main
 
 import (
-	"context"
+	"crypto/tls"
 	"errors"
 	"flag"
 	"fmt"
@@ -14,9 +14,12 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/mattn/go-isatty"
 	"github.com/rs/zerolog"
 
+	"github.com/xlb/xlb/config"
 	"github.com/xlb/xlb/internal/daemon"
+	"github.com/xlb/xlb/mgmt"
 )
 
 // setFlags collects repeated --set key=value overrides.
@@ -33,17 +36,55 @@ func (s setFlags) Set(v string) error {
 	return nil
 }
 
+const runHelp = `usage: xlb run [flags]
+
+Runs the load balancer: attaches the XDP steering program to the
+configured interfaces, starts one pinned worker per rx queue, and serves
+the REST API (api.listen, default 127.0.0.1:8080).
+
+Configuration comes from --config, overridden by XLB_* environment
+variables and then by --set. Services come from api.state_file when it
+exists (the latest accepted through the API), else from the file.
+
+Signals: SIGHUP re-reads the file and applies its services (the same
+validation as PUT /api/v1/config; a bad file changes nothing);
+SIGTERM/SIGINT stop the workers, detach the programs and exit 0. Signals
+that arrive during start-up are acted on once it finishes.
+
+Environment:
+  XLB_API_TOKEN       bearer token for API changes (instead of api.token_file)
+%s
+Flags:
+`
+
 func runCmd(args []string, stdout, stderr io.Writer) int {
+	// Signals from the first instruction: none may kill the process
+	// before it can act on it.
+	sig := make(chan os.Signal, 8)
+	signal.Notify(sig, syscall.SIGHUP, syscall.SIGTERM, syscall.SIGINT)
+	defer signal.Stop(sig)
+
 	fs := flag.NewFlagSet("xlb run", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	cfg := fs.String("config", "/etc/xlb/xlb.yaml", "configuration file")
+	cfgPath := fs.String("config", "/etc/xlb/xlb.yaml", "configuration file")
 	level := fs.String("log-level", "info", "log level: debug, info, warn, error")
 	format := fs.String("log-format", "json", "log format: json or console")
 	poll := fs.Bool("poll", false, "sleep in poll(2) when idle instead of busy-polling")
 	workers := fs.String("workers", "", "override lb.workers")
 	sets := setFlags{}
 	fs.Var(sets, "set", "override a configuration key, e.g. --set lb.poll=true (repeatable)")
+	fs.Usage = func() {
+		var env strings.Builder
+		for _, k := range config.EnvKeys {
+			fmt.Fprintf(&env, "  XLB_%-17s overrides %s\n", strings.ToUpper(strings.ReplaceAll(k, ".", "_")), k)
+		}
+		fmt.Fprintf(fs.Output(), runHelp, env.String())
+		fs.PrintDefaults()
+	}
 	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return 0
+		}
 		return 2
 	}
 	if *workers != "" {
@@ -55,14 +96,37 @@ func runCmd(args []string, stdout, stderr io.Writer) int {
 		return 2
 	}
 	var out io.Writer = stderr
-	if *format == "console" {
-		out = zerolog.ConsoleWriter{Out: stderr, TimeFormat: time.RFC3339}
-	} else if *format != "json" {
+	switch *format {
+	case "console":
+		noColor := true
+		if f, ok := stderr.(*os.File); ok && isatty.IsTerminal(f.Fd()) {
+			noColor = false
+		}
+		out = zerolog.ConsoleWriter{Out: stderr, TimeFormat: time.RFC3339, NoColor: noColor}
+	case "json":
+	default:
 		fmt.Fprintf(stderr, "xlb run: --log-format: %q is not json or console\n", *format)
 		return 2
 	}
 	log := zerolog.New(out).Level(lvl).With().Timestamp().Logger()
-	d, err := daemon.Start(daemon.Options{ConfigPath: *cfg, Overrides: sets, Log: log, Poll: *poll})
+
+	f, err := config.LoadWith(*cfgPath, sets)
+	if err != nil {
+		log.Error().Msg(err.Error())
+		return 1
+	}
+	source, gen, err := mgmt.Boot(f)
+	if err != nil {
+		log.Error().Msg(err.Error())
+		return 1
+	}
+	log.Info().Str("services_from", source).Msg("configuration loaded")
+	token, allowNoToken, err := apiToken(f)
+	if err != nil {
+		log.Error().Msg(err.Error())
+		return 1
+	}
+	d, err := daemon.Start(daemon.Options{File: f, Log: log, Poll: *poll})
 	if err != nil {
 		log.Error().Msg(err.Error())
 		if errors.Is(err, daemon.ErrPrivileges) {
@@ -70,23 +134,46 @@ func runCmd(args []string, stdout, stderr io.Writer) int {
 		}
 		return 1
 	}
-	var srv *http.Server
-	if addr := d.APIListen(); addr != "" {
+	srv, err := mgmt.New(mgmt.Options{Config: f, Generation: gen, Dataplane: d, Token: token, AllowNoToken: allowNoToken, Log: log})
+	if err != nil {
+		log.Error().Msg(err.Error())
+		d.Stop()
+		return 1
+	}
+	stopAll := func() {
+		srv.Close()
+		d.Stop()
+	}
+	var hs *http.Server
+	if addr := srv.Config().API.Listen; addr != "" {
 		ln, err := net.Listen("tcp", addr)
 		if err != nil {
-			log.Error().Str("listen", addr).Msg(fmt.Sprintf("api: %v", err))
-			d.Stop()
+			log.Error().Str("listen", addr).Msg(fmt.Sprintf("api.listen: %v", err))
+			stopAll()
 			return 1
 		}
-		srv = &http.Server{Handler: d.Handler(), ReadHeaderTimeout: 5 * time.Second}
-		go func() { _ = srv.Serve(ln) }()
-		log.Info().Str("listen", ln.Addr().String()).Msg("status api listening")
+		hs = &http.Server{Handler: srv.Handler(), ReadHeaderTimeout: 5 * time.Second, ReadTimeout: 30 * time.Second}
+		a := srv.Config().API
+		if a.TLSCert != "" || a.TLSKey != "" {
+			cert, err := tls.LoadX509KeyPair(a.TLSCert, a.TLSKey)
+			if err != nil {
+				log.Error().Msg(fmt.Sprintf("api.tls_cert / api.tls_key: %v", err))
+				stopAll()
+				return 1
+			}
+			hs.TLSConfig = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
+			ln = tls.NewListener(ln, hs.TLSConfig)
+		}
+		go func() { _ = hs.Serve(ln) }()
+		log.Info().Str("listen", ln.Addr().String()).Bool("tls", hs.TLSConfig != nil).Msg("api listening")
 	}
-	sig := make(chan os.Signal, 4)
-	signal.Notify(sig, syscall.SIGHUP, syscall.SIGTERM, syscall.SIGINT)
 	for s := range sig {
 		if s == syscall.SIGHUP {
-			if err := d.Reload(); err != nil {
+			nf, err := config.LoadWith(*cfgPath, sets)
+			if err == nil {
+				err = srv.Reload(nf)
+			}
+			if err != nil {
 				log.Error().Msg("reload refused, running configuration kept: " + err.Error())
 			}
 			continue
@@ -94,11 +181,40 @@ func runCmd(args []string, stdout, stderr io.Writer) int {
 		log.Info().Str("signal", s.String()).Msg("shutting down")
 		break
 	}
-	if srv != nil {
-		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-		_ = srv.Shutdown(ctx)
-		cancel()
+	if hs != nil {
+		_ = hs.Close()
 	}
-	d.Stop()
+	stopAll()
 	return 0
+}
+
+// apiToken reads the API token: XLB_API_TOKEN, else api.token_file. With
+// neither, changes are allowed only when the API listens on loopback.
+func apiToken(f *config.File) (token string, allowNone bool, err error) {
+	if t := strings.TrimSpace(os.Getenv("XLB_API_TOKEN")); t != "" {
+		return t, false, nil
+	}
+	if p := f.API.TokenFile; p != "" {
+		b, err := os.ReadFile(p)
+		if err != nil {
+			return "", false, &config.FieldError{Field: "api.token_file", Value: p, Reason: fmt.Sprintf("cannot read the API token: %v", err)}
+		}
+		t := strings.TrimSpace(string(b))
+		if t == "" {
+			return "", false, &config.FieldError{Field: "api.token_file", Value: p, Reason: "the file is empty"}
+		}
+		return t, false, nil
+	}
+	listen := f.API.Listen
+	if listen == "" {
+		listen = config.DefaultAPIListen
+	}
+	host, _, err := net.SplitHostPort(listen)
+	if err != nil {
+		return "", false, &config.FieldError{Field: "api.listen", Value: listen, Reason: "not host:port"}
+	}
+	if ip := net.ParseIP(host); ip != nil && ip.IsLoopback() || host == "localhost" {
+		return "", true, nil
+	}
+	return "", false, nil
 }

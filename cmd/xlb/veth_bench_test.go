@@ -79,7 +79,7 @@ func BenchmarkVethForwardDSR(b *testing.B) {
 	b.ReportMetric(float64(fwd)/secs, "fwd/s")
 	b.ReportMetric(float64(fwd)/float64(b.N)*100, "%fwd")
 	b.ReportMetric(float64(cpu1-cpu0)/100/(secs+0.3)*100, "%cpu-xlb")
-	b.Logf("xlb: runners %+v sockets %+v reasons %v", after.Runners, after.Sockets, after.Reasons)
+	b.Logf("xlb: runners %+v sockets %+v reasons %v", after.Runners, after.Sockets, after.Drops)
 	if out, err := tp.LB.Run(context.Background(), "ip", "-s", "link", "show", tp.LBClientIface); err == nil {
 		b.Logf("lb %s:\n%s", tp.LBClientIface, out)
 	}

@@ -1,22 +1,22 @@
-// Package daemon is `xlb run`: it loads the configuration, attaches the XDP
-// steering program to every configured interface, opens one AF_XDP socket
-// per interface and queue (the sockets of a queue share one UMEM so a frame
-// received on one interface is sent from another without a copy), builds
-// the dataplane Snapshot with next-hop MACs from the kernel's neighbour and
-// route tables, and runs one pinned worker per queue. Reload validates the
-// new configuration before applying it; Stop detaches everything.
+// Package daemon is the kernel-facing half of `xlb run`: it attaches the
+// XDP steering program to every configured interface, opens one AF_XDP
+// socket per interface and queue (the sockets of a queue share one UMEM so
+// a frame received on one interface is sent from another without a copy),
+// finds next hops in the kernel's route and neighbour tables, and runs one
+// pinned worker per queue. It implements mgmt.Dataplane: the management
+// plane hands it validated configurations through Apply, and reads
+// counters, flows and lookups back. It never parses HTTP.
 package daemon
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"net"
 	"net/netip"
 	"os"
 	"path/filepath"
-	"reflect"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -30,17 +30,24 @@ import (
 	"github.com/xlb/xlb/internal/cpu"
 	"github.com/xlb/xlb/internal/neigh"
 	"github.com/xlb/xlb/internal/xsk"
+	"github.com/xlb/xlb/mgmt"
 )
+
+var _ mgmt.Dataplane = (*Daemon)(nil)
 
 // Options configure a Daemon.
 type Options struct {
-	ConfigPath string
-	Overrides  map[string]string // key=value overrides from flags (viper keys)
-	Log        zerolog.Logger
+	// File is the configuration to run (services already chosen by
+	// mgmt.Boot).
+	File *config.File
+	Log  zerolog.Logger
 	// Poll selects poll-with-wakeup workers instead of busy polling.
 	Poll bool
 	// NeighborRefresh is how often next hops are re-resolved (default 10s).
 	NeighborRefresh time.Duration
+	// StartupResolve bounds how long Start waits for the backends' next
+	// hops before it runs without the unresolved ones (default 2s).
+	StartupResolve time.Duration
 }
 
 // iface is an interface the daemon owns.
@@ -53,35 +60,39 @@ type iface struct {
 
 // Daemon is a running balancer.
 type Daemon struct {
-	opts        Options
-	log         zerolog.Logger
-	file        *config.File
-	ifaces      []*iface
-	ct          *conntrack.Table
-	ctc         conntrack.Config
-	snap        atomic.Pointer[dataplane.Snapshot]
-	workers     []*dataplane.Worker
-	runners     []*dataplane.Runner
-	umems       []*xsk.UMEM
-	socks       []*xsk.Socket
-	resolver    *neigh.Resolver
-	wg          sync.WaitGroup
-	mu          sync.Mutex // serialises Reload and the neighbour refresh
-	stopRefresh chan struct{}
-	started     time.Time
+	opts      Options
+	log       zerolog.Logger
+	mu        sync.Mutex   // serialises Apply and next-hop rebuilds
+	file      *config.File // the applied (effective) configuration
+	ifaces    []*iface
+	ct        *conntrack.Table
+	ctc       conntrack.Config
+	snatPorts [2]uint16
+	snap      atomic.Pointer[dataplane.Snapshot]
+	workers   []*dataplane.Worker
+	runners   []*dataplane.Runner
+	umems     []*xsk.UMEM
+	socks     []*xsk.Socket
+	hops      *hopTable
+	wg        sync.WaitGroup
+	quit      chan struct{}
+	started   time.Time
 }
 
 // ErrPrivileges is returned when the process lacks the capabilities xlb
 // needs (CAP_NET_ADMIN, CAP_BPF/CAP_SYS_ADMIN, CAP_NET_RAW).
 var ErrPrivileges = errors.New("xlb needs root (CAP_NET_ADMIN, CAP_BPF and CAP_NET_RAW) to attach XDP programs and open AF_XDP sockets")
 
-// Start loads the configuration and brings the dataplane up. On error
-// everything already set up is torn down again.
+// Start brings the dataplane up with opts.File. On error everything
+// already set up is torn down again.
 func Start(opts Options) (*Daemon, error) {
 	if opts.NeighborRefresh <= 0 {
 		opts.NeighborRefresh = 10 * time.Second
 	}
-	d := &Daemon{opts: opts, log: opts.Log, started: time.Now(), stopRefresh: make(chan struct{})}
+	if opts.StartupResolve <= 0 {
+		opts.StartupResolve = 2 * time.Second
+	}
+	d := &Daemon{opts: opts, log: opts.Log, started: time.Now(), quit: make(chan struct{})}
 	if err := d.start(); err != nil {
 		d.teardown()
 		return nil, err
@@ -90,49 +101,62 @@ func Start(opts Options) (*Daemon, error) {
 }
 
 func (d *Daemon) start() (err error) {
-	opts := d.opts
-	f, err := config.LoadWith(opts.ConfigPath, opts.Overrides)
+	f := d.opts.File
+	if f == nil {
+		return errors.New("daemon: no configuration")
+	}
+	comp, err := f.CompileAll()
 	if err != nil {
 		return err
 	}
-	spec, ctc, err := f.Compile()
-	if err != nil {
-		return fmt.Errorf("config %s: %w", opts.ConfigPath, err)
-	}
 	if len(f.Interfaces) == 0 {
-		return fmt.Errorf("config %s: interfaces: at least one interface is required", opts.ConfigPath)
+		return &config.FieldError{Field: "interfaces", Reason: "at least one interface is required"}
 	}
-	d.file = f
+	d.file = f.Clone()
 	if os.Geteuid() != 0 {
 		return ErrPrivileges
 	}
 	for i, ic := range f.Interfaces {
 		ni, err := net.InterfaceByName(ic.Name)
 		if err != nil {
-			return fmt.Errorf("interfaces[%d].name: interface %q not found in this network namespace", i, ic.Name)
+			return &config.FieldError{Field: fmt.Sprintf("interfaces[%d].name", i), Value: ic.Name,
+				Reason: fmt.Sprintf("interface %q not found in this network namespace (ip link shows what exists)", ic.Name)}
 		}
 		if len(ni.HardwareAddr) != 6 {
-			return fmt.Errorf("interfaces[%d].name: %q is not an Ethernet interface", i, ic.Name)
+			return &config.FieldError{Field: fmt.Sprintf("interfaces[%d].name", i), Value: ic.Name,
+				Reason: fmt.Sprintf("%q is not an Ethernet interface", ic.Name)}
+		}
+		if ic.Role == "" {
+			ic.Role = "both"
 		}
 		d.ifaces = append(d.ifaces, &iface{cfg: ic, net: ni})
 	}
-	if d.resolver, err = neigh.NewResolver(); err != nil {
+	resolver, err := neigh.NewResolver()
+	if err != nil {
 		return fmt.Errorf("neighbour resolver: %w", err)
 	}
+	d.hops = newHopTable(resolver, d.log)
 	queues, err := d.queueCount()
 	if err != nil {
 		return err
 	}
-	d.ctc = ctc
-	if d.ct, err = conntrack.New(ctc, d.now()); err != nil {
+	d.ctc = comp.Conntrack
+	if d.snatPorts, err = d.snatRange(f, comp.Spec); err != nil {
+		return err
+	}
+	d.ctc.SNATPortMin, d.ctc.SNATPortMax = d.snatPorts[0], d.snatPorts[1]
+	if d.ct, err = conntrack.New(d.ctc, d.now()); err != nil {
 		return fmt.Errorf("conntrack: %w", err)
 	}
-	full, err := d.buildSnapshot(spec, nil)
+	// Resolve every next hop once, in parallel and bounded, so the first
+	// packets find their backends; what does not resolve in time keeps
+	// resolving in the background.
+	d.hops.resolveAll(d.addresses(comp), d.opts.StartupResolve)
+	full, err := d.buildSnapshot(comp, nil)
 	if err != nil {
 		return err
 	}
 	d.snap.Store(full)
-	// Steering program per interface (each has its own XSKMAP).
 	for _, ifc := range d.ifaces {
 		if ifc.steering, err = bpf.LoadSteering(bpf.SteeringOptions{MaxQueues: max(queues, 1)}); err != nil {
 			if errors.Is(err, os.ErrPermission) {
@@ -144,7 +168,6 @@ func (d *Daemon) start() (err error) {
 			return fmt.Errorf("interface %s: steering rules: %w", ifc.net.Name, err)
 		}
 	}
-	// Sockets: one UMEM per queue, shared by that queue's sockets on every interface.
 	for q := 0; q < queues; q++ {
 		// Per port: 2048 frames posted to the fill ring plus the rx and tx
 		// rings' worth in flight.
@@ -160,6 +183,10 @@ func (d *Daemon) start() (err error) {
 				if errors.Is(err, os.ErrPermission) {
 					return ErrPrivileges
 				}
+				if errors.Is(err, os.ErrExist) || strings.Contains(err.Error(), "busy") {
+					return fmt.Errorf("interface %s queue %d: af_xdp socket: %w (another AF_XDP program, perhaps another xlb%s, owns this queue)",
+						ifc.net.Name, q, err, otherXLB())
+				}
 				return fmt.Errorf("interface %s queue %d: af_xdp socket: %w", ifc.net.Name, q, err)
 			}
 			d.socks = append(d.socks, s)
@@ -172,10 +199,10 @@ func (d *Daemon) start() (err error) {
 		w := dataplane.NewWorker(d.ct, 0)
 		d.workers = append(d.workers, w)
 		core := q % cpu.Count()
-		if cpus := d.file.LB.CPUs; len(cpus) > 0 {
+		if cpus := f.LB.CPUs; len(cpus) > 0 {
 			core = cpus[q%len(cpus)]
 		}
-		r := dataplane.NewRunner(dataplane.RunnerConfig{Worker: w, UMEM: u, Ports: ports, Snap: &d.snap, Poll: opts.Poll || f.LB.Poll,
+		r := dataplane.NewRunner(dataplane.RunnerConfig{Worker: w, UMEM: u, Ports: ports, Snap: &d.snap, Poll: d.opts.Poll || f.LB.Poll,
 			FillTarget: 4000, Clock: d.now, OnStart: func() {
 				if err := cpu.Pin(core); err != nil {
 					d.log.Warn().Err(err).Int("queue", q).Msg("cannot pin worker")
@@ -201,10 +228,31 @@ func (d *Daemon) start() (err error) {
 			r.Run()
 		}(r)
 	}
-	d.wg.Add(1)
+	d.wg.Add(2)
 	go d.refreshLoop()
-	d.log.Info().Int("workers", len(d.runners)).Int("services", len(full.Spec().Services)).Msg("xlb running")
+	go d.resolvedLoop()
+	d.log.Info().Int("workers", len(d.runners)).Int("services", len(comp.Spec.Services)).Msg("xlb running")
 	return nil
+}
+
+// otherXLB names another running xlb process, for the "queue busy" error.
+func otherXLB() string {
+	ents, _ := os.ReadDir("/proc")
+	for _, e := range ents {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil || pid == os.Getpid() {
+			continue
+		}
+		b, err := os.ReadFile(filepath.Join("/proc", e.Name(), "cmdline"))
+		if err != nil {
+			continue
+		}
+		args := strings.Split(string(b), "\x00")
+		if len(args) > 1 && filepath.Base(args[0]) == "xlb" && args[1] == "run" {
+			return fmt.Sprintf(" (pid %d)", pid)
+		}
+	}
+	return ""
 }
 
 func modeName(m xsk.Mode) string {
@@ -240,163 +288,122 @@ func (d *Daemon) queueCount() (int, error) {
 	if w := d.file.LB.Workers; w != "" && w != "auto" {
 		k, err := strconv.Atoi(w)
 		if err != nil || k < 1 {
-			return 0, fmt.Errorf("lb.workers: %q is not auto or a positive number", w)
+			return 0, &config.FieldError{Field: "lb.workers", Value: w, Reason: fmt.Sprintf("%q is not auto or a positive number", w)}
 		}
 		if k > n {
-			return 0, fmt.Errorf("lb.workers: %d workers but the interfaces have only %d rx queues", k, n)
+			return 0, &config.FieldError{Field: "lb.workers", Value: w,
+				Reason: fmt.Sprintf("%d workers but the interfaces have only %d rx queues (ethtool -L <if> combined %d, or lb.workers: auto)", k, n, k)}
 		}
 		n = k
 	}
 	return n, nil
 }
 
-// buildSnapshot completes spec with the real interfaces and next hops and
-// compiles it.
-func (d *Daemon) buildSnapshot(spec dataplane.Spec, prev *dataplane.Snapshot) (*dataplane.Snapshot, error) {
-	clientIf := 0
-	for i, ifc := range d.ifaces {
-		spec.Ifaces = append(spec.Ifaces, dataplane.Iface{MAC: [6]byte(ifc.net.HardwareAddr), MTU: ifc.net.MTU})
-		if ifc.cfg.Role == "client" {
-			clientIf = i
+// snatRange decides the SNAT port range. When an SNAT address is one of
+// the interfaces' own addresses, the kernel's own connections from it
+// (health checks, SSH) take ports from net.ipv4.ip_local_port_range: the
+// SNAT range must stay out of it, so the steering program can give those
+// replies to the kernel. An unset lb.snat.ports then defaults to the
+// ports below the kernel's range.
+func (d *Daemon) snatRange(f *config.File, spec dataplane.Spec) ([2]uint16, error) {
+	lo, hi, _ := config.PortRange(defaultPorts(f.LB.SNAT.Ports))
+	r := [2]uint16{lo, hi}
+	if len(spec.SNAT4)+len(spec.SNAT6) == 0 {
+		return r, nil
+	}
+	local := map[netip.Addr]bool{}
+	for _, ifc := range d.ifaces {
+		for _, a := range ifaceAddrs(ifc.net) {
+			local[a] = true
 		}
 	}
-	spec.RouterIface = clientIf
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-	defer cancel()
-	if spec.Router == ([6]byte{}) {
-		// The next hop towards clients: the client-side interface's default gateway.
-		if mac, err := d.gatewayMAC(ctx, d.ifaces[clientIf].net.Index); err == nil {
-			spec.Router = mac
-		} else {
-			d.log.Warn().Err(err).Msg("no default gateway MAC: set lb.router for nat/fullnat replies and ICMP")
-		}
-	}
-	for si := range spec.Services {
-		for bi := range spec.Services[si].Backends {
-			b := &spec.Services[si].Backends[bi]
-			if b.MAC != ([6]byte{}) {
-				continue
-			}
-			mac, ifindex, err := d.resolver.Resolve(ctx, b.Address)
-			if err == nil && len(mac) != 6 {
-				err = fmt.Errorf("next hop of %s has a %d-byte link-layer address", b.Address, len(mac))
-			}
-			if err != nil {
-				// Keep what worked before rather than flap to the router.
-				if prev != nil {
-					if old := prev.BackendByKey(spec.Services[si].Name, netip.AddrPortFrom(b.Address, b.Port)); old != nil {
-						b.MAC, b.Iface = old.Egress.Dst, int(old.Iface)
-						continue
-					}
-				}
-				d.log.Warn().Err(err).Str("backend", b.Address.String()).Msg("cannot resolve next hop; using the router")
-				continue
-			}
-			b.MAC = [6]byte(mac)
-			for i, ifc := range d.ifaces {
-				if ifc.net.Index == ifindex {
-					b.Iface = i
-				}
-			}
-		}
-	}
-	s, err := dataplane.Build(spec, prev)
-	if err != nil {
-		return nil, err
-	}
-	return s, nil
-}
-
-func (d *Daemon) gatewayMAC(ctx context.Context, ifindex int) ([6]byte, error) {
-	for _, probe := range []netip.Addr{netip.MustParseAddr("192.0.2.254"), netip.MustParseAddr("2001:db8::fffe")} {
-		rt, err := d.resolver.Route(probe)
-		if err != nil || !rt.Gateway.IsValid() || rt.Ifindex != ifindex {
-			continue
-		}
-		mac, _, err := d.resolver.Resolve(ctx, rt.Gateway)
-		if err != nil {
-			return [6]byte{}, err
-		}
-		if len(mac) != 6 {
-			return [6]byte{}, fmt.Errorf("gateway %s has a %d-byte link-layer address", rt.Gateway, len(mac))
-		}
-		return [6]byte(mac), nil
-	}
-	return [6]byte{}, errors.New("no default route on the client-side interface")
-}
-
-// rules are the steering rules for a snapshot: every service's VIP, port
-// and protocol and ICMP to it; the SNAT addresses; and for nat services
-// their backends as reply sources.
-func (d *Daemon) rules(s *dataplane.Snapshot, ifc *iface) bpf.RuleSet {
-	var rs bpf.RuleSet
-	spec := s.Spec()
-	seenICMP := map[netip.Addr]bool{}
-	for _, svc := range spec.Services {
-		vip := svc.VIP.Unmap()
-		rs.Destinations = append(rs.Destinations, bpf.Rule{Addr: vip, Port: svc.Port, Proto: svc.Proto})
-		if svc.FragHash && svc.Port != 0 {
-			// Later fragments carry no port: the program matches them
-			// against port-0 rules only.
-			rs.Destinations = append(rs.Destinations, bpf.Rule{Addr: vip, Proto: svc.Proto})
-		}
-		if !seenICMP[vip] {
-			seenICMP[vip] = true
-			p := bpf.ProtoICMP
-			if vip.Is6() {
-				p = bpf.ProtoICMPv6
-			}
-			rs.Destinations = append(rs.Destinations, bpf.Rule{Addr: vip, Proto: p})
-		}
-		if svc.Mode == dataplane.ModeNAT {
-			for _, b := range svc.Backends {
-				port := b.Port
-				if port == 0 {
-					port = svc.Port // no translation: replies come from the service port
-				}
-				rs.BackendSources = append(rs.BackendSources, bpf.Rule{Addr: b.Address.Unmap(), Port: port, Proto: svc.Proto})
-			}
-		}
-	}
+	var owned []string
 	for _, a := range append(append([]netip.Addr(nil), spec.SNAT4...), spec.SNAT6...) {
-		rs.Destinations = append(rs.Destinations, bpf.Rule{Addr: a, Proto: bpf.ProtoTCP}, bpf.Rule{Addr: a, Proto: bpf.ProtoUDP})
-	}
-	if addrs, err := ifc.net.Addrs(); err == nil {
-		for _, a := range addrs {
-			if p, err := netip.ParsePrefix(a.String()); err == nil {
-				rs.Local = append(rs.Local, p.Addr().Unmap())
-			}
+		if local[a] {
+			owned = append(owned, a.String())
 		}
 	}
-	return rs
+	if len(owned) == 0 {
+		return r, nil
+	}
+	klo, khi := ephemeralRange()
+	if r[1] < klo || r[0] > khi {
+		return r, nil
+	}
+	if f.LB.SNAT.Ports == "" && klo > 1024 {
+		r = [2]uint16{1024, klo - 1}
+		d.log.Info().Strs("snat", owned).Uint16("from", r[0]).Uint16("to", r[1]).
+			Msg("SNAT addresses are local: SNAT ports stay below net.ipv4.ip_local_port_range so the kernel's own connections keep working")
+		return r, nil
+	}
+	return r, &config.FieldError{Field: "lb.snat.ports", Value: f.LB.SNAT.Ports,
+		Reason: fmt.Sprintf("%d-%d overlaps the kernel's ephemeral ports %d-%d (net.ipv4.ip_local_port_range), and SNAT address %s is local: "+
+			"the replies to the kernel's own connections from it (health checks) would be taken by xlb; use a range below %d, e.g. 1024-%d",
+			r[0], r[1], klo, khi, strings.Join(owned, ", "), klo, klo-1)}
 }
 
-// Reload reads the configuration file again and applies it if it is valid;
-// otherwise the running configuration stays and the error says why.
-// Interfaces, workers and conntrack settings need a restart.
-func (d *Daemon) Reload() error {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	f, err := config.LoadWith(d.opts.ConfigPath, d.opts.Overrides)
+func defaultPorts(s string) string {
+	if s == "" {
+		return "1024-65535"
+	}
+	return s
+}
+
+// ephemeralRange reads net.ipv4.ip_local_port_range (which IPv6 uses too).
+func ephemeralRange() (uint16, uint16) {
+	b, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range")
+	if err != nil {
+		return 32768, 60999
+	}
+	f := strings.Fields(string(b))
+	if len(f) != 2 {
+		return 32768, 60999
+	}
+	lo, err1 := strconv.Atoi(f[0])
+	hi, err2 := strconv.Atoi(f[1])
+	if err1 != nil || err2 != nil {
+		return 32768, 60999
+	}
+	return uint16(lo), uint16(hi)
+}
+
+func ifaceAddrs(ni *net.Interface) []netip.Addr {
+	var out []netip.Addr
+	addrs, err := ni.Addrs()
+	if err != nil {
+		return nil
+	}
+	for _, a := range addrs {
+		if p, err := netip.ParsePrefix(a.String()); err == nil {
+			out = append(out, p.Addr().Unmap())
+		}
+	}
+	return out
+}
+
+// rules are the steering rules of a snapshot on one interface.
+func (d *Daemon) rules(s *dataplane.Snapshot, ifc *iface) bpf.RuleSet {
+	return s.SteeringRules(ifaceAddrs(ifc.net), d.snatPorts)
+}
+
+// Apply makes cfg the running configuration (mgmt.Dataplane). It never
+// waits for the network: next hops come from the cache, and backends
+// whose next hop is not known yet take no new flows until the background
+// resolution finds it.
+func (d *Daemon) Apply(cfg *config.File) error {
+	comp, err := cfg.CompileAll()
 	if err != nil {
 		return err
 	}
-	spec, ctc, err := f.Compile()
-	if err != nil {
-		return fmt.Errorf("config %s: %w", d.opts.ConfigPath, err)
-	}
-	// The conntrack table (its size, timeouts and SNAT pool) lives as long
-	// as the process; entries index its SNAT addresses.
-	if !reflect.DeepEqual(ctc, d.ctc) {
-		return fmt.Errorf("config %s: lb.conntrack, lb.snat and lb.hash_seed changes need a restart (running values kept)", d.opts.ConfigPath)
-	}
-	if !reflect.DeepEqual(f.Interfaces, d.file.Interfaces) || f.LB.Workers != d.file.LB.Workers {
-		return fmt.Errorf("config %s: interfaces and lb.workers changes need a restart (running values kept)", d.opts.ConfigPath)
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if keys := config.RestartKeys(d.file, cfg); len(keys) > 0 {
+		return fmt.Errorf("changing %s needs a restart (running values kept)", strings.Join(keys, ", "))
 	}
 	prev := d.snap.Load()
-	s, err := d.buildSnapshot(spec, prev)
+	s, err := d.buildSnapshot(comp, prev)
 	if err != nil {
-		return fmt.Errorf("config %s: %w", d.opts.ConfigPath, err)
+		return err
 	}
 	for i, ifc := range d.ifaces {
 		if err := ifc.steering.Replace(d.rules(s, ifc)); err != nil {
@@ -408,56 +415,71 @@ func (d *Daemon) Reload() error {
 		}
 	}
 	d.snap.Store(s)
-	d.file = f
-	d.log.Info().Uint64("generation", s.Gen).Int("services", len(spec.Services)).Msg("configuration reloaded")
+	d.file = cfg.Clone()
+	d.log.Debug().Uint64("generation", s.Gen).Int("services", len(comp.Spec.Services)).Msg("configuration applied")
 	return nil
 }
 
-// refreshLoop re-resolves next hops so a backend's changed MAC is followed.
+// rebuild recompiles the applied configuration with fresh next hops and
+// swaps it in when an egress changed.
+func (d *Daemon) rebuild() {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	comp, err := d.file.CompileAll()
+	if err != nil {
+		return
+	}
+	prev := d.snap.Load()
+	s, err := d.buildSnapshot(comp, prev)
+	if err != nil {
+		d.log.Error().Err(err).Msg("next-hop rebuild failed")
+		return
+	}
+	changed := s.Reply != prev.Reply
+	for i := range s.Backends {
+		if i >= len(prev.Backends) || s.Backends[i].Egress != prev.Backends[i].Egress ||
+			s.Backends[i].State != prev.Backends[i].State || s.Backends[i].Iface != prev.Backends[i].Iface {
+			changed = true
+		}
+	}
+	if changed {
+		d.snap.Store(s)
+		d.log.Info().Uint64("generation", s.Gen).Msg("next hops changed")
+	}
+}
+
+// refreshLoop re-resolves every next hop periodically so a backend's
+// changed MAC is followed.
 func (d *Daemon) refreshLoop() {
 	defer d.wg.Done()
 	t := time.NewTicker(d.opts.NeighborRefresh)
 	defer t.Stop()
 	for {
 		select {
-		case <-d.stopRefresh:
+		case <-d.quit:
 			return
 		case <-t.C:
 			d.mu.Lock()
-			prev := d.snap.Load()
-			if s, err := d.rebuildFromFile(prev); err == nil && s != nil {
-				d.snap.Store(s)
-			}
+			comp, err := d.file.CompileAll()
 			d.mu.Unlock()
+			if err == nil {
+				d.hops.refresh(d.addresses(comp))
+			}
 		}
 	}
 }
 
-// rebuildFromFile recompiles the running file with fresh next hops; nil
-// when nothing changed.
-func (d *Daemon) rebuildFromFile(prev *dataplane.Snapshot) (*dataplane.Snapshot, error) {
-	spec, _, err := d.file.Compile()
-	if err != nil {
-		return nil, err
-	}
-	s, err := d.buildSnapshot(spec, prev)
-	if err != nil {
-		return nil, err
-	}
-	changed := false
-	for i := range s.Backends {
-		if i >= len(prev.Backends) || s.Backends[i].Egress != prev.Backends[i].Egress {
-			changed = true
+// resolvedLoop rebuilds whenever background resolution learnt something.
+func (d *Daemon) resolvedLoop() {
+	defer d.wg.Done()
+	for {
+		select {
+		case <-d.quit:
+			return
+		case <-d.hops.changed:
+			d.rebuild()
 		}
 	}
-	if s.Reply != prev.Reply {
-		changed = true
-	}
-	if !changed {
-		return nil, nil
-	}
-	d.log.Info().Msg("next hops changed")
-	return s, nil
 }
 
 // Snapshot returns the running snapshot.
@@ -465,7 +487,7 @@ func (d *Daemon) Snapshot() *dataplane.Snapshot { return d.snap.Load() }
 
 // Stop stops the workers, detaches the XDP programs and closes everything.
 func (d *Daemon) Stop() {
-	close(d.stopRefresh)
+	close(d.quit)
 	for _, r := range d.runners {
 		r.Stop()
 	}
@@ -495,11 +517,24 @@ func (d *Daemon) teardown() {
 			ifc.steering = nil
 		}
 	}
-	if d.resolver != nil {
-		_ = d.resolver.Close()
-		d.resolver = nil
+	if d.hops != nil {
+		d.hops.close()
 	}
 }
 
-// APIListen is the api.listen address of the running configuration.
-func (d *Daemon) APIListen() string { return d.file.API.Listen }
+// SocketModes reports each AF_XDP socket's mode ("eth0/0": "copy").
+func (d *Daemon) SocketModes() map[string]string {
+	m := map[string]string{}
+	for _, sk := range d.socks {
+		m[sockName(sk)] = modeName(sk.Mode())
+	}
+	return m
+}
+
+func sockName(sk *xsk.Socket) string {
+	name := strconv.Itoa(sk.Ifindex())
+	if ifi, err := net.InterfaceByIndex(sk.Ifindex()); err == nil {
+		name = ifi.Name
+	}
+	return fmt.Sprintf("%s/%d", name, sk.Queue())
+}

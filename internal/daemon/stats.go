@@ -1,51 +1,36 @@
 package daemon
 
 import (
-	"encoding/json"
+	"errors"
 	"fmt"
-	"net"
-	"net/http"
-	"strconv"
+	"net/netip"
 	"time"
 
+	"github.com/xlb/xlb/conntrack"
 	"github.com/xlb/xlb/dataplane"
-	"github.com/xlb/xlb/internal/xsk"
+	"github.com/xlb/xlb/mgmt"
 )
 
-// Stats is what GET /api/v1/stats returns: the sum of every worker's
-// counters, per service and per backend, plus the steering programs' and
-// runners' counters.
-type Stats struct {
-	Uptime    string                       `json:"uptime"`
-	Gen       uint64                       `json:"generation"`
-	Workers   int                          `json:"workers"`
-	Totals    dataplane.Counters           `json:"totals"`
-	Reasons   map[string]uint64            `json:"reasons"`
-	Services  map[string]ObjStats          `json:"services"`
-	Steering  map[string]map[string]uint64 `json:"steering"`
-	Runners   dataplane.RunnerStats        `json:"runners"`
-	Sockets   map[string]xsk.Stats         `json:"sockets"` // "eth0/0": interface/queue
-	Conntrack int                          `json:"conntrack_entries"`
-}
-
-// ObjStats are one service's counters and its backends'.
-type ObjStats struct {
-	dataplane.ObjCounters
-	Backends map[string]dataplane.ObjCounters `json:"backends"`
-}
-
-// Stats sums the counters of every worker.
-func (d *Daemon) Stats() Stats {
+// Stats sums the counters of every worker (mgmt.Dataplane).
+func (d *Daemon) Stats() mgmt.Stats {
 	s := d.snap.Load()
-	st := Stats{Uptime: time.Since(d.started).Round(time.Second).String(), Gen: s.Gen, Workers: len(d.workers),
-		Reasons: map[string]uint64{}, Services: map[string]ObjStats{}, Steering: map[string]map[string]uint64{}}
+	st := mgmt.Stats{UptimeSeconds: time.Since(d.started).Seconds(), Generation: s.Gen, Workers: len(d.workers),
+		Drops: map[string]uint64{}, Passes: map[string]uint64{}, Services: map[string]mgmt.ServiceStats{},
+		Steering: map[string]map[string]uint64{}, Sockets: map[string]mgmt.SocketStats{}}
+	var total dataplane.Counters
 	for _, w := range d.workers {
 		c := w.Counters()
-		st.Totals.Add(&c)
+		total.Add(&c)
+		st.PerWorker = append(st.PerWorker, mgmt.TotalsFrom(&c))
 	}
+	st.Totals = mgmt.TotalsFrom(&total)
 	for r := dataplane.Reason(1); r < dataplane.NumReasons; r++ {
-		if n := st.Totals.Reasons[r]; n > 0 {
-			st.Reasons[r.String()] = n
+		n := total.Reasons[r]
+		switch r {
+		case dataplane.PassNotIP, dataplane.PassNoService, dataplane.PassICMP:
+			st.Passes[r.String()] = n
+		default:
+			st.Drops[r.String()] = n
 		}
 	}
 	for i := range s.Services {
@@ -53,24 +38,26 @@ func (d *Daemon) Stats() Stats {
 		if !svc.Present {
 			continue
 		}
-		os := ObjStats{Backends: map[string]dataplane.ObjCounters{}}
+		ss := mgmt.ServiceStats{Backends: map[string]mgmt.ObjStats{}}
 		for _, w := range d.workers {
 			c := w.ServiceCounters(svc.ID)
-			os.Packets += c.Packets
-			os.Bytes += c.Bytes
-			os.NewFlows += c.NewFlows
+			ss.Packets += c.Packets
+			ss.Bytes += c.Bytes
+			ss.NewFlows += c.NewFlows
 		}
 		for _, bid := range svc.Backends {
-			var bc dataplane.ObjCounters
+			var bc mgmt.ObjStats
 			for _, w := range d.workers {
 				c := w.BackendCounters(bid)
 				bc.Packets += c.Packets
 				bc.Bytes += c.Bytes
 				bc.NewFlows += c.NewFlows
 			}
-			os.Backends[s.Backends[bid].Key[len(svc.Name)+1:]] = bc
+			bc.Flows = d.ct.BackendFlows(bid)
+			ss.Flows += bc.Flows
+			ss.Backends[backendKey(svc, &s.Backends[bid])] = bc
 		}
-		st.Services[svc.Name] = os
+		st.Services[svc.Name] = ss
 	}
 	for _, ifc := range d.ifaces {
 		if ifc.steering == nil {
@@ -88,29 +75,106 @@ func (d *Daemon) Stats() Stats {
 		st.Runners.FillStarved += rs.FillStarved
 		st.Runners.CompletedTxs += rs.CompletedTxs
 	}
-	st.Sockets = map[string]xsk.Stats{}
 	for _, sk := range d.socks {
-		if ss, err := sk.Stats(); err == nil {
-			name := strconv.Itoa(sk.Ifindex())
-			if ifi, err := net.InterfaceByIndex(sk.Ifindex()); err == nil {
-				name = ifi.Name
-			}
-			st.Sockets[fmt.Sprintf("%s/%d", name, sk.Queue())] = ss
+		if ks, err := sk.Stats(); err == nil {
+			st.Sockets[sockName(sk)] = mgmt.SocketStats{Mode: modeName(sk.Mode()), RxDropped: ks.RxDropped,
+				RxInvalidDescs: ks.RxInvalidDescs, TxInvalidDescs: ks.TxInvalidDescs, RxRingFull: ks.RxRingFull,
+				RxFillRingEmptyDescs: ks.RxFillRingEmptyDescs, TxRingEmptyDescs: ks.TxRingEmptyDescs,
+				RxPackets: ks.RxPackets, TxPackets: ks.TxPackets}
 		}
 	}
-	st.Conntrack = d.ct.Len()
+	cs := d.ct.Stats()
+	st.Conntrack = mgmt.ConntrackStats{Entries: d.ct.Len(), Capacity: cs.Capacity4 + cs.Capacity6}
 	return st
 }
 
-// Handler serves the read-only status API (the full REST API comes later):
-// GET /api/v1/stats.
-func (d *Daemon) Handler() http.Handler {
-	mux := http.NewServeMux()
-	mux.HandleFunc("GET /api/v1/stats", func(w http.ResponseWriter, r *http.Request) {
-		w.Header().Set("Content-Type", "application/json")
-		enc := json.NewEncoder(w)
-		enc.SetIndent("", "  ")
-		_ = enc.Encode(d.Stats())
+// backendKey is the API's name of a backend: its address, or
+// address:port when it has a port (config.Backend.Key).
+func backendKey(svc *dataplane.Service, b *dataplane.Backend) string {
+	k := b.Key[len(svc.Name)+1:]
+	if ap, err := netip.ParseAddrPort(k); err == nil && ap.Port() == 0 {
+		return ap.Addr().String()
+	}
+	return k
+}
+
+var stateNames = map[uint8]string{conntrack.StateSynSent: "syn_sent", conntrack.StateEstablished: "established",
+	conntrack.StateClosing: "closing", conntrack.StateClosed: "closed", conntrack.StateUDP: "udp", conntrack.StateOther: "other"}
+
+// Flows samples the connection table (mgmt.Dataplane): forward entries
+// only (a NAT pair shows once), of one service or all.
+func (d *Daemon) Flows(service string, limit int) ([]mgmt.Flow, error) {
+	s := d.snap.Load()
+	want := ^uint32(0)
+	if service != "" {
+		svc := s.ServiceByName(service)
+		if svc == nil {
+			return nil, fmt.Errorf("no service %q", service)
+		}
+		want = svc.ID
+	}
+	var out []mgmt.Flow
+	add := func(svcID, beID uint32, proto uint8, src, dst netip.AddrPort, state uint8, snat netip.AddrPort) bool {
+		if want != ^uint32(0) && svcID != want {
+			return true
+		}
+		svc, be := s.Service(svcID), s.Backend(beID)
+		if svc == nil || be == nil {
+			return true
+		}
+		f := mgmt.Flow{Service: svc.Name, Protocol: protoName(proto), Client: src.String(), VIP: dst.String(),
+			Backend: backendKey(svc, be), State: stateNames[state]}
+		if snat.IsValid() {
+			f.SNAT = snat.String()
+		}
+		out = append(out, f)
+		return len(out) < limit
+	}
+	d.ct.Range4(func(k conntrack.Key4, e conntrack.Entry4) bool {
+		if e.Flags&conntrack.FlagReverse != 0 {
+			return true
+		}
+		var snat netip.AddrPort
+		if e.Flags&conntrack.FlagFullNAT != 0 {
+			if ip, ok := d.ct.SNATIP4(e.SNATAddr); ok {
+				snat = netip.AddrPortFrom(netip.AddrFrom4(ip), e.SNATPort)
+			}
+		}
+		return add(e.Service, e.Backend, k.Proto, netip.AddrPortFrom(netip.AddrFrom4(k.SrcIP), k.SrcPort),
+			netip.AddrPortFrom(netip.AddrFrom4(k.DstIP), k.DstPort), e.State, snat)
 	})
-	return mux
+	if len(out) < limit {
+		d.ct.Range6(func(k conntrack.Key6, e conntrack.Entry6) bool {
+			if e.Flags&conntrack.FlagReverse != 0 {
+				return true
+			}
+			var snat netip.AddrPort
+			if e.Flags&conntrack.FlagFullNAT != 0 {
+				if ip, ok := d.ct.SNATIP6(e.SNATAddr); ok {
+					snat = netip.AddrPortFrom(netip.AddrFrom16(ip), e.SNATPort)
+				}
+			}
+			return add(e.Service, e.Backend, k.Proto, netip.AddrPortFrom(netip.AddrFrom16(k.SrcIP), k.SrcPort),
+				netip.AddrPortFrom(netip.AddrFrom16(k.DstIP), k.DstPort), e.State, snat)
+		})
+	}
+	return out, nil
+}
+
+func protoName(p uint8) string {
+	switch p {
+	case 6:
+		return "tcp"
+	case 17:
+		return "udp"
+	}
+	return fmt.Sprint(p)
+}
+
+// Lookup runs the real pipeline on a synthesised packet (mgmt.Dataplane).
+func (d *Daemon) Lookup(t dataplane.Tuple) (dataplane.FlowDecision, error) {
+	if d.ct == nil {
+		return dataplane.FlowDecision{}, errors.New("daemon: not running")
+	}
+	return dataplane.LookupFlow(d.snap.Load(), d.ct, t, d.now())
 }
