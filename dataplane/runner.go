@@ -22,11 +22,21 @@ type RunnerConfig struct {
 	UMEM   *xsk.UMEM // shared by every Port of this worker
 	Ports  []Port    // one per interface, all on the same queue
 	Snap   *atomic.Pointer[Snapshot]
-	// Poll makes an idle worker sleep in poll(2) (up to PollTimeout)
-	// instead of spinning; busy-polling burns a core but has the lowest
-	// latency.
+	// Poll makes the worker sleep in poll(2) (up to PollTimeout at a
+	// time) as soon as its rx rings stay empty for a few passes.
+	//
+	// Without Poll the worker busy-polls: while its rx rings are empty it
+	// keeps asking the kernel for frames from its own context (Receive's
+	// recvfrom, which runs the queue's NAPI when the socket busy-polls,
+	// see xsk.Options.DisableBusyPoll), yielding the CPU between passes
+	// to any NAPI kthread or ksoftirqd that shares it; only after
+	// IdleAfter without a frame does it sleep in poll(2), and the first
+	// frame brings it back to busy polling.
 	Poll        bool
 	PollTimeout time.Duration
+	// IdleAfter is how long a busy-polling worker polls empty rx rings
+	// before it sleeps (default DefaultIdleAfter; negative: never sleep).
+	IdleAfter time.Duration
 	// FillTarget is how many frames each socket keeps posted for receive
 	// (default 2048; at most the fill ring size, and the UMEM must hold
 	// FillTarget per port plus what is in flight on rx and tx).
@@ -38,6 +48,14 @@ type RunnerConfig struct {
 	OnStart func()
 }
 
+// DefaultIdleAfter is RunnerConfig.IdleAfter's default: long enough to
+// ride out the gaps of a steady flow, short enough that an idle worker
+// costs next to nothing.
+const DefaultIdleAfter = time.Millisecond
+
+// pollSpins is how many empty passes a Poll worker makes before sleeping.
+const pollSpins = 64
+
 // RunnerStats are a runner's I/O counters (the pipeline's are in
 // Worker.Counters).
 type RunnerStats struct {
@@ -46,15 +64,18 @@ type RunnerStats struct {
 	PassDropped  uint64 // frames the pipeline would pass to the kernel: AF_XDP cannot, so they are freed
 	FillStarved  uint64 // times a fill ring could not be topped up
 	CompletedTxs uint64
+	Sleeps       uint64 // times the worker went to sleep in poll(2)
 }
 
 // Runner moves frames between AF_XDP sockets and a Worker. Run it on its
 // own goroutine; it locks that goroutine to an OS thread.
 type Runner struct {
-	cfg   RunnerConfig
-	stop  atomic.Bool
+	cfg  RunnerConfig
+	stop atomic.Bool
+	// stats are written by Run's goroutine only, once per pass (Store of
+	// Load+n: no locked instruction), and read by Stats from anywhere.
 	stats struct {
-		rxBatches, txDropped, passDropped, fillStarved, completed atomic.Uint64
+		rxBatches, txDropped, passDropped, fillStarved, completed, sleeps atomic.Uint64
 	}
 }
 
@@ -65,6 +86,9 @@ func NewRunner(cfg RunnerConfig) *Runner {
 	}
 	if cfg.PollTimeout <= 0 {
 		cfg.PollTimeout = 100 * time.Millisecond
+	}
+	if cfg.IdleAfter == 0 {
+		cfg.IdleAfter = DefaultIdleAfter
 	}
 	if cfg.Clock == nil {
 		start := time.Now()
@@ -79,7 +103,7 @@ func (r *Runner) Stop() { r.stop.Store(true) }
 // Stats returns the runner's I/O counters.
 func (r *Runner) Stats() RunnerStats {
 	return RunnerStats{r.stats.rxBatches.Load(), r.stats.txDropped.Load(), r.stats.passDropped.Load(),
-		r.stats.fillStarved.Load(), r.stats.completed.Load()}
+		r.stats.fillStarved.Load(), r.stats.completed.Load(), r.stats.sleeps.Load()}
 }
 
 // Run moves frames until Stop. It returns when stopped.
@@ -91,22 +115,36 @@ func (r *Runner) Run() {
 		c.OnStart()
 	}
 	l := r.newLoop()
-	idle := 0
 	for !r.stop.Load() {
-		got := l.once(c.Snap.Load(), c.Clock())
-		if got > 0 {
-			idle = 0
-			continue
-		}
-		idle++
-		if c.Poll && idle > 64 {
-			_ = l.poller.Wait(c.PollTimeout)
-		} else if idle > 1024 {
-			// Busy-poll, but let the scheduler in now and then.
-			runtime.Gosched()
-		}
+		l.step()
 	}
 }
+
+// step is one iteration of Run: a pass over the ports, then, if it found
+// nothing, what an idle worker does (see RunnerConfig.Poll).
+func (l *loop) step() {
+	c := l.c
+	now := c.Clock()
+	if l.once(c.Snap.Load(), now) > 0 {
+		l.lastRx, l.empty = now, 0
+		return
+	}
+	l.empty++
+	switch {
+	case c.Poll && l.empty <= pollSpins:
+	case c.Poll || (c.IdleAfter >= 0 && now-l.lastRx >= int64(c.IdleAfter)):
+		// Sleep until a socket is readable. The first frame makes
+		// the next pass busy again; a timeout only makes it look.
+		bump(&l.r.stats.sleeps, 1)
+		_ = l.poller.Wait(c.PollTimeout)
+	default:
+		// Busy: the pass's Receive already asked the kernel; let a
+		// NAPI thread that shares this CPU run before asking again.
+		l.poller.Yield()
+	}
+}
+
+func bump(c *atomic.Uint64, n uint64) { c.Store(c.Load() + n) }
 
 // loop is the state of Run: buffers allocated once, reused every pass.
 type loop struct {
@@ -124,6 +162,12 @@ type loop struct {
 	addrs     []uint64
 	posted    []int // frames in each port's fill ring (approximate)
 	poller    *xsk.Poller
+
+	lastRx int64 // Clock of the last pass that received a frame
+	empty  int   // passes in a row that received nothing
+
+	// Counts of the current pass, added to Runner.stats at its end.
+	n struct{ rxBatches, txDropped, passDropped, fillStarved, completed uint64 }
 }
 
 func (r *Runner) newLoop() *loop {
@@ -156,7 +200,26 @@ func (r *Runner) newLoop() *loop {
 	for i := range c.Ports {
 		l.refill(i)
 	}
+	l.publish()
+	l.lastRx = c.Clock()
 	return l
+}
+
+// publish adds the pass's counts to the Runner's counters.
+func (l *loop) publish() {
+	st, n := &l.r.stats, &l.n
+	if n.rxBatches != 0 {
+		bump(&st.rxBatches, n.rxBatches)
+	}
+	if n.completed != 0 {
+		bump(&st.completed, n.completed)
+	}
+	if n.txDropped|n.passDropped|n.fillStarved != 0 {
+		bump(&st.txDropped, n.txDropped)
+		bump(&st.passDropped, n.passDropped)
+		bump(&st.fillStarved, n.fillStarved)
+	}
+	*n = struct{ rxBatches, txDropped, passDropped, fillStarved, completed uint64 }{}
 }
 
 // refill tops port i's fill ring up to FillTarget.
@@ -165,7 +228,7 @@ func (l *loop) refill(i int) {
 	for need > 0 {
 		k := l.u.AllocBatch(l.addrs[:min(need, len(l.addrs))])
 		if k == 0 {
-			l.r.stats.fillStarved.Add(1)
+			l.n.fillStarved++
 			return
 		}
 		f := l.c.Ports[i].Sock.Fill(l.addrs[:k])
@@ -181,7 +244,8 @@ func (l *loop) refill(i int) {
 }
 
 // once makes one pass over every port: receive and process a batch,
-// transmit, collect completions, refill. It returns the frames received.
+// transmit, collect completions, refill, publish the counters. It returns
+// the frames received.
 func (l *loop) once(s *Snapshot, now int64) int {
 	c, u, txSock, nIf := l.c, l.u, l.txSock, len(l.txSock)
 	descs, frames, bases, res := l.descs, l.frames, l.bases, l.res
@@ -193,7 +257,7 @@ func (l *loop) once(s *Snapshot, now int64) int {
 		}
 		got += n
 		l.posted[pi] -= n
-		l.r.stats.rxBatches.Add(1)
+		l.n.rxBatches++
 		for i := 0; i < n; i++ {
 			base := descs[i].Addr &^ (l.frameSize - 1)
 			bases[i] = base
@@ -208,7 +272,7 @@ func (l *loop) once(s *Snapshot, now int64) int {
 				continue
 			}
 			if res[i].Action == ActPass {
-				l.r.stats.passDropped.Add(1)
+				l.n.passDropped++
 			}
 			u.Free(bases[i])
 		}
@@ -220,7 +284,7 @@ func (l *loop) once(s *Snapshot, now int64) int {
 		sent := txSock[i].Transmit(q)
 		for _, d := range q[sent:] {
 			u.Free(d.Addr)
-			l.r.stats.txDropped.Add(1)
+			l.n.txDropped++
 		}
 		l.txq[i] = q[:0]
 	}
@@ -231,7 +295,7 @@ func (l *loop) once(s *Snapshot, now int64) int {
 				break
 			}
 			u.FreeBatch(l.addrs[:k])
-			l.r.stats.completed.Add(uint64(k))
+			l.n.completed += uint64(k)
 		}
 		// Keep the fill ring full: if the worker is descheduled the
 		// kernel lives on what is posted, and an empty fill ring drops.
@@ -239,5 +303,6 @@ func (l *loop) once(s *Snapshot, now int64) int {
 			l.refill(pi)
 		}
 	}
+	l.publish()
 	return got
 }

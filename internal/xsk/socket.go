@@ -663,6 +663,15 @@ func NewPoller(socks []*Socket) *Poller {
 	return p
 }
 
+// Yield gives the CPU to another thread that is ready to run on it, if
+// any (sched_yield(2)). A worker that polls empty rx rings calls it so that
+// a NAPI kthread or ksoftirqd on its CPU, which may be what fills those
+// rings, is not starved: the kernel only runs a queue's NAPI in the
+// worker's own syscalls when busy polling is engaged (see
+// Options.DisableBusyPoll and Socket.NAPIID). It costs a few hundred
+// nanoseconds when nothing else is runnable.
+func (p *Poller) Yield() { yield() }
+
 // Wait blocks until one of the sockets is readable or timeout passes.
 func (p *Poller) Wait(timeout time.Duration) error {
 	if len(p.fds) == 0 {

@@ -405,11 +405,15 @@ func TestSocketVeth(t *testing.T) {
 		if st.RxPackets < 3 || st.TxPackets != 1 || st.Completed != 1 || st.TxInvalidDescs != 0 || st.RxInvalidDescs != 0 {
 			t.Errorf("s1 stats %+v", st)
 		}
-		// Busy polling is on and, packets having arrived through va1's
-		// NAPI, the kernel knows which NAPI to poll.
-		if id, err := e.s1.NAPIID(); !st.BusyPoll || st.BusyPolls == 0 || st.NAPIID == 0 || id != st.NAPIID || err != nil {
+		// Busy polling is on. Whether the kernel knows the NAPI to poll
+		// depends on the driver: veth links no NAPI to its queues, so on
+		// veth (up to at least Linux 6.18) the id stays 0 and busy polls
+		// run nothing.
+		id, err := e.s1.NAPIID()
+		if !st.BusyPoll || id != st.NAPIID || err != nil {
 			t.Errorf("s1 busy polling: stats %+v, NAPIID() = %d, %v", st, id, err)
 		}
+		t.Logf("s1 NAPI id %d", id)
 		st2, err := e.s2.Stats()
 		if err != nil {
 			t.Fatal(err)

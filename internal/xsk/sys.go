@@ -46,3 +46,6 @@ func kickRx(fd int) unix.Errno {
 	_, _, e := unix.Syscall6(unix.SYS_RECVFROM, uintptr(fd), 0, 0, unix.MSG_DONTWAIT, 0, 0)
 	return e
 }
+
+// yield is sched_yield(2); it cannot fail.
+func yield() { _, _, _ = unix.Syscall(unix.SYS_SCHED_YIELD, 0, 0, 0) }
