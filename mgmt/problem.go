@@ -129,8 +129,9 @@ func jsonProblem(err error) *Problem {
 	var se *json.SyntaxError
 	switch {
 	case errors.As(err, &te):
-		p := problem(http.StatusBadRequest, "%s: %s is not a valid %s", orWhole(te.Field), te.Value, te.Type)
-		p.Field, p.Value = te.Field, te.Value
+		f := jsonPath(te.Field)
+		p := problem(http.StatusBadRequest, "%s: a JSON %s cannot be a %s", orWhole(f), te.Value, kindWord(te.Type.String()))
+		p.Field = f
 		return p
 	case errors.As(err, &se):
 		return problem(http.StatusBadRequest, "body is not valid JSON at byte %d: %v", se.Offset, err)
@@ -146,6 +147,33 @@ func jsonProblem(err error) *Problem {
 	}
 	// Errors from UnmarshalText (durations) carry the reason.
 	return problem(http.StatusBadRequest, "%s", strings.TrimPrefix(msg, "json: "))
+}
+
+// jsonPath drops the Go names of embedded structs ("Service.port" →
+// "port") from encoding/json's field paths.
+func jsonPath(f string) string {
+	var keep []string
+	for _, seg := range strings.Split(f, ".") {
+		if seg != "" && seg[0] >= 'A' && seg[0] <= 'Z' {
+			continue
+		}
+		keep = append(keep, seg)
+	}
+	return strings.Join(keep, ".")
+}
+
+func kindWord(goType string) string {
+	switch {
+	case strings.Contains(goType, "int"), strings.Contains(goType, "float"):
+		return "number"
+	case goType == "bool":
+		return "boolean"
+	case goType == "string":
+		return "string"
+	case strings.HasPrefix(goType, "[]"):
+		return "list"
+	}
+	return "object"
 }
 
 // yamlToJSON converts a YAML document to JSON so one strict decoder
