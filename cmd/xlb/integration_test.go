@@ -109,9 +109,16 @@ func startXLBBusy(t testing.TB, tp *netns.Topology, cfg string) *balancer {
 
 func startXLBWith(t testing.TB, tp *netns.Topology, cfg string, extra ...string) *balancer {
 	t.Helper()
+	return startXLBEnv(t, tp, cfg, nil, extra...)
+}
+
+// startXLBEnv is startXLBWith with extra environment variables.
+func startXLBEnv(t testing.TB, tp *netns.Topology, cfg string, env []string, extra ...string) *balancer {
+	t.Helper()
 	lb := &balancer{logs: &syncBuf{}, done: make(chan error, 1), tp: tp}
 	args := append([]string{"netns", "exec", tp.LB.NS, xlbBin, "run", "--config", cfg, "--log-format", "console"}, extra...)
 	lb.cmd = exec.Command("ip", args...)
+	lb.cmd.Env = append(os.Environ(), env...)
 	lb.cmd.Stdout, lb.cmd.Stderr = lb.logs, lb.logs
 	if err := lb.cmd.Start(); err != nil {
 		t.Fatal(err)

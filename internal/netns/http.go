@@ -49,6 +49,11 @@ func (tp *Topology) StartHTTPBackends(t testing.TB) {
 	}
 }
 
+// ServeHTTP starts the test HTTP server (see StartHTTPBackends) on h
+// alone, so a test can stop and restart one backend's server; stop stops
+// it and waits (safe to call more than once).
+func (h *Host) ServeHTTP() (stop func(), err error) { return h.serveHTTP() }
+
 // serveHTTP starts the test server in h and returns a function that stops
 // it and waits for it (safe to call more than once).
 func (h *Host) serveHTTP() (stop func(), err error) {
