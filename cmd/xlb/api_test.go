@@ -516,4 +516,3 @@ func TestTwoArmStaticMACClientFirst(t *testing.T) {
 	}
 	lb.stop(t)
 }
-
