@@ -17,6 +17,7 @@ import (
 	"github.com/xlb/xlb/config"
 	"github.com/xlb/xlb/dataplane"
 	"github.com/xlb/xlb/mgmt/health"
+	"github.com/xlb/xlb/mgmt/web"
 )
 
 // route is one path of the API with a handler per method. The same table
@@ -97,6 +98,9 @@ func (s *Server) buildMux() *http.ServeMux {
 			o.h(w, r)
 		})
 	}
+	dashboard := web.Handler() // GET / and its assets; any other path is the 404 below
+	mux.Handle("GET /{$}", dashboard)
+	mux.Handle("GET "+web.AssetPrefix, dashboard)
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeProblem(w, r, problem(http.StatusNotFound, "no such resource: %s (the API is under /api/v1; see /api/v1/openapi.json)", r.URL.Path))
 	})
