@@ -26,8 +26,9 @@ import (
 	"github.com/xlb/xlb/mgmt/health"
 )
 
-// fakeDP is the data plane behind the real mgmt handler: Apply keeps the
-// configuration, the rest answer fixed data.
+// fakeDP is the data plane behind the real mgmt handler: Apply validates
+// the configuration as the real one does and keeps it; the rest answer
+// fixed data.
 type fakeDP struct {
 	mu      sync.Mutex
 	applied *config.File
@@ -36,6 +37,9 @@ type fakeDP struct {
 }
 
 func (f *fakeDP) Apply(cfg *config.File) error {
+	if _, err := cfg.CompileAll(); err != nil {
+		return err // a *config.FieldError naming the key
+	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.applied = cfg.Clone()
