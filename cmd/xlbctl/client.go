@@ -41,7 +41,8 @@ func newClient(api, token string, timeout time.Duration, caFile string) (*client
 	if u.RawQuery != "" || u.Fragment != "" {
 		return nil, &usageError{msg: fmt.Sprintf("--api %q: want scheme://host:port[/prefix] without a query", api)}
 	}
-	tr := &http.Transport{Proxy: http.ProxyFromEnvironment, TLSHandshakeTimeout: timeout}
+	// One request per run: no idle connections to keep.
+	tr := &http.Transport{Proxy: http.ProxyFromEnvironment, TLSHandshakeTimeout: timeout, DisableKeepAlives: true}
 	if caFile != "" {
 		pem, err := os.ReadFile(caFile)
 		if err != nil {

@@ -91,10 +91,11 @@ func (a *app) main(args []string) error {
 				c.printHelp(a.stdout)
 				return errHelp
 			}
-			if g := findGroup(rest[1]); g != "" {
+			if g := findGroup(rest[1]); g != "" && len(rest) == 2 {
 				printGroupHelp(a.stdout, g)
 				return errHelp
 			}
+			return &usageError{msg: fmt.Sprintf("help: no command %q", strings.Join(rest[1:], " "))}
 		}
 		fmt.Fprint(a.stdout, mainHelp)
 		return errHelp

@@ -613,6 +613,8 @@ func TestUsageErrors(t *testing.T) {
 		{[]string{"service", "add", "--name", "x", "--backend", "10.0.0.1,weight=lots"}, `weight "lots" is not a number`},
 		{[]string{"config", "apply"}, "config apply: missing -f FILE"},
 		{[]string{"config", "apply", "x.yaml"}, `config apply: unexpected argument "x.yaml"`},
+		{[]string{"help", "frob"}, `help: no command "frob"`},
+		{[]string{"help", "backend", "frob"}, `help: no command "backend frob"`},
 	}
 	for _, c := range cases {
 		r := e.fails(2, c.args, c.want, "usage: xlbctl")
