@@ -13,6 +13,7 @@
 package config
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net"
@@ -48,7 +49,7 @@ type Interface struct {
 
 // LB holds the balancer-wide settings.
 type LB struct {
-	Workers       string    `mapstructure:"workers" json:"workers,omitempty"` // "auto" or a number
+	Workers       Workers   `mapstructure:"workers" json:"workers,omitempty"` // "auto" or a number
 	TunnelSource  string    `mapstructure:"tunnel_source" json:"tunnel_source,omitempty"`
 	TunnelSource6 string    `mapstructure:"tunnel_source6" json:"tunnel_source6,omitempty"`
 	SNAT          SNAT      `mapstructure:"snat" json:"snat"`
@@ -161,6 +162,24 @@ func (b *Backend) Key() string {
 		return a.String()
 	}
 	return netip.AddrPortFrom(a, uint16(b.Port)).String()
+}
+
+// Workers is lb.workers: "auto" or a number, written either way.
+type Workers string
+
+// UnmarshalJSON takes a string ("auto", "2") or a number (2).
+func (w *Workers) UnmarshalJSON(b []byte) error {
+	var s string
+	if err := json.Unmarshal(b, &s); err == nil {
+		*w = Workers(s)
+		return nil
+	}
+	var n json.Number
+	if err := json.Unmarshal(b, &n); err != nil {
+		return fmt.Errorf("lb.workers: %s is not auto or a number", b)
+	}
+	*w = Workers(n.String())
+	return nil
 }
 
 // Duration is a time.Duration written as "2s" in files and JSON.
@@ -500,7 +519,36 @@ func (f *File) Compile() (dataplane.Spec, conntrack.Config, error) {
 }
 
 // CompileAll is Compile with everything the daemon needs.
-func (f *File) CompileAll() (Compiled, error) {
+func (f *File) CompileAll() (Compiled, error) { return f.compileAll(true) }
+
+// CompileForBuild is CompileAll without the checks that span services
+// (duplicate VIPs, DSCP codes, SNAT vs VIP), for a caller that calls
+// dataplane.Build next, which makes them anyway: Translate turns Build's
+// errors into key paths. It saves a second pass over a large
+// configuration.
+func (f *File) CompileForBuild() (Compiled, error) { return f.compileAll(false) }
+
+// Translate turns an error of dataplane.Build on f's compiled Spec into a
+// FieldError with the file's key path.
+func (f *File) Translate(err error) error {
+	var se *dataplane.SpecError
+	if !errors.As(err, &se) {
+		return err
+	}
+	var snatFile [2][]int
+	for i, s := range f.LB.SNAT.Addresses {
+		if a, e := netip.ParseAddr(s); e == nil && a.Unmap().Is4() {
+			snatFile[0] = append(snatFile[0], i)
+		} else {
+			snatFile[1] = append(snatFile[1], i)
+		}
+	}
+	g := f.Clone()
+	g.Defaults()
+	return specError(err, g, snatFile)
+}
+
+func (f *File) compileAll(cross bool) (Compiled, error) {
 	var c Compiled
 	spec := &c.Spec
 	ctc := conntrack.DefaultConfig()
@@ -528,7 +576,7 @@ func (f *File) CompileAll() (Compiled, error) {
 		}
 	}
 	if f.LB.Workers != "auto" {
-		if n, err := strconv.Atoi(f.LB.Workers); err != nil || n < 1 || n > 1024 {
+		if n, err := strconv.Atoi(string(f.LB.Workers)); err != nil || n < 1 || n > 1024 {
 			return c, fieldErr("lb.workers", f.LB.Workers, "%q is not auto or a number 1..1024", f.LB.Workers)
 		}
 	}
@@ -630,8 +678,10 @@ func (f *File) CompileAll() (Compiled, error) {
 	for i := range probe.Ifaces {
 		probe.Ifaces[i].MTU = 1500
 	}
-	probe.MaglevSize = 13 // validation only: a tiny table is enough
-	if _, err := dataplane.Build(probe, nil); err != nil {
+	if !cross {
+		return c, nil
+	}
+	if err := dataplane.Validate(probe); err != nil {
 		return c, specError(err, f, snatFile)
 	}
 	return c, nil
@@ -694,6 +744,10 @@ func specError(err error, f *File, snatFile [2][]int) error {
 		return fieldErr("lb.tunnel_source6", f.LB.TunnelSource6, "%s", se.Reason)
 	case "Ifaces", "RouterIface":
 		return fieldErr("interfaces", nil, "%s", se.Reason)
+	case "Backends":
+		if strings.Contains(se.Reason, "maglev: size") {
+			return fieldErr("lb.maglev_size", f.LB.MaglevSize, "%s", se.Reason)
+		}
 	}
 	path := ""
 	var value any
@@ -916,9 +970,7 @@ func RestartKeys(old, new *File) []string {
 	if !reflect.DeepEqual(norm(old.Interfaces), norm(new.Interfaces)) {
 		keys = append(keys, "interfaces")
 	}
-	o, n := old.Clone(), new.Clone()
-	o.Defaults()
-	n.Defaults()
+	o, n := old.settings(), new.settings()
 	if o.LB.Workers != n.LB.Workers {
 		keys = append(keys, "lb.workers")
 	}
@@ -953,6 +1005,16 @@ func RestartKeys(old, new *File) []string {
 		keys = append(keys, "api.state_file")
 	}
 	return keys
+}
+
+// settings is a copy of f without services, defaults filled in.
+func (f *File) settings() *File {
+	g := &File{Interfaces: f.Interfaces, LB: f.LB, API: f.API}
+	g.LB.CPUs = append([]int(nil), f.LB.CPUs...)
+	g.LB.SNAT.Addresses = append([]string(nil), f.LB.SNAT.Addresses...)
+	g.Interfaces = append([]Interface(nil), f.Interfaces...)
+	g.Defaults()
+	return g
 }
 
 func norm(ifs []Interface) []Interface {

@@ -182,6 +182,8 @@ type Service struct {
 	Schedulable []uint32
 	Maglev      *maglev.Table
 	spec        ServiceSpec
+	maglevIn    []maglev.Backend // what Maglev was built from, to reuse it
+
 }
 
 // Backend is a compiled backend.
@@ -301,7 +303,23 @@ func specErr(svc, be int, field string, format string, args ...any) error {
 // Build checks spec and compiles it into a Snapshot. When prev is not nil,
 // services and backends that exist in both keep their IDs, so flows in
 // conntrack keep their backend. Build never modifies prev.
-func Build(spec Spec, prev *Snapshot) (*Snapshot, error) {
+func Build(spec Spec, prev *Snapshot) (*Snapshot, error) { return build(spec, prev, true) }
+
+// Validate runs every check of Build without building Maglev tables: the
+// cheap way to know whether Build would accept spec.
+func Validate(spec Spec) error {
+	_, err := build(spec, nil, false)
+	return err
+}
+
+func build(spec Spec, prev *Snapshot, tables bool) (*Snapshot, error) {
+	// The snapshot keeps spec; it must not share memory the caller may
+	// change later (a later Build compares against it).
+	spec.Services = append([]ServiceSpec(nil), spec.Services...)
+	for i := range spec.Services {
+		spec.Services[i].Backends = append([]BackendSpec(nil), spec.Services[i].Backends...)
+	}
+	spec.Ifaces = append([]Iface(nil), spec.Ifaces...)
 	if len(spec.Ifaces) == 0 {
 		return nil, specErr(-1, -1, "Ifaces", "at least one interface is required")
 	}
@@ -333,12 +351,8 @@ func Build(spec Spec, prev *Snapshot) (*Snapshot, error) {
 		}
 		s.SNAT = append(s.SNAT, encap.AddrFrom(a))
 	}
-	type svcKey struct {
-		vip   netip.Addr
-		port  uint16
-		proto uint8
-	}
 	seen := map[svcKey]string{}
+	globalsSame := prev.sameGlobals(&spec)
 	type dscpKey struct {
 		v4   bool
 		dscp uint8
@@ -349,6 +363,11 @@ func Build(spec Spec, prev *Snapshot) (*Snapshot, error) {
 	}
 	dscps := map[dscpKey]dscpUse{}
 	var entries []vipEntry
+	var kb []byte // backend key scratch
+	if prev != nil {
+		s.Services = make([]Service, 0, len(prev.Services))
+		s.Backends = make([]Backend, 0, len(prev.Backends))
+	}
 	for i := range spec.Services {
 		ss := &spec.Services[i]
 		if err := checkService(&spec, ss, i); err != nil {
@@ -372,12 +391,28 @@ func Build(spec Spec, prev *Snapshot) (*Snapshot, error) {
 		}
 		id := s.assignID(prev, true, ss.Name)
 		s.svcIDs[ss.Name] = id
+		if old := prev.unchanged(id, ss, globalsSame); old != nil {
+			// Nothing of this service or what it depends on changed:
+			// take its compiled form as it is.
+			for _, bid := range old.Backends {
+				be := prev.Backends[bid]
+				s.beIDs[be.Key] = bid
+				s.putBackend(be)
+			}
+			s.putService(*old)
+			s.vipEntries(&entries, old, ss)
+			if err := s.fragEntry(&entries, seen, old, ss, i); err != nil {
+				return nil, err
+			}
+			continue
+		}
 		svc := Service{Present: true, ID: id, Name: ss.Name, VIP: encap.AddrFrom(ss.VIP), Port: ss.Port, Proto: ss.Proto,
 			Mode: ss.Mode, Scheduler: ss.Scheduler, DSCP: ss.DSCP, FragHash: ss.FragHash, spec: *ss}
 		var mb []maglev.Backend
 		for j := range ss.Backends {
 			bs := &ss.Backends[j]
-			key := fmt.Sprintf("%s/%s", ss.Name, netip.AddrPortFrom(bs.Address.Unmap(), bs.Port))
+			kb = append(append(append(kb[:0], ss.Name...), '/'), netip.AddrPortFrom(bs.Address.Unmap(), bs.Port).AppendTo(nil)...)
+			key := string(kb)
 			if _, dup := s.beIDs[key]; dup {
 				return nil, specErr(i, j, "Address", "duplicate backend %s", key)
 			}
@@ -409,20 +444,27 @@ func Build(spec Spec, prev *Snapshot) (*Snapshot, error) {
 				mb = append(mb, maglev.Backend{ID: bid, Key: key[len(ss.Name)+1:], Weight: bs.Weight})
 			}
 		}
-		t, err := maglev.Build(mb, maglev.Config{Size: spec.MaglevSize, Seed: spec.HashSeed})
+		// A service whose schedulable backends did not change keeps its
+		// table (same IDs, keys and weights; size and seed are per
+		// snapshot): a change to one service does not rebuild them all.
+		var t *maglev.Table
+		var err error
+		if old := prev.reusable(id, mb, spec); old != nil {
+			t = old
+		} else if tables {
+			t, err = maglev.Build(mb, maglev.Config{Size: spec.MaglevSize, Seed: spec.HashSeed})
+		} else {
+			err = maglev.Check(mb, maglev.Config{Size: spec.MaglevSize, Seed: spec.HashSeed})
+		}
+		svc.maglevIn = mb
 		if err != nil {
 			return nil, specErr(i, -1, "Backends", "maglev: %v", err)
 		}
 		svc.Maglev = t
 		s.putService(svc)
-		entries = append(entries, vipEntry{addr: svc.VIP, port: ss.Port, proto: ss.Proto, svc: id})
-		if ss.FragHash {
-			fk := svcKey{ss.VIP.Unmap(), 0, ss.Proto + 128}
-			if other, dup := seen[fk]; dup {
-				return nil, specErr(i, -1, "FragHash", "service %q already hashes fragments for this vip and protocol", other)
-			}
-			seen[fk] = ss.Name
-			entries = append(entries, vipEntry{addr: svc.VIP, proto: ss.Proto, frag: true, svc: id})
+		s.vipEntries(&entries, &svc, ss)
+		if err := s.fragEntry(&entries, seen, &svc, ss, i); err != nil {
+			return nil, err
 		}
 	}
 	s.vips = newVIPIndex(entries, spec.HashSeed)
@@ -544,4 +586,91 @@ func tunnelField(v4 bool) string {
 		return "TunnelSource4"
 	}
 	return "TunnelSource6"
+}
+
+// reusable returns the Maglev table of service id in s when it was built
+// from exactly mb with spec's size and seed.
+func (s *Snapshot) reusable(id uint32, mb []maglev.Backend, spec Spec) *maglev.Table {
+	if s == nil || s.spec.MaglevSize != spec.MaglevSize || s.spec.HashSeed != spec.HashSeed {
+		return nil
+	}
+	old := s.Service(id)
+	if old == nil || old.Maglev == nil || len(old.maglevIn) != len(mb) {
+		return nil
+	}
+	for i := range mb {
+		if old.maglevIn[i] != mb[i] {
+			return nil
+		}
+	}
+	return old.Maglev
+}
+
+// svcKey identifies a service by what the packet carries.
+type svcKey struct {
+	vip   netip.Addr
+	port  uint16
+	proto uint8
+}
+
+func (s *Snapshot) vipEntries(entries *[]vipEntry, svc *Service, ss *ServiceSpec) {
+	*entries = append(*entries, vipEntry{addr: svc.VIP, port: ss.Port, proto: ss.Proto, svc: svc.ID})
+}
+
+// fragEntry adds the port-less entry of a frag_hash service.
+func (s *Snapshot) fragEntry(entries *[]vipEntry, seen map[svcKey]string, svc *Service, ss *ServiceSpec, i int) error {
+	if !ss.FragHash {
+		return nil
+	}
+	fk := svcKey{ss.VIP.Unmap(), 0, ss.Proto + 128}
+	if other, dup := seen[fk]; dup {
+		return specErr(i, -1, "FragHash", "service %q already hashes fragments for this vip and protocol", other)
+	}
+	seen[fk] = ss.Name
+	*entries = append(*entries, vipEntry{addr: svc.VIP, proto: ss.Proto, frag: true, svc: svc.ID})
+	return nil
+}
+
+// sameGlobals reports whether spec's snapshot-wide inputs to a compiled
+// service (interfaces, next hop towards clients, tunnel sources, Maglev
+// size and seed) are those s was built from.
+func (s *Snapshot) sameGlobals(spec *Spec) bool {
+	if s == nil || s.spec.Neighbor != nil || spec.Neighbor != nil {
+		return false
+	}
+	o := &s.spec
+	if o.Router != spec.Router || o.RouterIface != spec.RouterIface || o.TunnelSource4 != spec.TunnelSource4 ||
+		o.TunnelSource6 != spec.TunnelSource6 || o.MaglevSize != spec.MaglevSize || o.HashSeed != spec.HashSeed ||
+		len(o.Ifaces) != len(spec.Ifaces) {
+		return false
+	}
+	for i := range o.Ifaces {
+		if o.Ifaces[i] != spec.Ifaces[i] {
+			return false
+		}
+	}
+	return true
+}
+
+// unchanged returns s's compiled service id when it was compiled from a
+// spec equal to ss under the same globals.
+func (s *Snapshot) unchanged(id uint32, ss *ServiceSpec, globalsSame bool) *Service {
+	if !globalsSame {
+		return nil
+	}
+	old := s.Service(id)
+	if old == nil || old.Maglev == nil {
+		return nil
+	}
+	o := &old.spec
+	if o.Name != ss.Name || o.VIP != ss.VIP || o.Port != ss.Port || o.Proto != ss.Proto || o.Mode != ss.Mode ||
+		o.Scheduler != ss.Scheduler || o.DSCP != ss.DSCP || o.FragHash != ss.FragHash || len(o.Backends) != len(ss.Backends) {
+		return nil
+	}
+	for i := range o.Backends {
+		if o.Backends[i] != ss.Backends[i] {
+			return nil
+		}
+	}
+	return old
 }

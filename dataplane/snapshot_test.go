@@ -60,3 +60,40 @@ func TestBackendByKey(t *testing.T) {
 		t.Fatal("found a backend that does not exist")
 	}
 }
+
+func TestBuildReusesUnchangedServices(t *testing.T) {
+	spec := testSpec(ModeDSR, SchedMaglev, false, 4)
+	other := spec.Services[0]
+	other.Name, other.VIP = "other", netip.MustParseAddr("198.51.100.99")
+	other.Backends = append([]BackendSpec(nil), other.Backends...)
+	spec.Services = append(spec.Services, other)
+	s1 := mustBuild(t, spec, nil)
+	// Changing the caller's spec after Build must not leak into s1.
+	spec.Services[0].Backends[0].Weight = 7
+	s2 := mustBuild(t, spec, s1)
+	web1, web2 := s1.ServiceByName("web"), s2.ServiceByName("web")
+	if web1.Maglev == web2.Maglev {
+		t.Fatal("a changed service kept its Maglev table")
+	}
+	if s2.Backend(web2.Backends[0]).Weight != 7 {
+		t.Fatal("the change did not reach the new snapshot")
+	}
+	if o1, o2 := s1.ServiceByName("other"), s2.ServiceByName("other"); o1.Maglev != o2.Maglev || o1.ID != o2.ID {
+		t.Fatal("an unchanged service was rebuilt")
+	}
+	// A changed global (a new router MAC) rebuilds every backend.
+	spec.Router = [6]byte{2, 0, 0, 0, 0, 9}
+	s3 := mustBuild(t, spec, s2)
+	for _, name := range []string{"web", "other"} {
+		svc := s3.ServiceByName(name)
+		for _, bid := range svc.Backends {
+			if b := s3.Backend(bid); b.Egress.Dst != spec.Router && b.Egress.Dst == s2.Backend(bid).Egress.Dst && spec.Services[0].Backends[0].MAC == ([6]byte{}) {
+				t.Fatalf("%s backend %d kept the old router MAC", name, bid)
+			}
+		}
+	}
+	// Lookups keep working through a reused service.
+	if s3.BackendByKey("other", netip.AddrPortFrom(spec.Services[1].Backends[0].Address, spec.Services[1].Backends[0].Port)) == nil {
+		t.Fatal("reused backend not found by key")
+	}
+}

@@ -116,23 +116,8 @@ func (t *Table) Fingerprint() uint64 {
 // Build runs in O(M log M + M log N) time for M slots and N backends
 // (M log M for the probing, as in the paper) and allocates O(M + N).
 func Build(backends []Backend, cfg Config) (*Table, error) {
-	size := cfg.Size
-	if size == 0 {
-		size = DefaultSize
-	}
-	if size > MaxSize {
-		return nil, fmt.Errorf("maglev: size %d > %d: %w", size, MaxSize, ErrSizeTooLarge)
-	}
-	if !isPrime(size) {
-		return nil, fmt.Errorf("maglev: size %d: %w", size, ErrSizeNotPrime)
-	}
-	if uint64(len(backends)) > uint64(size) {
-		return nil, fmt.Errorf("maglev: %d backends, size %d: %w", len(backends), size, ErrTooManyBackends)
-	}
-
-	sorted := slices.Clone(backends)
-	slices.SortFunc(sorted, func(a, b Backend) int { return strings.Compare(a.Key, b.Key) })
-	if err := validate(sorted); err != nil {
+	size, sorted, err := check(backends, cfg)
+	if err != nil {
 		return nil, err
 	}
 
@@ -213,6 +198,35 @@ func validate(sorted []Backend) error {
 		}
 	}
 	return nil
+}
+
+// Check reports the error Build would return for backends and cfg,
+// without building the table.
+func Check(backends []Backend, cfg Config) error {
+	_, _, err := check(backends, cfg)
+	return err
+}
+
+func check(backends []Backend, cfg Config) (uint32, []Backend, error) {
+	size := cfg.Size
+	if size == 0 {
+		size = DefaultSize
+	}
+	if size > MaxSize {
+		return 0, nil, fmt.Errorf("maglev: size %d > %d: %w", size, MaxSize, ErrSizeTooLarge)
+	}
+	if !isPrime(size) {
+		return 0, nil, fmt.Errorf("maglev: size %d: %w", size, ErrSizeNotPrime)
+	}
+	if uint64(len(backends)) > uint64(size) {
+		return 0, nil, fmt.Errorf("maglev: %d backends, size %d: %w", len(backends), size, ErrTooManyBackends)
+	}
+	sorted := slices.Clone(backends)
+	slices.SortFunc(sorted, func(a, b Backend) int { return strings.Compare(a.Key, b.Key) })
+	if err := validate(sorted); err != nil {
+		return 0, nil, err
+	}
+	return size, sorted, nil
 }
 
 // turnState is one weighted backend during Build.

@@ -9,12 +9,13 @@ import (
 // plane. internal/daemon implements it over the kernel (XDP, AF_XDP,
 // workers, next hops); tests use a fake.
 type Dataplane interface {
-	// Apply makes cfg's services the running ones: compile a new Snapshot
-	// off the hot path, update the steering maps, swap. cfg has passed
-	// config.CompileAll and differs from the running configuration in no
-	// key config.RestartKeys names. Backend states already include
-	// health: a backend down by health check arrives as "disabled". On
-	// error the running configuration is unchanged.
+	// Apply makes cfg's services the running ones: validate it as
+	// config.CompileAll does (returning a *config.FieldError naming the
+	// key when it is invalid), compile a new Snapshot off the hot path,
+	// update the steering maps, swap. cfg differs from the running
+	// configuration in no key config.RestartKeys names. Backend states
+	// already include health: a backend down by health check arrives as
+	// "disabled". On error the running configuration is unchanged.
 	Apply(cfg *config.File) error
 	// Stats returns every counter, summed over workers.
 	Stats() Stats

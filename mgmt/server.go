@@ -263,21 +263,21 @@ func (s *Server) change(prefix func(*config.File) string, mutate func(*config.Fi
 		p.RestartKeys = keys
 		return p
 	}
-	if _, err := cand.CompileAll(); err != nil {
-		s.ctr.refused.Add(1)
-		pre := ""
-		if prefix != nil {
-			pre = prefix(cand)
-		}
-		return fieldProblem(err, pre)
-	}
+	// Apply validates the whole configuration (config.CompileAll's
+	// checks) before it touches anything: a FieldError is the request's
+	// fault (400), anything else the dataplane's (500).
 	old := s.cfg
 	if err := s.o.Dataplane.Apply(s.effective(cand)); err != nil {
-		s.ctr.failed.Add(1)
 		var fe *config.FieldError
 		if errors.As(err, &fe) {
-			return fieldProblem(err, "")
+			s.ctr.refused.Add(1)
+			pre := ""
+			if prefix != nil {
+				pre = prefix(cand)
+			}
+			return fieldProblem(err, pre)
 		}
+		s.ctr.failed.Add(1)
 		return problem(http.StatusInternalServerError, "the dataplane refused the change (running configuration kept): %v", err)
 	}
 	if path := cand.API.StateFile; path != "" {

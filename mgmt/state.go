@@ -47,7 +47,7 @@ func LoadState(path string) (*State, error) {
 // returns, a crash at any moment leaves either the old or the new file.
 func WriteState(path string, st *State) error {
 	st.Version = stateVersion
-	b, err := json.MarshalIndent(st, "", "  ")
+	b, err := json.Marshal(st)
 	if err != nil {
 		return fmt.Errorf("state file: %w", err)
 	}

@@ -56,6 +56,11 @@ type Steering struct {
 	snat     *ebpf.Map
 	counters *ebpf.Map
 	opts     SteeringOptions
+	// shadow is what the last Replace wrote into dsts, srcs, locals and
+	// snat (nil after any single-rule change): the next Replace then
+	// writes only the difference instead of every key.
+	shadow    *[4]map[ruleKey]bool
+	shadowNAT [2]uint16
 }
 
 // Rule is one steering map entry: an address, a port (0 = every port) and
@@ -299,6 +304,7 @@ func (s *Steering) AddSNAT(addr netip.Addr, ports [2]uint16) error {
 	if s.prog == nil {
 		return ErrClosed
 	}
+	s.shadow = nil
 	if err := s.snat.Update(&k, snatPorts(ports), ebpf.UpdateAny); err != nil {
 		return fmt.Errorf("bpf: add SNAT address %s: %w", k, err)
 	}
@@ -332,6 +338,7 @@ func (s *Steering) remove(m *ebpf.Map, kind string, r Rule) error {
 }
 
 func (s *Steering) update(m *ebpf.Map, what string, k ruleKey) error {
+	s.shadow = nil
 	if s.prog == nil {
 		return ErrClosed
 	}
@@ -342,6 +349,7 @@ func (s *Steering) update(m *ebpf.Map, what string, k ruleKey) error {
 }
 
 func (s *Steering) delete(m *ebpf.Map, what string, k ruleKey) error {
+	s.shadow = nil
 	if s.prog == nil {
 		return ErrClosed
 	}
@@ -411,19 +419,35 @@ func (s *Steering) Replace(rs RuleSet) error {
 			return err
 		}
 	}
+	shadow := s.shadow
+	s.shadow = nil // until this Replace has fully succeeded
 	for i, m := range []*ebpf.Map{s.dsts, s.srcs, s.locals, s.snat} {
 		var v any = uint32(1)
+		var had map[ruleKey]bool
+		if shadow != nil && (m != s.snat || s.shadowNAT == rs.SNATPorts) {
+			had = shadow[i]
+		}
 		if m == s.snat {
 			v = snatPorts(rs.SNATPorts)
 		}
 		for k := range want[i] {
+			if had[k] {
+				continue
+			}
 			if err := m.Update(&k, v, ebpf.UpdateAny); err != nil {
 				return fmt.Errorf("bpf: replace rules: add %s: %w", k, err)
 			}
 		}
-		keys, err := listKeys(m)
-		if err != nil {
-			return fmt.Errorf("bpf: replace rules: %w", err)
+		var keys []ruleKey
+		if shadow != nil {
+			for k := range shadow[i] {
+				keys = append(keys, k)
+			}
+		} else {
+			var err error
+			if keys, err = listKeys(m); err != nil {
+				return fmt.Errorf("bpf: replace rules: %w", err)
+			}
 		}
 		for _, k := range keys {
 			if want[i][k] {
@@ -434,6 +458,7 @@ func (s *Steering) Replace(rs RuleSet) error {
 			}
 		}
 	}
+	s.shadow, s.shadowNAT = &want, rs.SNATPorts
 	return nil
 }
 

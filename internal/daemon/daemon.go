@@ -286,12 +286,12 @@ func (d *Daemon) queueCount() (int, error) {
 		n = min(n, max(len(m), 1))
 	}
 	if w := d.file.LB.Workers; w != "" && w != "auto" {
-		k, err := strconv.Atoi(w)
+		k, err := strconv.Atoi(string(w))
 		if err != nil || k < 1 {
-			return 0, &config.FieldError{Field: "lb.workers", Value: w, Reason: fmt.Sprintf("%q is not auto or a positive number", w)}
+			return 0, &config.FieldError{Field: "lb.workers", Value: string(w), Reason: fmt.Sprintf("%q is not auto or a positive number", w)}
 		}
 		if k > n {
-			return 0, &config.FieldError{Field: "lb.workers", Value: w,
+			return 0, &config.FieldError{Field: "lb.workers", Value: string(w),
 				Reason: fmt.Sprintf("%d workers but the interfaces have only %d rx queues (ethtool -L <if> combined %d, or lb.workers: auto)", k, n, k)}
 		}
 		n = k
@@ -391,7 +391,7 @@ func (d *Daemon) rules(s *dataplane.Snapshot, ifc *iface) bpf.RuleSet {
 // whose next hop is not known yet take no new flows until the background
 // resolution finds it.
 func (d *Daemon) Apply(cfg *config.File) error {
-	comp, err := cfg.CompileAll()
+	comp, err := cfg.CompileForBuild()
 	if err != nil {
 		return err
 	}
@@ -403,7 +403,7 @@ func (d *Daemon) Apply(cfg *config.File) error {
 	prev := d.snap.Load()
 	s, err := d.buildSnapshot(comp, prev)
 	if err != nil {
-		return err
+		return cfg.Translate(err)
 	}
 	for i, ifc := range d.ifaces {
 		if err := ifc.steering.Replace(d.rules(s, ifc)); err != nil {
