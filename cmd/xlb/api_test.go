@@ -10,6 +10,7 @@ import (
 	"math/rand/v2"
 	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"syscall"
@@ -515,4 +516,70 @@ func TestTwoArmStaticMACClientFirst(t *testing.T) {
 		t.Fatalf("answers %v", seen)
 	}
 	lb.stop(t)
+}
+
+// TestFullNATOneAddressHealthChecks: the one-address appliance. The SNAT
+// address is the balancer's own interface address, and health checks come
+// from it too: the steering program hands the checks' replies (to ports
+// outside the SNAT range) to the kernel, so backends come up, while
+// fullnat replies (inside the range) still reach xlb.
+func TestFullNATOneAddressHealthChecks(t *testing.T) {
+	if err := netns.Available(); err != nil {
+		t.Skipf("network namespaces unavailable: %v", err)
+	}
+	tp := netns.New(t, netns.Options{Layout: netns.OneArm, Mode: netns.ModeFullNAT, Backends: 2})
+	tp.StartHTTPBackends(t)
+	var b strings.Builder
+	fmt.Fprintf(&b, "interfaces:\n  - {name: %s, xdp: native}\n", tp.LBClientIface)
+	fmt.Fprintf(&b, "lb: {workers: 1, snat: {addresses: [%s]}}\napi: {listen: %s}\n", tp.LB.Addr, apiAddr)
+	fmt.Fprintf(&b, "services:\n  - name: web\n    vip: %s\n    port: 80\n    mode: fullnat\n", tp.VIP)
+	fmt.Fprintf(&b, "    health: {type: http, path: /healthz, interval: 200ms, timeout: 150ms, rise: 1, fall: 2}\n    backends:\n")
+	for _, h := range tp.Backends {
+		fmt.Fprintf(&b, "      - {address: %s, port: 8080}\n", h.Addr)
+	}
+	p := filepath.Join(t.TempDir(), "xlb.yaml")
+	if err := os.WriteFile(p, []byte(b.String()), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	lb := startXLB(t, tp, p)
+	api := newAPI(t, tp)
+	waitFor(t, 5*time.Second, "both backends up by health check from the SNAT address", func() bool {
+		for _, h := range tp.Backends {
+			if api.backend("web", h.Addr.String()+":8080").Health.State != "up" {
+				return false
+			}
+		}
+		return true
+	})
+	for i := 0; i < 100; i++ {
+		r, err := get(t, tp, "/")
+		if err != nil {
+			t.Fatalf("request %d: %v", i, err)
+		}
+		if host, _, _ := strings.Cut(r.Remote, ":"); host != tp.LB.Addr.String() {
+			t.Fatalf("backend saw %s, want the SNAT address %s", r.Remote, tp.LB.Addr)
+		}
+	}
+	st, _ := lb.stats()
+	if st.Steering[tp.LBClientIface]["pass_snat_other_port"] == 0 {
+		t.Fatalf("no health-check reply was passed to the kernel: %v", st.Steering)
+	}
+	if !strings.Contains(lb.logs.String(), "SNAT ports stay below") {
+		t.Fatalf("the SNAT range choice was not logged")
+	}
+	lb.stop(t)
+}
+
+// TestBinaryLinksNoTestHarness: the product binary links neither the
+// testing package nor the namespace harness.
+func TestBinaryLinksNoTestHarness(t *testing.T) {
+	out, err := exec.Command("go", "list", "-deps", ".").CombinedOutput()
+	if err != nil {
+		t.Fatalf("go list: %v\n%s", err, out)
+	}
+	for _, dep := range strings.Fields(string(out)) {
+		if dep == "testing" || strings.HasSuffix(dep, "/internal/netns") || strings.HasSuffix(dep, "/internal/testutil") {
+			t.Errorf("cmd/xlb links %s", dep)
+		}
+	}
 }
