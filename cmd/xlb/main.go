@@ -16,6 +16,7 @@ commands:
   run            run the load balancer (--config FILE)
   bench replay   run the real pipeline over a pcap and report ns/packet
   bench gen-pcap write realistic test traffic to a pcap
+  realserver     prepare a backend for tunnel/l3dsr/dsr (decap program, VIP on lo, sysctls)
   version        print the version
 `
 
@@ -33,6 +34,8 @@ func run(args []string) int {
 		return runCmd(args[1:], os.Stdout, os.Stderr)
 	case "bench":
 		return benchCmd(args[1:], os.Stdout, os.Stderr)
+	case "realserver":
+		return realserverCmd(args[1:], os.Stdout, os.Stderr)
 	case "version":
 		fmt.Println("xlb", version.Version)
 		return 0

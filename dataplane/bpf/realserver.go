@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"os"
 	"strings"
 
 	"github.com/cilium/ebpf"
@@ -474,4 +475,59 @@ func (r *Realserver) Close() error {
 		return fmt.Errorf("bpf: close realserver: %w", err)
 	}
 	return nil
+}
+
+// RealserverID returns the kernel ID of the loaded program.
+func (r *Realserver) RealserverID() (ebpf.ProgramID, error) {
+	if r.prog == nil {
+		return 0, ErrClosed
+	}
+	info, err := r.prog.Info()
+	if err != nil {
+		return 0, fmt.Errorf("bpf: realserver program info: %w", err)
+	}
+	id, ok := info.ID()
+	if !ok {
+		return 0, fmt.Errorf("%w: program IDs", ErrNotSupported)
+	}
+	return id, nil
+}
+
+// DetachRealserver detaches the realserver program with the given ID
+// from wherever a bpf_link attached it, for a process cleaning up after
+// one that died with a link another reference kept alive (a link dies with
+// its last file descriptor, so usually there is nothing left to do). It
+// returns whether a link was found.
+func DetachRealserver(id ebpf.ProgramID) (bool, error) {
+	prog, err := ebpf.NewProgramFromID(id)
+	if errors.Is(err, os.ErrNotExist) {
+		return false, nil
+	}
+	if err != nil {
+		return false, fmt.Errorf("bpf: open program %d: %w", id, err)
+	}
+	info, err := prog.Info()
+	prog.Close()
+	if err != nil {
+		return false, fmt.Errorf("bpf: program %d info: %w", id, err)
+	}
+	if info.Name != RealserverProgName {
+		return false, fmt.Errorf("%w: program %d is %q", ErrNotRealserver, id, info.Name)
+	}
+	var it link.Iterator
+	defer it.Close()
+	for it.Next() {
+		li, err := it.Link.Info()
+		if err != nil || li.Program != id {
+			continue
+		}
+		if err := it.Link.Detach(); err != nil {
+			return true, fmt.Errorf("bpf: detach link %d of program %d: %w", it.ID, id, err)
+		}
+		return true, nil
+	}
+	if err := it.Err(); err != nil {
+		return false, fmt.Errorf("bpf: list links: %w", err)
+	}
+	return false, nil
 }
