@@ -56,9 +56,9 @@ func (v VIP) Prefix() netip.Prefix { return netip.PrefixFrom(v.Addr, v.Addr.BitL
 
 // Config is what `xlb realserver` runs with.
 type Config struct {
-	Interface string        // the interface the balancer's packets arrive on
-	Mode      Mode          // tunnel, l3dsr or dsr
-	VIPs      []VIP         // at least one
+	Interface string         // the interface the balancer's packets arrive on
+	Mode      Mode           // tunnel, l3dsr or dsr
+	VIPs      []VIP          // at least one
 	XDP       bpf.AttachMode // how the program is attached (tunnel, l3dsr)
 	// StateFile records every change before it is made, so a later start
 	// can undo the changes of one that crashed. Default DefaultStateFile.
