@@ -61,3 +61,18 @@ demo: deps build
 
 clean:
 	rm -rf $(BIN)
+
+# The web dashboard (mgmt/web, served by xlb at / on the API listener).
+# `dashboard` rebuilds the committed bundle mgmt/web/dist from its
+# TypeScript sources with esbuild (needs npm; a plain go build does not).
+# `dashboard-test` runs its Go tests and the browser test: Debian's
+# chromium driven by playwright-core against a real `xlb run` in network
+# namespaces (root; installs chromium and playwright-core when missing;
+# screenshots to docs/screenshots).
+.PHONY: dashboard dashboard-test
+dashboard:
+	cd mgmt/web && npm ci --no-audit --no-fund --loglevel=error && npm run --silent check && npm run --silent build
+
+dashboard-test:
+	$(GO) test -count=1 ./mgmt/web/
+	./mgmt/web/e2e/run.sh

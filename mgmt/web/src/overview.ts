@@ -27,6 +27,7 @@ export class Overview {
   private workersT = table("Per-worker load", ["Worker", "Rx packets/s", "Tx packets/s", "New flows/s", "Drops/s", "Share of rx"]);
   private socketsT = table("AF_XDP sockets", ["Socket", "Mode", "Rx packets/s", "Ring drops/s", "Rx dropped", "Rx ring full", "Fill ring empty", "Rx invalid", "Tx invalid", "Tx ring empty"]);
   private runnersLine = h("p", { class: "note" });
+  private meta = h("p", { class: "note", id: "ov-meta" });
   private firstDrawn = false;
 
   constructor(root: HTMLElement) {
@@ -40,9 +41,6 @@ export class Overview {
       ["drops", "Drops"],
       ["passes", "Passes"],
       ["conntrack", "Connection table"],
-      ["workers", "Workers"],
-      ["uptime", "Uptime"],
-      ["generation", "Config generation"],
     ] as const) {
       const v = h("span", { class: "tile-value", id: `now-${k}` }, "–");
       const sub = h("span", { class: "tile-sub" });
@@ -62,9 +60,10 @@ export class Overview {
     const charts = h("div", { class: "charts" }, ...Object.values(this.charts).map((c) => c.el));
     root.append(
       h("h2", { tabindex: "-1" }, "Overview"),
+      this.meta,
       tiles,
       charts,
-      h("div", { class: "tables" }, this.dropsT.wrap, this.passesT.wrap, this.workersT.wrap, h("div", null, this.socketsT.wrap, this.runnersLine)),
+      h("div", { class: "tables" }, this.dropsT.wrap, this.passesT.wrap, this.workersT.wrap, h("div", { class: "span-all" }, this.socketsT.wrap, this.runnersLine)),
     );
   }
 
@@ -110,9 +109,10 @@ export class Overview {
     this.tile("drops", rate(v.drops, "pps"), `${int(T.dropped)} since start`);
     this.tile("passes", rate(v.passes, "pps"), `${int(T.passed)} since start`);
     this.tile("conntrack", pct(st.conntrack.entries, st.conntrack.capacity), `${int(st.conntrack.entries)} of ${int(st.conntrack.capacity)} entries`);
-    this.tile("workers", String(st.workers), `${socks.length} socket${socks.length === 1 ? "" : "s"}`);
-    this.tile("uptime", duration(st.uptime_seconds), "");
-    this.tile("generation", String(st.generation), "accepted changes");
+    setText(
+      this.meta,
+      `Up ${duration(st.uptime_seconds)} · configuration generation ${st.generation} · ${st.workers} worker${st.workers === 1 ? "" : "s"}, ${socks.length} AF_XDP socket${socks.length === 1 ? "" : "s"} · one sample a second, the last 5 minutes kept in this page`,
+    );
 
     // charts
     this.charts.pps.draw(this.hist, [

@@ -269,7 +269,7 @@ export class Services {
     if (!hv || !hv.checked) last = hv?.last_result || "no health check";
     else {
       const parts = [hv.last_result || (hv.last_check ? "" : "not checked yet")];
-      if (hv.last_error) parts.push(hv.last_error);
+      if (hv.last_error && hv.last_error !== hv.last_result) parts.push(hv.last_error);
       if (hv.latency_ms) parts.push(`${hv.latency_ms < 10 ? hv.latency_ms.toFixed(2) : hv.latency_ms.toFixed(0)} ms`);
       if (hv.last_check) parts.push(ago(hv.last_check));
       if (hv.held_until && Date.parse(hv.held_until) > Date.now()) parts.push(`held down until ${new Date(hv.held_until).toLocaleTimeString()}`);
