@@ -28,7 +28,7 @@ unit:
 	$(GO) test -count=1 $(PKGS)
 
 race:
-	$(GO) test -race -count=1 ./conntrack/ ./dataplane/...
+	$(GO) test -race -count=1 ./conntrack/ ./dataplane/... ./mgmt/...
 
 benchsmoke:
 	$(GO) test -count=1 -run='^$$' -bench=. -benchtime=1x $(PKGS) > /dev/null

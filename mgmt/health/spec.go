@@ -1,11 +1,12 @@
 package health
 
 import (
-	"errors"
 	"fmt"
 	"net/netip"
 	"strings"
 	"time"
+
+	"github.com/xlb/xlb/config"
 )
 
 // Check types.
@@ -108,21 +109,14 @@ func (s Spec) WithDefaults() Spec {
 	return s
 }
 
-// ErrInvalid is wrapped by every validation error.
-var ErrInvalid = errors.New("invalid health check")
+// ErrInvalid is wrapped by every validation error (it is
+// config.ErrInvalid: a bad health check is bad configuration).
+var ErrInvalid = config.ErrInvalid
 
-// FieldError names the key of the health check at fault, relative to the
-// health object ("timeout", "path"; "key" and "address" for a Target), so
-// the caller can prefix its own path ("services[0].health.").
-type FieldError struct {
-	Field  string
-	Reason string
-}
-
-func (e *FieldError) Error() string { return e.Field + ": " + e.Reason }
-
-// Unwrap lets errors.Is(err, ErrInvalid) hold.
-func (e *FieldError) Unwrap() error { return ErrInvalid }
+// FieldError is config's one field-error type. Its Field is relative to
+// the health object ("timeout", "path"; "key" and "address" for a
+// Target), so the caller can prefix its own path ("services[0].health.").
+type FieldError = config.FieldError
 
 func fieldErr(field, format string, args ...any) error {
 	return &FieldError{Field: field, Reason: fmt.Sprintf(format, args...)}
