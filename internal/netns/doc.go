@@ -42,6 +42,18 @@
 //	                                      10.30.0.1 (every other mode)
 //	                                      dsr, tunnel, l3dsr: VIP/32 on lo
 //
+// With Options.RoutedBackends the backends sit on their own subnet, one
+// routed hop from the lb, on the router's second bridge br1 (the seeds'
+// "one-arm behind a router"):
+//
+//	router   br1   10.40.0.1/24           (backend subnet; ports rb<i>)
+//	b<i>     eth0  10.40.0.(10+i)/24      default via 10.40.0.1
+//	lb                                    TwoArm: 10.40.0.0/24 via 10.30.0.1
+//
+// and with IPv6 fd00:40::/64 (router fd00:40::1, b1 fd00:40::11). With
+// Options.BareBackends the backends get neither the VIP on lo nor the ARP
+// sysctls, whatever the mode: the test configures them (xlb realserver).
+//
 // The VIP (default 198.51.100.10) is never configured on the lb: the load
 // balancer answers for it in user space, and the router routes it to the
 // lb's address, so nobody ARPs for it.

@@ -75,6 +75,17 @@ type Options struct {
 	IPv6  bool
 	VIP6  netip.Addr // default DefaultVIP6
 	SNAT6 netip.Addr // fullnat only; default DefaultSNAT6
+
+	// RoutedBackends puts the backends on their own subnet, 10.40.0.0/24
+	// (fd00:40::/64) on the router's second bridge br1, one routed hop
+	// away from the lb (the lb stays on br0, 10.30.0.0/24): what the lb
+	// sends them crosses the router. Not with ModeNAT, whose backends
+	// route through the lb.
+	RoutedBackends bool
+	// BareBackends leaves the backends without the VIP on lo and with
+	// the ARP sysctls at 0 in every mode, for tests in which the backends
+	// set themselves up (`xlb realserver`).
+	BareBackends bool
 }
 
 func (o Options) withDefaults() (Options, error) {
@@ -106,6 +117,9 @@ func (o Options) withDefaults() (Options, error) {
 	if !o.SNAT6.IsValid() {
 		o.SNAT6 = DefaultSNAT6
 	}
+	if o.RoutedBackends && o.Mode == ModeNAT {
+		return o, fmt.Errorf("netns: nat backends route through the lb and cannot sit behind the router (RoutedBackends)")
+	}
 	if !o.VIP.Is4() || !o.SNAT.Is4() || !o.VIP6.Is6() || o.VIP6.Is4In6() || !o.SNAT6.Is6() || o.SNAT6.Is4In6() {
 		return o, fmt.Errorf("netns: VIP/SNAT must be IPv4 and VIP6/SNAT6 IPv6 (got %v %v %v %v)", o.VIP, o.SNAT, o.VIP6, o.SNAT6)
 	}
@@ -114,7 +128,7 @@ func (o Options) withDefaults() (Options, error) {
 
 // vipOnLo reports whether backends own the VIP on lo.
 func (o Options) vipOnLo() bool {
-	return o.Mode == ModeDSR || o.Mode == ModeTunnel || o.Mode == ModeL3DSR
+	return !o.BareBackends && (o.Mode == ModeDSR || o.Mode == ModeTunnel || o.Mode == ModeL3DSR)
 }
 
 // Topology is a built set of namespaces. Close deletes them.
@@ -297,6 +311,8 @@ var (
 	clientNet6 = netip.MustParsePrefix("fd00:10::/64")
 	armNet6    = netip.MustParsePrefix("fd00:20::/64")
 	segNet6    = netip.MustParsePrefix("fd00:30::/64")
+	backNet    = netip.MustParsePrefix("10.40.0.0/24") // RoutedBackends
+	backNet6   = netip.MustParsePrefix("fd00:40::/64")
 )
 
 // host returns the address with host part n in p: the last octet for
@@ -396,6 +412,19 @@ func (b *builder) plan() {
 	if o.Layout == OneArm {
 		gw(lb, "default", host(segmentNet, 1), host(segNet6, 1))
 	}
+	bkBridge, bkNet, bkNet6 := "br0", segmentNet, segNet6
+	if o.RoutedBackends {
+		bkBridge, bkNet, bkNet6 = "br1", backNet, backNet6
+		r.Ifaces["br1"] = Iface{Name: "br1"}
+		addr(r, "br1", host(backNet, 1), host(backNet6, 1))
+		if o.Layout == TwoArm {
+			// The lb's default route points at its client side.
+			b.rts[lb] = append(b.rts[lb], route{backNet.String(), host(segmentNet, 1).Addr()})
+			if o.IPv6 {
+				b.rts[lb] = append(b.rts[lb], route{backNet6.String(), host(segNet6, 1).Addr()})
+			}
+		}
+	}
 	b.rts[r] = append(b.rts[r], route{netip.PrefixFrom(o.VIP, 32).String(), lbFront.Addr()})
 	if o.IPv6 {
 		b.rts[r] = append(b.rts[r], route{netip.PrefixFrom(o.VIP6, 128).String(), lbFront6.Addr()})
@@ -404,12 +433,12 @@ func (b *builder) plan() {
 	for i, bk := range tp.Backends {
 		port := "rb" + strconv.Itoa(i+1)
 		veth(r, port, bk, "eth0")
-		b.master[port] = "br0"
-		addr(bk, "eth0", host(segmentNet, 11+i), host(segNet6, 11+i))
+		b.master[port] = bkBridge
+		addr(bk, "eth0", host(bkNet, 11+i), host(bkNet6, 11+i))
 		if o.Mode == ModeNAT {
 			gw(bk, "default", host(segmentNet, 2), host(segNet6, 2))
 		} else {
-			gw(bk, "default", host(segmentNet, 1), host(segNet6, 1))
+			gw(bk, "default", host(bkNet, 1), host(bkNet6, 1))
 		}
 		if o.vipOnLo() {
 			b.onLo[bk] = append(b.onLo[bk], netip.PrefixFrom(o.VIP, 32))
@@ -497,10 +526,16 @@ func (b *builder) links() error {
 		}
 	}
 	r := b.tp.Router
-	err := b.ip(r, "link", "add", "br0", "mtu", "1500", "type", "bridge",
-		"stp_state", "0", "forward_delay", "0", "mcast_snooping", "0")
-	if err != nil {
-		return fmt.Errorf("netns: add bridge br0: %w", err)
+	bridges := []string{"br0"}
+	if b.o.RoutedBackends {
+		bridges = append(bridges, "br1")
+	}
+	for _, br := range bridges {
+		err := b.ip(r, "link", "add", br, "mtu", "1500", "type", "bridge",
+			"stp_state", "0", "forward_delay", "0", "mcast_snooping", "0")
+		if err != nil {
+			return fmt.Errorf("netns: add bridge %s: %w", br, err)
+		}
 	}
 	for port, br := range b.master {
 		if err := b.ip(r, "link", "set", port, "master", br); err != nil {
