@@ -167,7 +167,7 @@ export class Services {
       err,
       h(
         "div",
-        { class: "table-wrap" },
+        { class: "table-wrap", tabindex: "0", role: "region", "aria-label": `Backends of ${svc.name}` },
         h(
           "table",
           { class: "backends" },

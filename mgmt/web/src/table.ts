@@ -20,7 +20,8 @@ export function table(caption: string, headers: string[], cls = ""): { wrap: HTM
     body,
   );
   const empty = h("p", { class: "empty", hidden: true });
-  return { wrap: h("div", { class: "table-wrap" }, t, empty), body, empty };
+  // Focusable, so a keyboard can scroll it when it is wider than the screen.
+  return { wrap: h("div", { class: "table-wrap", tabindex: "0", role: "region", "aria-label": caption }, t, empty), body, empty };
 }
 
 /** syncRows makes body's rows match rows, in order, reusing rows by key. */
