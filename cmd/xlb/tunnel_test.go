@@ -226,6 +226,23 @@ func TestTunnelAndL3DSRThroughRouter(t *testing.T) {
 		t.Run(c.name, func(t *testing.T) { runDirectCase(t, tp, c) })
 	}
 	t.Run("tunnel/inner destination not a configured VIP", func(t *testing.T) { runWrongVIP(t, tp) })
+	t.Run("tunnel/needs a tunnel source of the backends' family", func(t *testing.T) {
+		cfg := directConfig(t, tp, directCase{mode: "tunnel", backend6: true})
+		b, err := os.ReadFile(cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b = []byte(strings.Replace(string(b), "  tunnel_source6: \""+tp.LB.Addr6.String()+"\"\n", "", 1))
+		if err := os.WriteFile(cfg, b, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+		defer cancel()
+		out, err := exec.CommandContext(ctx, "ip", "netns", "exec", tp.LB.NS, xlbBin, "run", "--config", cfg, "--poll").CombinedOutput()
+		if err == nil || !strings.Contains(string(out), "lb.tunnel_source6") {
+			t.Fatalf("xlb run with IPv6 tunnel backends and no lb.tunnel_source6: %v\n%s", err, out)
+		}
+	})
 }
 
 // runWrongVIP: realservers configured for another VIP pass the balancer's

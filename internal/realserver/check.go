@@ -239,8 +239,8 @@ func checkKernelTunnel(cfg *Config, sofar []CheckResult) CheckResult {
 			lack = append(lack, m.mod+" (not available in this kernel)")
 		}
 	}
-	ok := len(lack) == 0
-	what := "kernel tunnel decapsulation: " + strings.Join(append(have, lack...), ", ")
+	ok := len(lack) == 0 || progOK
+	what := "kernel tunnel decapsulation (the alternative to the program): " + strings.Join(append(have, lack...), ", ")
 	if progOK {
 		what += "; not needed, the program decapsulates"
 	}
