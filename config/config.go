@@ -45,6 +45,24 @@ type Interface struct {
 	XDP  string `mapstructure:"xdp" json:"xdp,omitempty"` // native | generic | auto
 	// Role is "client", "backend" or "both" (one-arm, the default).
 	Role string `mapstructure:"role" json:"role,omitempty"`
+	// Checksum is what xlb does with the TCP/UDP checksums of frames from
+	// this interface: verify (the default) checks the first packet of each
+	// new flow, fix recomputes every one (for senders that leave checksums
+	// to offload), trust forwards them as they are.
+	Checksum string `mapstructure:"checksum" json:"checksum,omitempty"`
+}
+
+// ChecksumMode parses interfaces[].checksum ("" = verify).
+func ChecksumMode(s string) (dataplane.ChecksumMode, error) {
+	switch s {
+	case "", "verify":
+		return dataplane.ChecksumVerify, nil
+	case "fix":
+		return dataplane.ChecksumFix, nil
+	case "trust":
+		return dataplane.ChecksumTrust, nil
+	}
+	return 0, fmt.Errorf("%q is not verify, fix or trust", s)
 }
 
 // LB holds the balancer-wide settings.
@@ -414,6 +432,9 @@ func (f *File) Defaults() {
 		if f.Interfaces[i].Role == "" {
 			f.Interfaces[i].Role = "both"
 		}
+		if f.Interfaces[i].Checksum == "" {
+			f.Interfaces[i].Checksum = "verify"
+		}
 	}
 	for i := range f.Services {
 		f.Services[i].Defaults()
@@ -573,6 +594,9 @@ func (f *File) compileAll(cross bool) (Compiled, error) {
 		case "both", "client", "backend":
 		default:
 			return c, fieldErr(fld+".role", ifc.Role, "%q is not both, client or backend", ifc.Role)
+		}
+		if _, err := ChecksumMode(ifc.Checksum); err != nil {
+			return c, fieldErr(fld+".checksum", ifc.Checksum, "%v", err)
 		}
 	}
 	if f.LB.Workers != "auto" {
@@ -1025,6 +1049,9 @@ func norm(ifs []Interface) []Interface {
 		}
 		if out[i].Role == "" {
 			out[i].Role = "both"
+		}
+		if out[i].Checksum == "" {
+			out[i].Checksum = "verify"
 		}
 	}
 	return out

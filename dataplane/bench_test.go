@@ -14,8 +14,10 @@ import (
 // benchFlows prefills the conntrack table with n flows (through the real
 // pipeline) and then replays established-flow packets of a 1k-flow working
 // set cycling through the table, batch by batch, reporting ns/packet.
-func benchEstablished(b *testing.B, mode Mode, n int) {
-	s := mustBuild(b, testSpec(mode, SchedMaglev, false, 8), nil)
+func benchEstablished(b *testing.B, mode Mode, n int, cm ChecksumMode) {
+	spec := testSpec(mode, SchedMaglev, false, 8)
+	spec.Ifaces[0].Checksum = cm
+	s := mustBuild(b, spec, nil)
 	ct := newCT(b, 2*n+4096)
 	w := NewWorker(ct, 0)
 	addr := func(i int) netip.Addr {
@@ -87,16 +89,26 @@ func BenchmarkEstablished(b *testing.B) {
 		mode Mode
 		n    int
 	}{{ModeDSR, 1000}, {ModeDSR, 1_000_000}, {ModeTunnel, 1000}, {ModeL3DSR, 1000}, {ModeNAT, 1000}, {ModeFullNAT, 1000}, {ModeFullNAT, 50_000}} {
-		b.Run(fmt.Sprintf("%s/flows=%d", c.mode, c.n), func(b *testing.B) { benchEstablished(b, c.mode, c.n) })
+		b.Run(fmt.Sprintf("%s/flows=%d", c.mode, c.n), func(b *testing.B) { benchEstablished(b, c.mode, c.n, ChecksumVerify) })
 	}
+	// interfaces[].checksum: fix recomputes every frame's checksum (a
+	// 64-byte payload here).
+	b.Run("dsr/flows=1000/checksum=fix", func(b *testing.B) { benchEstablished(b, ModeDSR, 1000, ChecksumFix) })
 }
 
 // BenchmarkNewFlow measures SYNs of flows never seen before (schedule +
 // conntrack insert + rewrite), with expiry keeping the table in steady state.
 func BenchmarkNewFlow(b *testing.B) {
-	for _, mode := range []Mode{ModeDSR, ModeFullNAT} {
-		b.Run(mode.String(), func(b *testing.B) {
-			s := mustBuild(b, testSpec(mode, SchedMaglev, false, 8), nil)
+	for _, c := range []struct {
+		mode Mode
+		cm   ChecksumMode
+		name string
+	}{{ModeDSR, ChecksumVerify, "dsr"}, {ModeFullNAT, ChecksumVerify, "fullnat"}, {ModeDSR, ChecksumTrust, "dsr/checksum=trust"}} {
+		mode := c.mode
+		b.Run(c.name, func(b *testing.B) {
+			spec := testSpec(mode, SchedMaglev, false, 8)
+			spec.Ifaces[0].Checksum = c.cm
+			s := mustBuild(b, spec, nil)
 			// A short SYN timeout and a small table keep the table (and the
 			// SNAT ports) in steady state: expiry frees what new flows take.
 			ct := newCTWith(b, 1<<15, func(c *conntrack.Config) { c.TCPSyn = time.Second })

@@ -25,6 +25,7 @@ const (
 	DropSNATExhausted // fullnat: no free SNAT port
 	DropConntrackFull // nat/fullnat need state and the table refused it
 	DropICMPNoFlow    // an ICMP error about a flow we do not know
+	DropBadChecksum   // the first packet of a new flow has a bad TCP/UDP checksum (interfaces[].checksum: verify)
 	PassNotIP         // ARP, LLDP, ...
 	PassNoService     // IP, but not to a service and not a known reply
 	PassICMP          // ICMP to a VIP that is neither echo nor a known flow's error
@@ -34,7 +35,7 @@ const (
 var reasonNames = [NumReasons]string{
 	"none", "truncated", "bad_ipv4", "bad_ipv6", "bad_l4", "unsupported", "fragment", "no_backend",
 	"too_big", "no_headroom", "cannot_rewrite", "snat_exhausted", "conntrack_full", "icmp_no_flow",
-	"not_ip", "no_service", "icmp",
+	"bad_checksum", "not_ip", "no_service", "icmp",
 }
 
 // String returns a stable snake_case label.
@@ -75,7 +76,12 @@ type Counters struct {
 	Replies            uint64 // nat/fullnat replies translated back to clients
 	TooBigSent         uint64 // ICMP fragmentation-needed / packet-too-big sent for packets over the egress MTU
 	Reasons            [NumReasons]uint64
+	// BadChecksum counts DropBadChecksum by ingress interface.
+	BadChecksum [MaxIfaces]uint64
 }
+
+// MaxIfaces is the most interfaces a snapshot may have.
+const MaxIfaces = 8
 
 // ObjCounters count one service's or backend's traffic.
 type ObjCounters struct {
@@ -100,6 +106,9 @@ func (c *Counters) Add(o *Counters) {
 	for i := range c.Reasons {
 		c.Reasons[i] += o.Reasons[i]
 	}
+	for i := range c.BadChecksum {
+		c.BadChecksum[i] += o.BadChecksum[i]
+	}
 }
 
 // published holds a worker's counters for readers. The worker counts in
@@ -112,18 +121,20 @@ type published struct {
 	be    []atomic.Uint64 // 3 words per backend ID
 }
 
-const countersWords = 13 + int(NumReasons)
+const countersWords = 13 + int(NumReasons) + MaxIfaces
 
 func (c *Counters) words() [countersWords]uint64 {
 	var w [countersWords]uint64
 	copy(w[:], []uint64{c.RxPackets, c.RxBytes, c.TxPackets, c.TxBytes, c.Passed, c.Dropped, c.NewFlows,
 		c.Stateless, c.Rescheduled, c.EchoReplies, c.ICMPForwarded, c.Replies, c.TooBigSent})
 	copy(w[13:], c.Reasons[:])
+	copy(w[13+int(NumReasons):], c.BadChecksum[:])
 	return w
 }
 
 func (c *Counters) fromWords(w *[countersWords]uint64) {
 	c.RxPackets, c.RxBytes, c.TxPackets, c.TxBytes, c.Passed, c.Dropped, c.NewFlows = w[0], w[1], w[2], w[3], w[4], w[5], w[6]
 	c.Stateless, c.Rescheduled, c.EchoReplies, c.ICMPForwarded, c.Replies, c.TooBigSent = w[7], w[8], w[9], w[10], w[11], w[12]
-	copy(c.Reasons[:], w[13:])
+	copy(c.Reasons[:], w[13:13+int(NumReasons)])
+	copy(c.BadChecksum[:], w[13+int(NumReasons):])
 }

@@ -334,6 +334,9 @@ func (w *Worker) one(s *Snapshot, f *encap.Frame, r packet.Reason, now int64) Re
 		return w.pass(PassNoService)
 	}
 	if isL4(p.Proto) {
+		if p.Frag == packet.FragNone && int(w.ingress) < len(s.Ifaces) && s.Ifaces[w.ingress].Checksum == ChecksumFix {
+			packet.FixL4Checksum(f.Bytes(), p)
+		}
 		if id, ok := s.vips.find(&p.Dst, v6, p.DstPort, p.Proto); ok {
 			return w.forward(s, &s.Services[id], f, now)
 		}
@@ -417,6 +420,14 @@ func (w *Worker) forward(s *Snapshot, svc *Service, f *encap.Frame, now int64) R
 		}
 	}
 	if !found {
+		// The first packet of a new flow: the one place its checksum is
+		// checked (interfaces[].checksum: verify), so established flows
+		// pay nothing for it.
+		if !svc.FragHash && !w.dry && int(w.ingress) < len(s.Ifaces) && s.Ifaces[w.ingress].Checksum == ChecksumVerify &&
+			!packet.L4ChecksumOK(f.Bytes(), p) {
+			w.c.BadChecksum[w.ingress]++
+			return w.drop(DropBadChecksum)
+		}
 		if r, ok := w.newFlow(s, svc, now); !ok {
 			return r
 		}

@@ -134,11 +134,32 @@ type ServiceSpec struct {
 	Backends []BackendSpec
 }
 
-// Iface is an interface the dataplane transmits on.
+// Iface is an interface the dataplane receives and transmits on.
 type Iface struct {
 	MAC [6]byte
 	MTU int // IP MTU
+	// Checksum is what the pipeline does with the TCP/UDP checksums of
+	// frames received on the interface.
+	Checksum ChecksumMode
 }
+
+// ChecksumMode is interfaces[].checksum.
+type ChecksumMode uint8
+
+// Checksum modes. A sender that leaves TCP/UDP checksums to offload
+// (CHECKSUM_PARTIAL: veth, containers, some VMs) hands xlb frames whose
+// checksum field holds only the pseudo-header sum; forwarded as they are,
+// every receiver drops them.
+const (
+	// ChecksumVerify checks the first packet of every new flow (off the
+	// established path) and drops it, counted as bad_checksum, when wrong.
+	ChecksumVerify ChecksumMode = iota
+	// ChecksumFix recomputes the full checksum of every TCP/UDP frame from
+	// the interface before it is rewritten.
+	ChecksumFix
+	// ChecksumTrust forwards what arrives.
+	ChecksumTrust
+)
 
 // Spec is the whole configuration the dataplane needs. It is plain data;
 // Build checks it and compiles it into a Snapshot.
@@ -322,6 +343,9 @@ func build(spec Spec, prev *Snapshot, tables bool) (*Snapshot, error) {
 	spec.Ifaces = append([]Iface(nil), spec.Ifaces...)
 	if len(spec.Ifaces) == 0 {
 		return nil, specErr(-1, -1, "Ifaces", "at least one interface is required")
+	}
+	if len(spec.Ifaces) > MaxIfaces {
+		return nil, specErr(-1, -1, "Ifaces", "%d interfaces; at most %d", len(spec.Ifaces), MaxIfaces)
 	}
 	if spec.RouterIface < 0 || spec.RouterIface >= len(spec.Ifaces) {
 		return nil, specErr(-1, -1, "RouterIface", "index %d out of range", spec.RouterIface)

@@ -228,9 +228,10 @@ func (d *Daemon) start() (err error) {
 			r.Run()
 		}(r)
 	}
-	d.wg.Add(2)
+	d.wg.Add(3)
 	go d.refreshLoop()
 	go d.resolvedLoop()
+	go d.watchLoop()
 	d.log.Info().Int("workers", len(d.runners)).Int("services", len(comp.Spec.Services)).Msg("xlb running")
 	return nil
 }

@@ -256,7 +256,8 @@ func (d *Daemon) buildSnapshot(comp config.Compiled, prev *dataplane.Snapshot) (
 	spec := comp.Spec
 	spec.Services = append([]dataplane.ServiceSpec(nil), spec.Services...)
 	for _, ifc := range d.ifaces {
-		spec.Ifaces = append(spec.Ifaces, dataplane.Iface{MAC: [6]byte(ifc.net.HardwareAddr), MTU: ifc.net.MTU})
+		cm, _ := config.ChecksumMode(ifc.cfg.Checksum) // validated by Compile
+		spec.Ifaces = append(spec.Ifaces, dataplane.Iface{MAC: [6]byte(ifc.net.HardwareAddr), MTU: ifc.net.MTU, Checksum: cm})
 	}
 	clientIf := d.clientIface()
 	spec.RouterIface = clientIf

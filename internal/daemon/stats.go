@@ -24,6 +24,12 @@ func (d *Daemon) Stats() mgmt.Stats {
 		st.PerWorker = append(st.PerWorker, mgmt.TotalsFrom(&c))
 	}
 	st.Totals = mgmt.TotalsFrom(&total)
+	st.Interfaces = map[string]map[string]uint64{}
+	for i, ifc := range d.ifaces {
+		if i < dataplane.MaxIfaces {
+			st.Interfaces[ifc.net.Name] = map[string]uint64{"bad_checksum": total.BadChecksum[i]}
+		}
+	}
 	for r := dataplane.Reason(1); r < dataplane.NumReasons; r++ {
 		n := total.Reasons[r]
 		switch r {

@@ -86,6 +86,10 @@ type Options struct {
 	// the ARP sysctls at 0 in every mode, for tests in which the backends
 	// set themselves up (`xlb realserver`).
 	BareBackends bool
+	// TxChecksumOffload leaves tx checksum offload on on every veth, as a
+	// fresh host has it: locally sent TCP/UDP frames then carry only the
+	// pseudo-header sum (CHECKSUM_PARTIAL) when xlb receives them.
+	TxChecksumOffload bool
 }
 
 func (o Options) withDefaults() (Options, error) {
@@ -556,12 +560,17 @@ func (b *builder) links() error {
 	return nil
 }
 
-// offloads turns off checksum offload, GRO, TSO and GSO on every interface.
+// offloads turns off checksum offload, GRO, TSO and GSO on every interface
+// (with Options.TxChecksumOffload, tx checksum offload stays on).
 func (b *builder) offloads() error {
+	tx := "off"
+	if b.o.TxChecksumOffload {
+		tx = "on"
+	}
 	for _, h := range b.tp.Hosts() {
 		for name := range h.Ifaces {
 			_, err := h.Run(b.ctx, "ethtool", "-K", name,
-				"tx", "off", "rx", "off", "gro", "off", "tso", "off", "gso", "off")
+				"tx", tx, "rx", "off", "gro", "off", "tso", "off", "gso", "off")
 			if err != nil {
 				return fmt.Errorf("netns: %s: disable offloads on %s: %w", h.Name, name, err)
 			}
