@@ -315,14 +315,13 @@ func (b rsBuilder) ipv6() {
 	b.label("tun6")
 	b.emit(
 		asm.LoadMem(asm.R1, asm.R7, 6, asm.Byte),
-		asm.Mov.Reg(asm.R2, asm.R3),
 		asm.JEq.Imm(asm.R1, protoDstOpts, "tun6_48"),
-		asm.JEq.Imm(asm.R2, protoIPIP, "tun6_40_4"),
+		asm.JEq.Imm(asm.R3, protoIPIP, "tun6_40_4"),
 		asm.Ja.Label("tun6_40_6"),
 	)
 	b.label("tun6_48")
 	b.emit(
-		asm.JEq.Imm(asm.R2, protoIPIP, "tun6_48_4"),
+		asm.JEq.Imm(asm.R3, protoIPIP, "tun6_48_4"),
 		asm.Ja.Label("tun6_48_6"),
 	)
 }
@@ -335,12 +334,17 @@ type tunnel struct {
 	reason         int32
 }
 
+// label names the block: tun_OUTER_INNER_HDRLEN.
 func (t tunnel) label() string {
-	f := map[bool]string{false: "4", true: "6"}
-	return "tun_" + f[t.outer6] + "_" + f[t.inner6] + "_" + itoa(int(t.hdr))
+	return "tun_" + famDigit(t.outer6) + "_" + famDigit(t.inner6) + "_" + strconv.Itoa(int(t.hdr))
 }
 
-func itoa(n int) string { return strconv.Itoa(n) }
+func famDigit(v6 bool) string {
+	if v6 {
+		return "6"
+	}
+	return "4"
+}
 
 // tunnels emits one decapsulation block per (outer, inner, header
 // length): check the outer destination is local (IPv6; IPv4 was checked
@@ -359,7 +363,7 @@ func (b rsBuilder) tunnels(vips, locals *ebpf.Map) {
 		if !t.outer6 {
 			continue
 		}
-		b.label("tun6_" + itoa(int(t.hdr)) + "_" + map[bool]string{false: "4", true: "6"}[t.inner6])
+		b.label("tun6_" + strconv.Itoa(int(t.hdr)) + "_" + famDigit(t.inner6))
 		b.addrKey(rsStkLocalKey, 6, asm.R7, 24)
 		b.missThen(locals, rsStkLocalKey, rsPassNotLocal)
 		b.emit(asm.Ja.Label(t.label()))
@@ -610,11 +614,11 @@ func (b rsBuilder) lookupDSCP(dscps *ebpf.Map, family int32) {
 		asm.Mov.Reg(asm.R2, asm.RFP),
 		asm.Add.Imm(asm.R2, rsStkDSCP),
 		asm.FnMapLookupElem.Call(),
-		asm.JEq.Imm(asm.R0, 0, "dscp_unknown"+itoa(int(family))),
+		asm.JEq.Imm(asm.R0, 0, "dscp_unknown"+strconv.Itoa(int(family))),
 		asm.LoadMem(asm.R1, asm.R0, 0, asm.Byte),
 		asm.JEq.Imm(asm.R1, family, found),
 	)
-	b.label("dscp_unknown" + itoa(int(family)))
+	b.label("dscp_unknown" + strconv.Itoa(int(family)))
 	b.exit(rsPassDSCPUnknown)
 	b.label(found)
 	b.emit(asm.Mov.Reg(asm.R9, asm.R0))
