@@ -47,10 +47,12 @@ flags:
 func realserverCmd(args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("xlb realserver", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	fs.Usage = func() {
-		fmt.Fprint(stderr, realserverUsage)
+	usage := func(w io.Writer) {
+		fs.SetOutput(w)
+		fmt.Fprint(w, realserverUsage)
 		fs.PrintDefaults()
 	}
+	fs.Usage = func() {} // printed below, to stdout for --help
 	cfgPath := fs.String("config", "", "YAML configuration file (flags override it)")
 	iface := fs.String("interface", "", "interface the balancer's packets arrive on")
 	mode := fs.String("mode", "", "tunnel, l3dsr or dsr (as the balancer's service)")
@@ -67,6 +69,11 @@ func realserverCmd(args []string, stdout, stderr io.Writer) int {
 	level := fs.String("log-level", "info", "log level: debug, info, warn, error")
 	format := fs.String("log-format", "json", "log format: json or console")
 	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			usage(stdout)
+			return 0
+		}
+		usage(stderr)
 		return 2
 	}
 	if fs.NArg() > 0 {
