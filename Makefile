@@ -2,19 +2,25 @@
 # `make test` is what CI runs (.ci/run); it installs what it needs first.
 
 GO        ?= go
+# Go's default install place, for shells that do not have it on PATH.
+export PATH := $(PATH):/usr/local/go/bin
 STATICCHECK_VERSION := v0.8.2
 PKGS      := ./...
 FUZZTIME  ?= 10s
 BIN       := bin
 
-.PHONY: all build test unit race benchsmoke bench lint fuzz golden deps demo clean
+.PHONY: all gocheck build test unit race benchsmoke bench lint fuzz golden deps demo clean
 
 all: build
 
 deps:
 	@./scripts/deps.sh
 
-build:
+# Say clearly what is missing rather than "go: command not found".
+gocheck:
+	@command -v $(GO) >/dev/null 2>&1 || { echo "make: Go is not installed (looked for '$(GO)' on PATH and in /usr/local/go/bin); install Go 1.26 from https://go.dev/dl/ into /usr/local/go" >&2; exit 1; }
+
+build: gocheck
 	$(GO) build -o $(BIN)/xlb ./cmd/xlb
 	$(GO) build -o $(BIN)/xlbctl ./cmd/xlbctl
 	$(GO) build -o $(BIN)/xlb-demo ./cmd/xlb-demo

@@ -206,6 +206,16 @@ type Duration time.Duration
 // D returns d as a time.Duration.
 func (d Duration) D() time.Duration { return time.Duration(d) }
 
+// String writes "1m0s"-style text.
+func (d Duration) String() string { return time.Duration(d).String() }
+
+// valueError is a parse error that knows the bad value.
+type valueError struct {
+	value, reason string
+}
+
+func (e *valueError) Error() string { return e.reason }
+
 // MarshalText writes "1m0s"-style text.
 func (d Duration) MarshalText() ([]byte, error) { return []byte(time.Duration(d).String()), nil }
 
@@ -220,7 +230,7 @@ func (d *Duration) UnmarshalText(b []byte) error {
 		*d = Duration(n * float64(time.Second))
 		return nil
 	}
-	return fmt.Errorf("%q is not a duration like 2s or 1m30s", s)
+	return &valueError{value: s, reason: fmt.Sprintf("%q is not a duration like 2s or 1m30s", s)}
 }
 
 // ErrInvalid wraps every validation error.
@@ -359,6 +369,11 @@ func decodeError(err error) error {
 		var ue *mapstructure.UnconvertibleTypeError
 		if errors.As(inner, &ue) {
 			errs = append(errs, fieldErr(name, ue.Value, "%v is not a valid %s", ue.Value, typeWord(ue.Expected.Type())))
+			return
+		}
+		var ve *valueError
+		if errors.As(inner, &ve) {
+			errs = append(errs, &FieldError{Field: name, Value: ve.value, Reason: ve.reason})
 			return
 		}
 		errs = append(errs, &FieldError{Field: name, Reason: msg})

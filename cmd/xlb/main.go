@@ -37,6 +37,10 @@ func run(args []string) int {
 	case "realserver":
 		return realserverCmd(args[1:], os.Stdout, os.Stderr)
 	case "version":
+		if len(args) > 1 && (args[1] == "-h" || args[1] == "--help") {
+			fmt.Println("usage: xlb version\n\nPrints the version of this binary.")
+			return 0
+		}
 		fmt.Println("xlb", version.Version)
 		return 0
 	case "help", "-h", "--help":
