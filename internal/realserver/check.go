@@ -10,6 +10,7 @@ import (
 	"strings"
 
 	"github.com/xlb/xlb/dataplane/bpf"
+	"github.com/xlb/xlb/internal/rtnl"
 )
 
 // CheckResult is one line of `xlb realserver --check`.
@@ -36,7 +37,7 @@ func Check(cfg *Config) []CheckResult {
 	}
 	add(ifi.Flags&net.FlagUp != 0, true, fmt.Sprintf("interface %s is %s", iface, upDown(ifi.Flags)), "ip link set "+iface+" up")
 
-	addrs, err := listAddrs()
+	addrs, err := rtnl.ListAddrs()
 	if err != nil {
 		add(false, true, "list addresses: "+err.Error(), "run as root in the backend's network namespace")
 		return rs

@@ -15,6 +15,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/xlb/xlb/internal/rtnl"
 )
 
 // StateDir is where state files live by default.
@@ -245,7 +247,7 @@ var (
 // vipsToAdd returns the VIP prefixes lo lacks, and fails when a VIP sits
 // on another interface.
 func vipsToAdd(loIndex int, vips []VIP) ([]netip.Prefix, error) {
-	addrs, err := listAddrs()
+	addrs, err := rtnl.ListAddrs()
 	if err != nil {
 		return nil, err
 	}
@@ -300,7 +302,7 @@ func apply(path string, cfg *Config, st *State) error {
 		}
 	}
 	for _, p := range add {
-		if err := addAddr(lo.Index, p); err != nil && !errors.Is(err, unix.EEXIST) {
+		if err := rtnl.AddAddr(lo.Index, p); err != nil && !errors.Is(err, unix.EEXIST) {
 			if p.Addr().Is6() && errors.Is(err, unix.EACCES) {
 				err = fmt.Errorf("%w (is IPv6 disabled on lo? net.ipv6.conf.lo.disable_ipv6)", err)
 			}
@@ -325,7 +327,7 @@ func undo(st *State, detach func(*ProgramState) error) error {
 			errs = append(errs, fmt.Errorf("realserver: lo: %w", err))
 		} else {
 			for _, p := range st.Addresses {
-				err := delAddr(lo.Index, p)
+				err := rtnl.DelAddr(lo.Index, p)
 				if err != nil && !errors.Is(err, unix.EADDRNOTAVAIL) && !errors.Is(err, unix.ENOENT) && !errors.Is(err, unix.ESRCH) {
 					errs = append(errs, fmt.Errorf("realserver: remove %s from lo: %w", p, err))
 				}

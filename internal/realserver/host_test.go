@@ -18,6 +18,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/xlb/xlb/internal/testutil"
+	"github.com/xlb/xlb/internal/rtnl"
 )
 
 // These tests run the host setup in a fresh pair of namespaces: "be" is
@@ -89,7 +90,7 @@ func snapshot(t *testing.T, ns string) hostState {
 		if err != nil {
 			return err
 		}
-		addrs, err := listAddrs()
+		addrs, err := rtnl.ListAddrs()
 		if err != nil {
 			return err
 		}
@@ -109,7 +110,7 @@ func snapshot(t *testing.T, ns string) hostState {
 		if err != nil {
 			return err
 		}
-		hs.XDPProg, _, err = linkXDP(eth0.Index)
+		hs.XDPProg, _, err = rtnl.LinkXDP(eth0.Index)
 		return err
 	})
 	return hs

@@ -14,6 +14,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/xlb/xlb/dataplane/bpf"
+	"github.com/xlb/xlb/internal/rtnl"
 )
 
 // Server is a running realserver: host changes made, program attached.
@@ -129,7 +130,7 @@ func (s *Server) attach() error {
 // excluded) into the program's map when they changed: tunnelled and
 // DSCP-marked packets are handled only when addressed to one of them.
 func (s *Server) refreshLocals() error {
-	addrs, err := listAddrs()
+	addrs, err := rtnl.ListAddrs()
 	if err != nil {
 		return err
 	}
@@ -266,7 +267,7 @@ func Recover(path string, log zerolog.Logger) error {
 // detachStale detaches a program a dead realserver left attached, if it
 // is still the one on the interface.
 func detachStale(p *ProgramState) error {
-	id, _, err := linkXDP(p.Ifindex)
+	id, _, err := rtnl.LinkXDP(p.Ifindex)
 	if err != nil || id != p.ProgID {
 		return nil // the interface is gone, or holds another program (or none)
 	}
@@ -284,7 +285,7 @@ func AttachedProgram(iface string) (*bpf.Realserver, string, error) {
 	if err != nil {
 		return nil, "", fmt.Errorf("%w: %s: %v", ErrNoInterface, iface, err)
 	}
-	id, how, err := linkXDP(ifi.Index)
+	id, how, err := rtnl.LinkXDP(ifi.Index)
 	if err != nil {
 		return nil, "", err
 	}

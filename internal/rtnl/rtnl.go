@@ -1,4 +1,9 @@
-package realserver
+// Package rtnl is a minimal rtnetlink client for what xlb changes on a
+// host: interface addresses (xlb realserver's VIPs on lo, xlb run's
+// managed SNAT addresses) and the XDP program attached to a link. One
+// socket per call, created in the calling thread's network namespace;
+// replies parsed in place.
+package rtnl
 
 import (
 	"encoding/binary"
@@ -155,25 +160,25 @@ func addrMsg(ifindex int, p netip.Prefix) []byte {
 	return b
 }
 
-// addAddr adds p to the interface (as `ip addr add P dev IF [nodad]`).
-func addAddr(ifindex int, p netip.Prefix) error {
+// AddAddr adds p to the interface (as `ip addr add P dev IF [nodad]`).
+func AddAddr(ifindex int, p netip.Prefix) error {
 	return nlRequest(unix.RTM_NEWADDR, unix.NLM_F_CREATE|unix.NLM_F_EXCL, addrMsg(ifindex, p), nil)
 }
 
-// delAddr removes p from the interface.
-func delAddr(ifindex int, p netip.Prefix) error {
+// DelAddr removes p from the interface.
+func DelAddr(ifindex int, p netip.Prefix) error {
 	return nlRequest(unix.RTM_DELADDR, 0, addrMsg(ifindex, p), nil)
 }
 
-// ifAddr is one address of an interface.
-type ifAddr struct {
+// Addr is one address of an interface.
+type Addr struct {
 	Ifindex int
 	Prefix  netip.Prefix
 }
 
-// listAddrs dumps every address of every interface.
-func listAddrs() ([]ifAddr, error) {
-	var out []ifAddr
+// ListAddrs dumps every address of every interface.
+func ListAddrs() ([]Addr, error) {
+	var out []Addr
 	body := make([]byte, unix.SizeofIfAddrmsg)
 	err := nlRequest(unix.RTM_GETADDR, unix.NLM_F_DUMP, body, func(typ uint16, data []byte) {
 		if typ != unix.RTM_NEWADDR || len(data) < unix.SizeofIfAddrmsg {
@@ -197,7 +202,7 @@ func listAddrs() ([]ifAddr, error) {
 			addr = local
 		}
 		if addr.IsValid() {
-			out = append(out, ifAddr{ifindex, netip.PrefixFrom(addr, bits)})
+			out = append(out, Addr{ifindex, netip.PrefixFrom(addr, bits)})
 		}
 	})
 	if err != nil {
@@ -215,9 +220,9 @@ const (
 	xdpAttachedMulti = 4
 )
 
-// linkXDP reports the XDP program attached to an interface: its ID (0 for
+// LinkXDP reports the XDP program attached to an interface: its ID (0 for
 // none) and how ("native", "generic", "offload" or "multi").
-func linkXDP(ifindex int) (uint32, string, error) {
+func LinkXDP(ifindex int) (uint32, string, error) {
 	body := make([]byte, unix.SizeofIfInfomsg)
 	body[0] = unix.AF_UNSPEC
 	ne.PutUint32(body[4:], uint32(ifindex))
