@@ -17,8 +17,8 @@ import (
 
 	"github.com/rs/zerolog"
 
-	"github.com/xlb/xlb/internal/testutil"
 	"github.com/xlb/xlb/internal/rtnl"
+	"github.com/xlb/xlb/internal/testutil"
 )
 
 // These tests run the host setup in a fresh pair of namespaces: "be" is
