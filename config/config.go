@@ -83,7 +83,15 @@ type LB struct {
 	// Poll makes idle workers sleep in poll(2) instead of busy-polling
 	// (lower CPU use, more latency). `xlb run --poll` sets it too.
 	Poll bool `mapstructure:"poll" json:"poll,omitempty"`
+	// ManageAddresses (default true) lets xlb add its SNAT addresses, and
+	// in one-arm mode VIPs inside a connected subnet, to the interfaces at
+	// start and on changes, and remove them on exit (also after a crash,
+	// at the next start). With false, a missing one refuses the start.
+	ManageAddresses *bool `mapstructure:"manage_addresses" json:"manage_addresses,omitempty"`
 }
+
+// ManagesAddresses is lb.manage_addresses with its default (true).
+func (l LB) ManagesAddresses() bool { return l.ManageAddresses == nil || *l.ManageAddresses }
 
 // SNAT is the fullnat source address pool.
 type SNAT struct {
@@ -495,6 +503,10 @@ func (f *File) Clone() *File {
 	g.Interfaces = append([]Interface(nil), f.Interfaces...)
 	g.LB.CPUs = append([]int(nil), f.LB.CPUs...)
 	g.LB.SNAT.Addresses = append([]string(nil), f.LB.SNAT.Addresses...)
+	if f.LB.ManageAddresses != nil {
+		m := *f.LB.ManageAddresses
+		g.LB.ManageAddresses = &m
+	}
 	g.Services = make([]Service, len(f.Services))
 	for i := range f.Services {
 		g.Services[i] = f.Services[i].Clone()
@@ -1015,6 +1027,9 @@ func RestartKeys(old, new *File) []string {
 	}
 	if !reflect.DeepEqual(o.LB.CPUs, n.LB.CPUs) && (len(o.LB.CPUs) > 0 || len(n.LB.CPUs) > 0) {
 		keys = append(keys, "lb.cpus")
+	}
+	if o.LB.ManagesAddresses() != n.LB.ManagesAddresses() {
+		keys = append(keys, "lb.manage_addresses")
 	}
 	if o.LB.Poll != n.LB.Poll {
 		keys = append(keys, "lb.poll")

@@ -74,6 +74,7 @@ type Daemon struct {
 	umems     []*xsk.UMEM
 	socks     []*xsk.Socket
 	hops      *hopTable
+	added     []managedAddr // addresses xlb added (lb.manage_addresses)
 	wg        sync.WaitGroup
 	quit      chan struct{}
 	started   time.Time
@@ -138,6 +139,10 @@ func (d *Daemon) start() (err error) {
 	d.hops = newHopTable(resolver, d.log)
 	queues, err := d.queueCount()
 	if err != nil {
+		return err
+	}
+	d.cleanupCrashedAddrs()
+	if err := d.manageAddrs(comp.Spec, f.LB.ManagesAddresses()); err != nil {
 		return err
 	}
 	d.ctc = comp.Conntrack
@@ -300,54 +305,34 @@ func (d *Daemon) queueCount() (int, error) {
 	return n, nil
 }
 
-// snatRange decides the SNAT port range. When an SNAT address is one of
-// the interfaces' own addresses, the kernel's own connections from it
-// (health checks, SSH) take ports from net.ipv4.ip_local_port_range: the
-// SNAT range must stay out of it, so the steering program can give those
-// replies to the kernel. An unset lb.snat.ports then defaults to the
-// ports below the kernel's range.
+// snatRange decides the SNAT port range (config.SNATPortRange): when an
+// SNAT address is one of the interfaces' own addresses, the SNAT range must
+// stay out of net.ipv4.ip_local_port_range.
 func (d *Daemon) snatRange(f *config.File, spec dataplane.Spec) ([2]uint16, error) {
-	lo, hi, _ := config.PortRange(defaultPorts(f.LB.SNAT.Ports))
-	r := [2]uint16{lo, hi}
-	if len(spec.SNAT4)+len(spec.SNAT6) == 0 {
-		return r, nil
-	}
 	local := map[netip.Addr]bool{}
 	for _, ifc := range d.ifaces {
 		for _, a := range ifaceAddrs(ifc.net) {
 			local[a] = true
 		}
 	}
-	var owned []string
+	var owned []netip.Addr
+	var names []string
 	for _, a := range append(append([]netip.Addr(nil), spec.SNAT4...), spec.SNAT6...) {
 		if local[a] {
-			owned = append(owned, a.String())
+			owned = append(owned, a)
+			names = append(names, a.String())
 		}
 	}
-	if len(owned) == 0 {
-		return r, nil
+	var kernel [2]uint16
+	if len(owned) > 0 {
+		kernel[0], kernel[1] = ephemeralRange()
 	}
-	klo, khi := ephemeralRange()
-	if r[1] < klo || r[0] > khi {
-		return r, nil
-	}
-	if f.LB.SNAT.Ports == "" && klo > 1024 {
-		r = [2]uint16{1024, klo - 1}
-		d.log.Info().Strs("snat", owned).Uint16("from", r[0]).Uint16("to", r[1]).
+	r, moved, err := config.SNATPortRange(f.LB.SNAT.Ports, owned, kernel)
+	if moved {
+		d.log.Info().Strs("snat", names).Uint16("from", r[0]).Uint16("to", r[1]).
 			Msg("SNAT addresses are local: SNAT ports stay below net.ipv4.ip_local_port_range so the kernel's own connections keep working")
-		return r, nil
 	}
-	return r, &config.FieldError{Field: "lb.snat.ports", Value: f.LB.SNAT.Ports,
-		Reason: fmt.Sprintf("%d-%d overlaps the kernel's ephemeral ports %d-%d (net.ipv4.ip_local_port_range), and SNAT address %s is local: "+
-			"the replies to the kernel's own connections from it (health checks) would be taken by xlb; use a range below %d, e.g. 1024-%d",
-			r[0], r[1], klo, khi, strings.Join(owned, ", "), klo, klo-1)}
-}
-
-func defaultPorts(s string) string {
-	if s == "" {
-		return "1024-65535"
-	}
-	return s
+	return r, err
 }
 
 // ephemeralRange reads net.ipv4.ip_local_port_range (which IPv6 uses too).
@@ -405,6 +390,10 @@ func (d *Daemon) Apply(cfg *config.File) error {
 	s, err := d.buildSnapshot(comp, prev)
 	if err != nil {
 		return cfg.Translate(err)
+	}
+	// One-arm VIPs in a connected subnet come and go with their services.
+	if err := d.manageAddrs(comp.Spec, cfg.LB.ManagesAddresses()); err != nil {
+		return err
 	}
 	for i, ifc := range d.ifaces {
 		if err := ifc.steering.Replace(d.rules(s, ifc)); err != nil {
@@ -498,6 +487,9 @@ func (d *Daemon) Stop() {
 }
 
 func (d *Daemon) teardown() {
+	if len(d.added) > 0 {
+		d.unmanageAddrs()
+	}
 	for _, ifc := range d.ifaces {
 		if ifc.attach != nil {
 			_ = ifc.attach.Close()

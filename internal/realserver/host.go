@@ -29,32 +29,10 @@ const StateDir = "/run/xlb"
 // usually shared between namespaces while interface names are not.
 func DefaultStateFile(iface string) string {
 	name := "realserver-" + iface
-	if ns := netnsTag(); ns != "" {
+	if ns := rtnl.NetnsTag(); ns != "" {
 		name += "@" + ns
 	}
 	return filepath.Join(StateDir, name+".json")
-}
-
-// netnsTag names the calling thread's network namespace when it is not
-// the initial one: its name under /run/netns, else "netns-INODE" (when
-// the initial namespace can be told apart: /proc/1 may be off limits).
-func netnsTag() string {
-	var self, init unix.Stat_t
-	if unix.Stat("/proc/thread-self/ns/net", &self) != nil {
-		return ""
-	}
-	if ents, err := os.ReadDir("/run/netns"); err == nil {
-		for _, e := range ents {
-			var st unix.Stat_t
-			if unix.Stat(filepath.Join("/run/netns", e.Name()), &st) == nil && st.Ino == self.Ino && st.Dev == self.Dev {
-				return e.Name()
-			}
-		}
-	}
-	if unix.Stat("/proc/1/ns/net", &init) != nil || (self.Ino == init.Ino && self.Dev == init.Dev) {
-		return ""
-	}
-	return "netns-" + strconv.FormatUint(self.Ino, 10)
 }
 
 // State is what a running `xlb realserver` changed on the host, written

@@ -10,6 +10,9 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"os"
+	"path/filepath"
+	"strconv"
 	"strings"
 	"time"
 
@@ -256,4 +259,26 @@ func LinkXDP(ifindex int) (uint32, string, error) {
 		return 0, "", fmt.Errorf("query XDP of ifindex %d: no such link", ifindex)
 	}
 	return id, mode, nil
+}
+
+// NetnsTag names the calling thread's network namespace when it is not
+// the initial one: its name under /run/netns, else "netns-INODE" (when
+// the initial namespace can be told apart: /proc/1 may be off limits).
+func NetnsTag() string {
+	var self, init unix.Stat_t
+	if unix.Stat("/proc/thread-self/ns/net", &self) != nil {
+		return ""
+	}
+	if ents, err := os.ReadDir("/run/netns"); err == nil {
+		for _, e := range ents {
+			var st unix.Stat_t
+			if unix.Stat(filepath.Join("/run/netns", e.Name()), &st) == nil && st.Ino == self.Ino && st.Dev == self.Dev {
+				return e.Name()
+			}
+		}
+	}
+	if unix.Stat("/proc/1/ns/net", &init) != nil || (self.Ino == init.Ino && self.Dev == init.Dev) {
+		return ""
+	}
+	return "netns-" + strconv.FormatUint(self.Ino, 10)
 }
