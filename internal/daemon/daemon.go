@@ -74,6 +74,7 @@ type Daemon struct {
 	umems     []*xsk.UMEM
 	socks     []*xsk.Socket
 	hops      *hopTable
+	added     []managedAddr // addresses xlb added (lb.manage_addresses)
 	wg        sync.WaitGroup
 	quit      chan struct{}
 	started   time.Time
@@ -138,6 +139,10 @@ func (d *Daemon) start() (err error) {
 	d.hops = newHopTable(resolver, d.log)
 	queues, err := d.queueCount()
 	if err != nil {
+		return err
+	}
+	d.cleanupCrashedAddrs()
+	if err := d.manageAddrs(comp.Spec, f.LB.ManagesAddresses()); err != nil {
 		return err
 	}
 	d.ctc = comp.Conntrack
@@ -386,6 +391,10 @@ func (d *Daemon) Apply(cfg *config.File) error {
 	if err != nil {
 		return cfg.Translate(err)
 	}
+	// One-arm VIPs in a connected subnet come and go with their services.
+	if err := d.manageAddrs(comp.Spec, cfg.LB.ManagesAddresses()); err != nil {
+		return err
+	}
 	for i, ifc := range d.ifaces {
 		if err := ifc.steering.Replace(d.rules(s, ifc)); err != nil {
 			// Put the old rules back everywhere: the old snapshot is still running.
@@ -478,6 +487,9 @@ func (d *Daemon) Stop() {
 }
 
 func (d *Daemon) teardown() {
+	if len(d.added) > 0 {
+		d.unmanageAddrs()
+	}
 	for _, ifc := range d.ifaces {
 		if ifc.attach != nil {
 			_ = ifc.attach.Close()
