@@ -5,9 +5,11 @@ import (
 	"encoding/binary"
 	"fmt"
 	"net"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -230,7 +232,8 @@ func TestBusyPollNAPIOnWorkerCPU(t *testing.T) {
 			tp.StartHTTPBackends(t)
 			lb := startXLBWith(t, tp, busyPollConfig(t, tp, worker), tc.flags...)
 			setupNAPI(t, tp, tc.setup)
-			pinNAPIThread(t, tp, worker)
+			kthread := pinNAPIThread(t, tp, worker)
+			s0 := readSchedstat(t, kthread)
 
 			const requests = 50
 			start := time.Now()
@@ -239,19 +242,35 @@ func TestBusyPollNAPIOnWorkerCPU(t *testing.T) {
 			if ok != requests {
 				t.Errorf("%d of %d HTTP requests through the VIP succeeded in %v; first failure: %v", ok, requests, took, err)
 			}
-			const frames, pps = 20000, 50000
-			fwd := udpThrough(t, lb, frames, pps, other)
-			t.Logf("%s: %d/%d HTTP requests in %v; UDP %d of %d forwarded (%.1f%%) at %d pps",
-				tc.name, ok, requests, took.Round(time.Millisecond), fwd, frames, float64(fwd)*100/frames, pps)
-			if fwd < frames*95/100 {
-				t.Errorf("forwarded %d of %d UDP frames (< 95%%)", fwd, frames)
-			}
+			t.Logf("%s: %d/%d HTTP requests in %v", tc.name, ok, requests, took.Round(time.Millisecond))
+			udpAtLeast95(t, lb, 20000, 50000, other)
+			s1 := readSchedstat(t, kthread)
+			t.Logf("NAPI kthread: ran %d times, waited %v on average for the CPU",
+				s1.runs-s0.runs, time.Duration((s1.wait-s0.wait)/max(s1.runs-s0.runs, 1)))
 			if t.Failed() || testing.Verbose() {
 				logDrops(t, lb)
 			}
 			lb.stop(t)
 		})
 	}
+}
+
+// udpAtLeast95 sends frames UDP frames at pps and requires xlb to forward
+// at least 95 % of them. The machine is shared: a run that falls short is
+// repeated (up to three runs), which a stalled worker (~2 % here before
+// the fix) never passes.
+func udpAtLeast95(t testing.TB, lb *balancer, frames, pps, cpu int) {
+	t.Helper()
+	var got []string
+	for range 3 {
+		fwd := udpThrough(t, lb, frames, pps, cpu)
+		got = append(got, fmt.Sprintf("%.1f%%", float64(fwd)*100/float64(frames)))
+		if fwd >= uint64(frames)*95/100 {
+			t.Logf("UDP at %d pps: forwarded %s of %d frames", pps, strings.Join(got, ", then "), frames)
+			return
+		}
+	}
+	t.Errorf("UDP at %d pps: forwarded %s of %d frames in three runs, want at least 95 %%", pps, strings.Join(got, ", "), frames)
 }
 
 // TestBusyPollIdleSleepsAndWakes checks that an idle busy-polling xlb
@@ -281,42 +300,43 @@ func TestBusyPollIdleSleepsAndWakes(t *testing.T) {
 		t.Errorf("idle xlb used %.1f%% of a CPU, want < 2%% (5%% allowed on a shared machine)", pct)
 	}
 
-	// Wake-up: the first echo through an idle worker against the next
-	// ones (xlb answers echo requests to the VIP itself).
-	var rtt []time.Duration
-	for i := 0; i < 6; i++ {
+	// Wake-up: the first echo through a sleeping worker (xlb answers
+	// echo requests to the VIP itself) against echoes to a busy one,
+	// in five rounds. A ping of the router first warms the client side
+	// (thread, namespace switch).
+	ping := func(dst netip.Addr) time.Duration {
+		t.Helper()
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
 		start := time.Now()
-		err := tp.Client.Ping(ctx, tp.VIP)
-		cancel()
-		if err != nil {
-			t.Fatalf("ping %d after %v idle: %v", i, idle, err)
+		if err := tp.Client.Ping(ctx, dst); err != nil {
+			t.Fatalf("ping %s: %v", dst, err)
 		}
-		rtt = append(rtt, time.Since(start))
-		if i == 0 {
-			time.Sleep(5 * time.Millisecond)
+		return time.Since(start)
+	}
+	var cold, warm []time.Duration
+	for range 5 {
+		time.Sleep(200 * time.Millisecond) // the worker sleeps after 1 ms
+		ping(tp.Router.Addr)
+		cold = append(cold, ping(tp.VIP))
+		for range 3 {
+			warm = append(warm, ping(tp.VIP))
 		}
 	}
-	warm := slices.Clone(rtt[1:])
+	slices.Sort(cold)
 	slices.Sort(warm)
-	t.Logf("echo through the VIP: first after idle %v, then median %v", rtt[0], warm[len(warm)/2])
-	if rtt[0] > 50*time.Millisecond {
-		t.Errorf("first echo after idle took %v", rtt[0])
+	t.Logf("echo through the VIP: after idle %v (sorted), busy median %v", cold, warm[len(warm)/2])
+	if cold[len(cold)/2] > 20*time.Millisecond {
+		t.Errorf("echo through an idle worker: median %v, want a few ms at most", cold[len(cold)/2])
 	}
 
-	// And at full rate at once: a burst after another idle period.
+	// And at full rate at once: requests and a burst after idle periods.
 	time.Sleep(idle)
-	ok, err := httpThrough(tp, 20)
-	if ok != 20 {
+	if ok, err := httpThrough(tp, 20); ok != 20 {
 		t.Errorf("%d of 20 HTTP requests after idle: %v", ok, err)
 	}
 	time.Sleep(idle)
-	const frames, pps = 20000, 100000
-	fwd := udpThrough(t, lb, frames, pps, other)
-	t.Logf("after %v idle: UDP %d of %d forwarded at %d pps", idle, fwd, frames, pps)
-	if fwd < frames*95/100 {
-		t.Errorf("after idle: forwarded %d of %d UDP frames (< 95%%)", fwd, frames)
-	}
+	udpAtLeast95(t, lb, 20000, 100000, other)
 	lb.stop(t)
 }
 
@@ -336,16 +356,18 @@ func logDrops(t testing.TB, lb *balancer) {
 }
 
 // BenchmarkBusyPollVeth forwards b.N UDP frames, sent as fast as one
-// AF_PACKET thread on the other CPU can, through one xlb worker in several
-// placements of the lb veth's NAPI:
+// AF_PACKET thread on the other CPU can (or paced to XLB_BENCH_PPS), through
+// one xlb worker in two placements of the lb veth's NAPI:
 //
-//	softirq        default veth NAPI: softirq on the sender's CPU
-//	other          threaded NAPI, kthread pinned to the sender's CPU
-//	worker         threaded NAPI, kthread pinned to the worker's CPU
+//	softirq  the other CPU: default veth NAPI, a softirq in the sender's
+//	         context (as BenchmarkVethForwardDSR)
+//	worker   the worker's CPU: threaded NAPI, its kthread pinned there
 //
-// each with the worker busy-polling (default) or sleeping (--poll). It
-// reports sent and forwarded packets per second, the CPU xlb used and the
-// NAPI kthread used, and both per forwarded packet.
+// each with the worker busy-polling (default) or sleeping (--poll). (A
+// NAPI kthread pinned to the sender's CPU would measure how the sender
+// starves it: this VM has only two CPUs.) It reports sent and forwarded
+// packets per second, the CPU xlb used, and xlb's and the NAPI kthread's
+// CPU time per forwarded packet.
 func BenchmarkBusyPollVeth(b *testing.B) {
 	if err := netns.Available(); err != nil {
 		b.Skipf("network namespaces unavailable: %v", err)
@@ -353,7 +375,7 @@ func BenchmarkBusyPollVeth(b *testing.B) {
 	for _, bc := range []struct {
 		napi string
 		poll bool
-	}{{"softirq", false}, {"other", false}, {"worker", false}, {"worker", true}, {"other", true}} {
+	}{{"softirq", false}, {"worker", false}, {"worker", true}, {"softirq", true}} {
 		mode := "busy"
 		if bc.poll {
 			mode = "poll"
@@ -369,11 +391,7 @@ func BenchmarkBusyPollVeth(b *testing.B) {
 			kthread := 0
 			if bc.napi != "softirq" {
 				setupNAPI(b, tp, napiSetup{threaded: true})
-				cpu := other
-				if bc.napi == "worker" {
-					cpu = worker
-				}
-				kthread = pinNAPIThread(b, tp, cpu)
+				kthread = pinNAPIThread(b, tp, worker)
 			}
 			lbMAC, err := tp.LB.MAC(tp.LBClientIface)
 			if err != nil {
@@ -395,7 +413,8 @@ func BenchmarkBusyPollVeth(b *testing.B) {
 			}
 			b.ResetTimer()
 			start := time.Now()
-			if err := sendUDP(tp, lbMAC, b.N, 0, other); err != nil {
+			pps, _ := strconv.Atoi(os.Getenv("XLB_BENCH_PPS"))
+			if err := sendUDP(tp, lbMAC, b.N, pps, other); err != nil {
 				b.Fatal(err)
 			}
 			secs := time.Since(start).Seconds()
@@ -425,4 +444,21 @@ func BenchmarkBusyPollVeth(b *testing.B) {
 			lb.stop(b)
 		})
 	}
+}
+
+// schedstat is /proc/<pid>/schedstat: time on the CPU, time waiting for
+// it, and the number of times the task ran.
+type schedstat struct{ exec, wait, runs uint64 }
+
+func readSchedstat(t testing.TB, pid int) schedstat {
+	t.Helper()
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/schedstat", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var s schedstat
+	if _, err := fmt.Sscan(string(b), &s.exec, &s.wait, &s.runs); err != nil {
+		t.Fatalf("/proc/%d/schedstat %q: %v", pid, b, err)
+	}
+	return s
 }

@@ -145,3 +145,57 @@ func dropCapability(c int) error {
 	data[c/32].Effective &^= 1 << (c % 32)
 	return unix.Capset(&hdr, &data[0])
 }
+
+// BenchmarkEmptyPass is what a busy worker pays per pass over an empty rx
+// ring on a real socket (veth): Receive alone (no syscall without busy
+// polling, a recvfrom with it) and Poller.Yield (sched_yield).
+func BenchmarkEmptyPass(b *testing.B) {
+	testutil.RequireAFXDP(b)
+	ns := testutil.NewNetns(b, "bpb")
+	testutil.IPCmd(b, "-n", ns, "link", "add", "v0", "type", "veth", "peer", "name", "v1")
+	testutil.IPCmd(b, "-n", ns, "link", "set", "v0", "up")
+	testutil.IPCmd(b, "-n", ns, "link", "set", "v1", "up")
+	for _, bc := range []struct {
+		name  string
+		opts  Options
+		yield bool
+	}{
+		{"receive", Options{DisableBusyPoll: true}, false},
+		{"receive+busypoll", Options{}, false},
+		{"receive+busypoll+yield", Options{}, true},
+	} {
+		b.Run(bc.name, func(b *testing.B) {
+			var s *Socket
+			var u *UMEM
+			err := testutil.InNetns(ns, func() error {
+				ifi, err := net.InterfaceByName("v0")
+				if err != nil {
+					return err
+				}
+				if u, err = NewUMEM(UMEMConfig{FrameCount: 64}); err != nil {
+					return err
+				}
+				bc.opts.RxSize, bc.opts.TxSize = 64, 64
+				s, err = Open(ifi.Index, 0, u, bc.opts)
+				return err
+			})
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer u.Close()
+			defer s.Close()
+			p := NewPoller([]*Socket{s})
+			descs := make([]Desc, 64)
+			b.ReportAllocs()
+			b.ResetTimer()
+			for range b.N {
+				if s.Receive(descs) != 0 {
+					b.Fatal("received a frame")
+				}
+				if bc.yield {
+					p.Yield()
+				}
+			}
+		})
+	}
+}

@@ -63,6 +63,22 @@
 // Open creates the socket in the network namespace of the calling OS thread,
 // and the interface index is resolved in that namespace.
 //
+// # Busy polling
+//
+// Open turns on the kernel's preferred busy polling (SO_PREFER_BUSY_POLL,
+// SO_BUSY_POLL, SO_BUSY_POLL_BUDGET; see Options.DisableBusyPoll): every
+// recvfrom and sendto on the socket then runs the queue's NAPI in the
+// caller's context, and with the interface's interrupt deferral set
+// (napi_defer_hard_irqs, gro_flush_timeout: package napi) the kernel leaves
+// that NAPI to the caller while it keeps polling, so a worker pinned to the
+// CPU of its queue's interrupt does not compete with it. [Socket.Receive]
+// makes that recvfrom whenever the rx ring is empty. It only engages when
+// the kernel knows the queue's NAPI ([Socket.NAPIID] non-zero): drivers
+// that link their queues to NAPIs (netif_queue_set_napi) report it at
+// bind; veth does not, so on veth busy polls run nothing and the kernel's
+// NAPI thread or softirq does the receive work as without busy polling.
+// [Poller.Yield] lets such a thread run when it shares the worker's CPU.
+//
 // # Testing without a NIC
 //
 // [NewMemSocket] builds a Socket whose rings live in ordinary memory together
