@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"sync"
 	"testing"
+	"time"
 )
 
 func newMemPair(t testing.TB, cfg UMEMConfig, o Options) (*UMEM, *Socket, *Peer) {
@@ -184,6 +185,37 @@ func TestMemSocketBusyPoll(t *testing.T) {
 	}
 	if st, _ := s2.Stats(); st.BusyPolls != 0 {
 		t.Fatalf("DisableBusyPoll: %d busy polls", st.BusyPolls)
+	}
+}
+
+// TestMemPollerWakes: a Poller over an in-memory socket returns when the
+// peer delivers a frame, or at the timeout.
+func TestMemPollerWakes(t *testing.T) {
+	u, s, p := newMemPair(t, UMEMConfig{FrameCount: 16}, Options{RxSize: 8, TxSize: 8})
+	a, _ := u.Alloc()
+	s.Fill([]uint64{a})
+	pl := NewPoller([]*Socket{s})
+	start := time.Now()
+	if err := pl.Wait(5 * time.Millisecond); err != nil {
+		t.Fatal(err)
+	}
+	if d := time.Since(start); d < 5*time.Millisecond {
+		t.Fatalf("Wait on an empty ring returned after %v, want the 5ms timeout", d)
+	}
+	go func() {
+		time.Sleep(time.Millisecond)
+		p.Deliver(make([]byte, 60))
+	}()
+	start = time.Now()
+	if err := pl.Wait(10 * time.Second); err != nil {
+		t.Fatal(err)
+	}
+	if d := time.Since(start); d > 2*time.Second {
+		t.Fatalf("Wait returned %v after the frame", d)
+	}
+	var dst [8]Desc
+	if n := s.Receive(dst[:]); n != 1 {
+		t.Fatalf("Receive = %d after Wait", n)
 	}
 }
 

@@ -650,18 +650,26 @@ func (s *Socket) release() error {
 // Build it once; Wait does not allocate.
 type Poller struct {
 	fds []unix.PollFd
+	mem []*Socket // in-memory sockets, when there is no fd
 }
 
-// NewPoller returns a Poller over socks (in-memory sockets are skipped).
+// NewPoller returns a Poller over socks. A Poller over in-memory sockets
+// only (NewMemSocket) checks their rx rings every memPollInterval; other
+// in-memory sockets are skipped.
 func NewPoller(socks []*Socket) *Poller {
 	p := &Poller{}
 	for _, s := range socks {
 		if s.fd >= 0 {
 			p.fds = append(p.fds, unix.PollFd{Fd: int32(s.fd), Events: unix.POLLIN})
+		} else if s.peer != nil {
+			p.mem = append(p.mem, s)
 		}
 	}
 	return p
 }
+
+// memPollInterval is how often Wait looks at in-memory sockets' rx rings.
+const memPollInterval = 20 * time.Microsecond
 
 // Yield gives the CPU to another thread that is ready to run on it, if
 // any (sched_yield(2)). A worker that polls empty rx rings calls it so that
@@ -675,7 +683,7 @@ func (p *Poller) Yield() { yield() }
 // Wait blocks until one of the sockets is readable or timeout passes.
 func (p *Poller) Wait(timeout time.Duration) error {
 	if len(p.fds) == 0 {
-		time.Sleep(timeout)
+		p.waitMem(timeout)
 		return nil
 	}
 	for i := range p.fds {
@@ -686,4 +694,22 @@ func (p *Poller) Wait(timeout time.Duration) error {
 		return fmt.Errorf("xsk: poll %d sockets: %w", len(p.fds), err)
 	}
 	return nil
+}
+
+// waitMem waits until an in-memory socket's rx ring has entries, checking
+// every memPollInterval, or timeout passes.
+func (p *Poller) waitMem(timeout time.Duration) {
+	deadline := time.Now().Add(timeout)
+	for {
+		for _, s := range p.mem {
+			if s.rx.pending() > 0 {
+				return
+			}
+		}
+		left := time.Until(deadline)
+		if left <= 0 {
+			return
+		}
+		time.Sleep(min(left, memPollInterval))
+	}
 }
