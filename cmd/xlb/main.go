@@ -14,6 +14,7 @@ const usage = `usage: xlb <command> [flags]
 
 commands:
   run            run the load balancer (--config FILE)
+  check          pre-flight report: is this host ready for the configuration (--config FILE)
   bench replay   run the real pipeline over a pcap and report ns/packet
   bench gen-pcap write realistic test traffic to a pcap
   realserver     prepare a backend for tunnel/l3dsr/dsr (decap program, VIP on lo, sysctls)
@@ -32,6 +33,8 @@ func run(args []string) int {
 	switch args[0] {
 	case "run":
 		return runCmd(args[1:], os.Stdout, os.Stderr)
+	case "check":
+		return checkCmd(args[1:], os.Stdout, os.Stderr)
 	case "bench":
 		return benchCmd(args[1:], os.Stdout, os.Stderr)
 	case "realserver":
