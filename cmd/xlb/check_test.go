@@ -201,3 +201,53 @@ func hostState(t *testing.T, h *netns.Host) string {
 	}
 	return b.String()
 }
+
+// TestCheckNAPIPlacement runs xlb check next to a running xlb whose
+// interface has threaded NAPI: with the NAPI kthread pinned to the
+// worker's CPU it warns, with the kthread on another CPU, or with
+// interrupt deferral letting the busy-polling worker own the NAPI, it
+// does not.
+func TestCheckNAPIPlacement(t *testing.T) {
+	if err := netns.Available(); err != nil {
+		t.Skipf("network namespaces unavailable: %v", err)
+	}
+	worker, other := cpuPair(t)
+	tp := netns.New(t, netns.Options{Layout: netns.OneArm, Mode: "dsr", Backends: 2})
+	cfg := busyPollConfig(t, tp, worker)
+	lb := startXLBWith(t, tp, cfg, "--poll")
+	setupNAPI(t, tp, napiSetup{threaded: true})
+	kthread := pinNAPIThread(t, tp, worker)
+	napiLine := func() string {
+		t.Helper()
+		out, err := tp.LB.Run(context.Background(), xlbBin, "check", "--config", cfg, "--timeout", "1s")
+		var ee *exec.ExitError
+		if err != nil && !errors.As(err, &ee) {
+			t.Fatal(err)
+		}
+		for _, l := range strings.Split(string(out), "\n") {
+			if strings.Contains(l, "napi "+tp.LBClientIface+":") {
+				t.Log(l)
+				return l
+			}
+		}
+		t.Fatalf("no napi line in\n%s", out)
+		return ""
+	}
+	onWorker := fmt.Sprintf("kthread napi/%s-", tp.LBClientIface)
+	if l := napiLine(); !strings.HasPrefix(l, "! ") || !strings.Contains(l, onWorker) ||
+		!strings.Contains(l, fmt.Sprintf("(pid %d) can run on worker CPU %d", kthread, worker)) || !strings.Contains(l, "taskset -pc") {
+		t.Errorf("kthread on the worker's CPU: %s", l)
+	}
+	setupNAPI(t, tp, napiSetup{deferral: true})
+	if l := napiLine(); !strings.HasPrefix(l, "✔ ") || !strings.Contains(l, "the worker busy-polls that NAPI itself") {
+		t.Errorf("with deferral: %s", l)
+	}
+	if out, err := tp.LB.Run(context.Background(), "sh", "-c", "echo 0 > /sys/class/net/"+tp.LBClientIface+"/napi_defer_hard_irqs"); err != nil {
+		t.Fatalf("%v\n%s", err, out)
+	}
+	pinNAPIThread(t, tp, other)
+	if l := napiLine(); !strings.HasPrefix(l, "✔ ") || !strings.Contains(l, fmt.Sprintf("on CPU %d: off the worker CPUs (%d)", other, worker)) {
+		t.Errorf("kthread on another CPU: %s", l)
+	}
+	lb.stop(t)
+}

@@ -131,8 +131,8 @@ func napiResult(f napiFacts) Result {
 		return r
 	}
 	r.Status = Warn
-	r.Detail = list(onWorker) + ": a worker holds its CPU, so that NAPI runs only inside the worker's own busy-poll syscalls or in turns with it; " +
-		"with --poll / lb.poll (or where the kernel refuses busy polling) frames wait for the worker to sleep, and a spinning worker stalls them"
+	r.Detail = list(onWorker) + ": a worker holds that CPU, so this NAPI runs only inside the worker's busy-poll syscalls or while the worker sleeps — " +
+		"it takes the worker's time, and where busy polling is off (--poll, lb.poll) or refused by the kernel, frames wait until the worker yields"
 	moves := append(irqFix, ktFix...)
 	r.Fix = "move it off the workers (" + strings.Join(moves, "; ") + ", and keep irqbalance away from it) or set lb.cpus to CPUs without NAPI work; " +
 		fmt.Sprintf("or let the busy-polling worker own it: echo 2 > /sys/class/net/%s/napi_defer_hard_irqs; echo 200000 > /sys/class/net/%s/gro_flush_timeout", f.name, f.name)

@@ -350,12 +350,12 @@ func TestNAPI(t *testing.T) {
 	want(t, napiResult(napiFacts{name: "eth0", irqs: irqs[:1], kthreads: kt, workers: []int{0}, free: []int{1, 2, 3}}), OK,
 		"IRQ 45 (eth0-TxRx-0) on CPU 2, kthread napi/eth0-8193 (pid 1234) on CPU 1: off the worker CPUs (0)", "")
 	want(t, napiResult(napiFacts{name: "eth0", irqs: irqs, kthreads: kt, workers: []int{0, 1}, free: []int{2, 3}}), Warn,
-		"IRQ 46 (eth0-TxRx-1) can run on worker CPU 0, kthread napi/eth0-8193 (pid 1234) can run on worker CPU 1: a worker holds its CPU",
+		"IRQ 46 (eth0-TxRx-1) can run on worker CPU 0, kthread napi/eth0-8193 (pid 1234) can run on worker CPU 1: a worker holds that CPU",
 		"echo 2-3 > /proc/irq/46/smp_affinity_list; taskset -pc 2-3 1234")
 	want(t, napiResult(napiFacts{name: "eth0", irqs: irqs, workers: []int{0}, deferIRQs: "2", groFlush: "200000"}), OK,
 		"the worker busy-polls that NAPI itself, and napi_defer_hard_irqs=2, gro_flush_timeout=200000", "")
 	want(t, napiResult(napiFacts{name: "eth0", irqs: irqs, workers: []int{0}, deferIRQs: "2", groFlush: "200000", poll: true}), Warn,
-		"with --poll / lb.poll", "napi_defer_hard_irqs")
+		"busy polling is off (--poll, lb.poll)", "napi_defer_hard_irqs")
 }
 
 func TestIPForwardAndRPFilter(t *testing.T) {
