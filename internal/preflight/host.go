@@ -76,7 +76,7 @@ func privilegesResult(st procStatus) Result {
 	r := Result{Name: "privileges", Blocking: true}
 	if st.euid != 0 {
 		r.Status = Fail
-		r.Detail = fmt.Sprintf("running as uid %d: xlb run needs root to attach XDP programs and open AF_XDP sockets", st.euid)
+		r.Detail = fmt.Sprintf("running as uid %d: xlb needs root (CAP_NET_ADMIN, CAP_BPF and CAP_NET_RAW) to attach XDP programs and open AF_XDP sockets", st.euid)
 		r.Fix = "run it as root (sudo xlb run …, or a systemd unit without User=)"
 		return r
 	}
