@@ -83,17 +83,58 @@ type traffic struct {
 	counts map[string]int
 	errors int
 	last   string
+	// reused counts answers to a connection whose 4-tuple (the client's
+	// source port; the rest is fixed) a recent one of the same backend
+	// had: the kernel picked the port again while xlb's connection table
+	// still held the old, closing flow, so it went where that flow went.
+	reused map[string]int
+	ports  map[string]portUse
+	recent []answer // the last answers, newest last
+}
+
+type answer struct {
+	Backend string `json:"backend"`
+	Remote  string `json:"remote"`
+	At      int64  `json:"at_ms"` // Unix milliseconds
+	Reused  bool   `json:"reused,omitempty"`
+}
+
+type portUse struct {
+	backend string
+	at      time.Time
+}
+
+// conntrackMemory is how long a closed flow may stay in xlb's table
+// (lb.conntrack.tcp_closing, 10 s by default, plus slack).
+const conntrackMemory = 15 * time.Second
+
+// note records one answer; remote is the client's ip:port as the backend saw it.
+func (tr *traffic) note(name, remote string) {
+	if tr.counts == nil {
+		tr.counts, tr.reused, tr.ports = map[string]int{}, map[string]int{}, map[string]portUse{}
+	}
+	tr.counts[name]++
+	now := time.Now()
+	a := answer{Backend: name, Remote: remote, At: now.UnixMilli()}
+	if u, ok := tr.ports[remote]; ok && u.backend == name && now.Sub(u.at) < conntrackMemory {
+		tr.reused[name]++
+		a.Reused = true
+	}
+	tr.ports[remote] = portUse{name, now}
+	if tr.recent = append(tr.recent, a); len(tr.recent) > 400 {
+		tr.recent = tr.recent[100:]
+	}
 }
 
 func (tr *traffic) run(ctx context.Context, c *http.Client, url string, every time.Duration) {
 	for ctx.Err() == nil {
-		name, err := fetch(ctx, c, url)
+		name, remote, err := fetch(ctx, c, url)
 		tr.mu.Lock()
 		if err != nil {
 			tr.errors++
 			tr.last = err.Error()
 		} else {
-			tr.counts[name]++
+			tr.note(name, remote)
 		}
 		tr.mu.Unlock()
 		select {
@@ -106,30 +147,34 @@ func (tr *traffic) run(ctx context.Context, c *http.Client, url string, every ti
 func (tr *traffic) snapshot() map[string]any {
 	tr.mu.Lock()
 	defer tr.mu.Unlock()
-	c := map[string]int{}
+	c, re := map[string]int{}, map[string]int{}
 	total := 0
 	for k, v := range tr.counts {
 		c[k] = v
 		total += v
 	}
-	return map[string]any{"counts": c, "total": total, "errors": tr.errors, "last_error": tr.last}
+	for k, v := range tr.reused {
+		re[k] = v
+	}
+	return map[string]any{"counts": c, "reused": re, "total": total, "errors": tr.errors, "last_error": tr.last, "now_ms": time.Now().UnixMilli()}
 }
 
-func fetch(ctx context.Context, c *http.Client, url string) (string, error) {
+// fetch returns the backend that answered and the client's address as it saw it.
+func fetch(ctx context.Context, c *http.Client, url string) (backend, remote string, err error) {
 	req, err := http.NewRequestWithContext(ctx, "GET", url, nil)
 	if err != nil {
-		return "", err
+		return "", "", err
 	}
 	resp, err := c.Do(req)
 	if err != nil {
-		return "", err
+		return "", "", err
 	}
 	defer resp.Body.Close()
 	var r netns.HTTPReply
 	if err := json.NewDecoder(resp.Body).Decode(&r); err != nil {
-		return "", fmt.Errorf("status %d: %w", resp.StatusCode, err)
+		return "", "", fmt.Errorf("status %d: %w", resp.StatusCode, err)
 	}
-	return r.Backend, nil
+	return r.Backend, r.Remote, nil
 }
 
 // need reports a missing tool: a skip, or a failure under make dashboard-test.
@@ -241,7 +286,7 @@ func TestDashboard(t *testing.T) {
 	}
 
 	// Real traffic through the VIP for the whole test.
-	tr := &traffic{counts: map[string]int{}}
+	tr := &traffic{}
 	trCtx, trStop := context.WithCancel(ctx)
 	var trWG sync.WaitGroup
 	trWG.Add(1)
@@ -265,18 +310,30 @@ func TestDashboard(t *testing.T) {
 		reply(w, map[string]any{"vip": tp.VIP.String(), "client": tp.Client.Addr.String(), "backends": infoBackends})
 	})
 	mux.HandleFunc("GET /traffic", func(w http.ResponseWriter, r *http.Request) { reply(w, tr.snapshot()) })
+	mux.HandleFunc("GET /recent", func(w http.ResponseWriter, r *http.Request) {
+		since, _ := strconv.ParseInt(r.URL.Query().Get("since_ms"), 10, 64)
+		tr.mu.Lock()
+		var out []answer
+		for _, a := range tr.recent {
+			if a.At >= since {
+				out = append(out, a)
+			}
+		}
+		tr.mu.Unlock()
+		reply(w, out)
+	})
 	mux.HandleFunc("GET /probe", func(w http.ResponseWriter, r *http.Request) {
 		port := r.URL.Query().Get("port")
 		n, _ := strconv.Atoi(r.URL.Query().Get("n"))
-		p := &traffic{counts: map[string]int{}}
+		p := &traffic{}
 		c := tp.HTTPClient(time.Second)
 		for i := 0; i < n && i < 200; i++ {
-			name, err := fetch(r.Context(), c, "http://"+net.JoinHostPort(tp.VIP.String(), port)+"/")
+			name, remote, err := fetch(r.Context(), c, "http://"+net.JoinHostPort(tp.VIP.String(), port)+"/")
 			if err != nil {
 				p.errors++
 				p.last = err.Error()
 			} else {
-				p.counts[name]++
+				p.note(name, remote)
 			}
 		}
 		reply(w, p.snapshot())

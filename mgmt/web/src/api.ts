@@ -175,12 +175,14 @@ export function setToken(t: string): void {
 }
 
 /**
- * promptToken asks for a token after a 401 and resolves to it, or to null
- * when the operator cancels. main.ts installs the dialog.
+ * promptToken asks for a token after a 401 of a method-request and
+ * resolves to it, or to null when the operator cancels. main.ts installs
+ * the dialog.
  */
-export let promptToken: ((p: Problem) => Promise<string | null>) | null = null;
+type TokenPrompt = (p: Problem, method: string) => Promise<string | null>;
+let promptToken: TokenPrompt | null = null;
 
-export function setTokenPrompt(fn: (p: Problem) => Promise<string | null>): void {
+export function setTokenPrompt(fn: TokenPrompt): void {
   promptToken = fn;
 }
 
@@ -222,7 +224,7 @@ export async function call<T>(method: string, path: string, body?: unknown): Pro
     }
     if (res.status === 401 && promptToken) {
       const p = await readProblem(res);
-      const t = await promptToken(p);
+      const t = await promptToken(p, method);
       if (t) {
         setToken(t);
         continue;

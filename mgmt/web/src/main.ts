@@ -15,10 +15,14 @@ const titles: Record<View, string> = { overview: "Overview", services: "Services
 // ---- dialogs ----
 
 let tokenAsk: Promise<string | null> | null = null;
+// declined: the operator cancelled the prompt, so the once-a-second reads
+// (with api.auth_reads) stop asking; a change, or the token button, asks again.
+let declined = false;
 
 /** askToken opens the token dialog (once, however many requests wait on it). */
-function askToken(p?: Problem): Promise<string | null> {
+function askToken(p?: Problem, method = ""): Promise<string | null> {
   if (tokenAsk) return tokenAsk;
+  if (declined && method === "GET") return Promise.resolve(null);
   const dlg = $("#token-dlg") as HTMLDialogElement;
   const form = $("#token-form") as HTMLFormElement;
   const inp = $("#token-input") as HTMLInputElement;
@@ -59,6 +63,7 @@ function askToken(p?: Problem): Promise<string | null> {
     inp.focus();
   });
   return tokenAsk.then((t) => {
+    declined = !t;
     tokenLabel();
     return t;
   });
@@ -176,8 +181,9 @@ function start(): void {
       status(true, `live · ${new Date().toLocaleTimeString()}`);
     } catch (e) {
       report(e);
+    } finally {
+      setTimeout(() => void statsLoop(), Math.max(100, 1000 - (performance.now() - t0)));
     }
-    setTimeout(() => void statsLoop(), Math.max(100, 1000 - (performance.now() - t0)));
   };
   void statsLoop();
 
@@ -185,11 +191,14 @@ function start(): void {
   let last = 0;
   const svcLoop = async () => {
     const period = current === "services" ? 1000 : 5000;
-    if (performance.now() - last >= period - 50) {
-      last = performance.now();
-      await services.refresh().catch(report);
+    try {
+      if (performance.now() - last >= period - 50) {
+        last = performance.now();
+        await services.refresh().catch(report);
+      }
+    } finally {
+      setTimeout(() => void svcLoop(), 250);
     }
-    setTimeout(() => void svcLoop(), 250);
   };
   void svcLoop();
 }

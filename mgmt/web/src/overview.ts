@@ -63,7 +63,7 @@ export class Overview {
       this.meta,
       tiles,
       charts,
-      h("div", { class: "tables" }, this.dropsT.wrap, this.passesT.wrap, this.workersT.wrap, h("div", { class: "span-all" }, this.socketsT.wrap, this.runnersLine)),
+      h("div", { class: "tables" }, this.dropsT.wrap, this.passesT.wrap, h("div", { class: "span-all" }, this.workersT.wrap), h("div", { class: "span-all" }, this.socketsT.wrap, this.runnersLine)),
     );
   }
 

@@ -89,7 +89,8 @@ export class Services {
   private empty = h("p", { class: "empty", hidden: true }, "No services yet: add one below.");
   private cards = new Map<string, Card>();
   private prev = new Map<string, { packets: number; t: number; rate: number | null }>();
-  private busy = false;
+  private inflight: Promise<void> | null = null;
+  private again = false;
   names: string[] = [];
   onNames: ((s: ServiceView[]) => void) | null = null;
 
@@ -108,14 +109,23 @@ export class Services {
     });
   }
 
-  async refresh(): Promise<void> {
-    if (this.busy) return;
-    this.busy = true;
-    try {
-      this.render(await api.services());
-    } finally {
-      this.busy = false;
+  /** refresh reads the services; one asked for during a read runs right after it. */
+  refresh(): Promise<void> {
+    if (this.inflight) {
+      this.again = true;
+      return this.inflight;
     }
+    this.inflight = (async () => {
+      try {
+        do {
+          this.again = false;
+          this.render(await api.services());
+        } while (this.again);
+      } finally {
+        this.inflight = null;
+      }
+    })();
+    return this.inflight;
   }
 
   render(svcs: ServiceView[]): void {
@@ -411,7 +421,7 @@ export class Services {
       { class: "add-service grid-form", "aria-label": "Add a service" },
       field("Name", input("name", { required: true, placeholder: "web" })),
       field("VIP", input("vip", { required: true, placeholder: "198.51.100.10" })),
-      field("Port", input("port", { inputmode: "numeric", placeholder: "80 (0 = every port)" })),
+      field("Port", input("port", { inputmode: "numeric", placeholder: "80" }), "Empty or 0: every port."),
       field("Protocol", select("protocol", ["tcp", "udp"], "tcp")),
       field("Mode", select("mode", ["dsr", "tunnel", "l3dsr", "nat", "fullnat"], "dsr")),
       field("Scheduler", select("scheduler", ["maglev", "rr", "wrr", "lc", "wlc", "sh"], "maglev")),
