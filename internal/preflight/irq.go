@@ -124,18 +124,36 @@ func napiResult(f napiFacts) Result {
 		r.Detail = list(elsewhere) + fmt.Sprintf(": off the worker CPUs (%s)", cpuList(f.workers))
 		return r
 	}
+	// Busy polling takes a NAPI over only where the driver links it to
+	// the socket's queue, which drivers with queue interrupts do; a veth
+	// does not (its sockets never learn a NAPI id): its worker can only
+	// yield the CPU to it.
+	pollable := len(f.irqs) > 0
 	deferral := f.deferIRQs != "" && f.deferIRQs != "0" && f.groFlush != "" && f.groFlush != "0"
-	if deferral && !f.poll {
-		r.Detail = list(onWorker) + fmt.Sprintf(": the worker busy-polls that NAPI itself, and napi_defer_hard_irqs=%s, gro_flush_timeout=%s keep its interrupt off while it does (unless xlb run --poll)",
+	if pollable && deferral && !f.poll {
+		r.Detail = list(onWorker) + fmt.Sprintf(": the worker busy-polls that NAPI itself (SO_PREFER_BUSY_POLL), and napi_defer_hard_irqs=%s, gro_flush_timeout=%s keep its interrupt off while it does (unless xlb run --poll)",
 			f.deferIRQs, f.groFlush)
 		return r
 	}
 	r.Status = Warn
-	r.Detail = list(onWorker) + ": a worker holds that CPU, so this NAPI runs only inside the worker's busy-poll syscalls or while the worker sleeps — " +
-		"it takes the worker's time, and where busy polling is off (--poll, lb.poll) or refused by the kernel, frames wait until the worker yields"
+	r.Detail = list(onWorker) + ": the worker shares that CPU with it"
+	switch {
+	case !pollable:
+		r.Detail += " and cannot busy-poll it (the driver links no NAPI to its queues, as veth), so it only yields the CPU to it"
+	case f.poll:
+		r.Detail += " and, with lb.poll, does not busy-poll it"
+	default:
+		r.Detail += " and busy-polls it, but without interrupt deferral the interrupt keeps taking the CPU too"
+	}
+	r.Detail += ": it forwards less than with the NAPI on another CPU (about half over veth, docs/BENCHMARKS.md \"Busy polling and idle workers\")"
 	moves := append(irqFix, ktFix...)
-	r.Fix = "move it off the workers (" + strings.Join(moves, "; ") + ", and keep irqbalance away from it) or set lb.cpus to CPUs without NAPI work; " +
-		fmt.Sprintf("or let the busy-polling worker own it: echo 2 > /sys/class/net/%s/napi_defer_hard_irqs; echo 200000 > /sys/class/net/%s/gro_flush_timeout", f.name, f.name)
+	if len(irqFix) > 0 {
+		moves = append(moves, "and keep irqbalance away from it")
+	}
+	r.Fix = "move it off the workers (" + strings.Join(moves, "; ") + ") or set lb.cpus to CPUs without NAPI work"
+	if pollable {
+		r.Fix += fmt.Sprintf("; or let the busy-polling worker own it: echo 2 > /sys/class/net/%s/napi_defer_hard_irqs; echo 200000 > /sys/class/net/%s/gro_flush_timeout", f.name, f.name)
+	}
 	return r
 }
 

@@ -350,12 +350,18 @@ func TestNAPI(t *testing.T) {
 	want(t, napiResult(napiFacts{name: "eth0", irqs: irqs[:1], kthreads: kt, workers: []int{0}, free: []int{1, 2, 3}}), OK,
 		"IRQ 45 (eth0-TxRx-0) on CPU 2, kthread napi/eth0-8193 (pid 1234) on CPU 1: off the worker CPUs (0)", "")
 	want(t, napiResult(napiFacts{name: "eth0", irqs: irqs, kthreads: kt, workers: []int{0, 1}, free: []int{2, 3}}), Warn,
-		"IRQ 46 (eth0-TxRx-1) can run on worker CPU 0, kthread napi/eth0-8193 (pid 1234) can run on worker CPU 1: a worker holds that CPU",
-		"echo 2-3 > /proc/irq/46/smp_affinity_list; taskset -pc 2-3 1234")
+		"IRQ 46 (eth0-TxRx-1) can run on worker CPU 0, kthread napi/eth0-8193 (pid 1234) can run on worker CPU 1: the worker shares that CPU with it and busy-polls it, but without interrupt deferral",
+		"(echo 2-3 > /proc/irq/46/smp_affinity_list; taskset -pc 2-3 1234; and keep irqbalance away from it)")
 	want(t, napiResult(napiFacts{name: "eth0", irqs: irqs, workers: []int{0}, deferIRQs: "2", groFlush: "200000"}), OK,
-		"the worker busy-polls that NAPI itself, and napi_defer_hard_irqs=2, gro_flush_timeout=200000", "")
+		"the worker busy-polls that NAPI itself (SO_PREFER_BUSY_POLL), and napi_defer_hard_irqs=2, gro_flush_timeout=200000", "")
 	want(t, napiResult(napiFacts{name: "eth0", irqs: irqs, workers: []int{0}, deferIRQs: "2", groFlush: "200000", poll: true}), Warn,
-		"busy polling is off (--poll, lb.poll)", "napi_defer_hard_irqs")
+		"with lb.poll, does not busy-poll it", "napi_defer_hard_irqs")
+	// A veth's threaded NAPI: no interrupt, nothing to busy-poll, deferral or not.
+	r := napiResult(napiFacts{name: "eth0", kthreads: kt, workers: []int{1}, free: []int{0}, deferIRQs: "2", groFlush: "200000"})
+	want(t, r, Warn, "cannot busy-poll it (the driver links no NAPI to its queues, as veth)", "move it off the workers (taskset -pc 0 1234) or set lb.cpus")
+	if strings.Contains(r.Fix, "napi_defer_hard_irqs") {
+		t.Errorf("deferral offered for a NAPI busy polling cannot take over: %s", r.Fix)
+	}
 }
 
 func TestIPForwardAndRPFilter(t *testing.T) {
