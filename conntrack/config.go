@@ -20,6 +20,10 @@ const (
 	MaxSNATAddrs = 256
 	// MaxBackendIDs is the largest MaxBackends accepted.
 	MaxBackendIDs = 1 << 24
+	// MaxServiceIDs is the largest MaxServices accepted.
+	MaxServiceIDs = 1 << 20
+	// DefaultSynBudget is the SynBudget of DefaultConfig, in percent.
+	DefaultSynBudget = 25
 )
 
 // Config configures a [Table]. Start from [DefaultConfig]; the zero value is
@@ -68,6 +72,20 @@ type Config struct {
 	// counters.
 	MaxBackends int
 
+	// MaxServices is the number of service IDs (0 to MaxServices-1) whose
+	// evictions and refusals are counted for ServiceStats; 72 bytes each.
+	// 0 disables the counters.
+	MaxServices int
+
+	// SynBudget is the share of each shard, in percent (1 to 100), that
+	// half-open entries (StateSynSent) may hold. A half-open insert into a
+	// shard at its budget evicts the shard's oldest half-open entry, and a
+	// full shard gives up its oldest half-open entry before anything else,
+	// so a SYN flood cycles through the budget and never pushes out
+	// established flows. 0 turns the policy off: half-open entries are
+	// ordinary LRU entries.
+	SynBudget int
+
 	// Seed keys the flow hash. Use a random value in production so that
 	// remote peers cannot aim many flows at one bucket.
 	Seed uint64
@@ -76,7 +94,8 @@ type Config struct {
 // DefaultConfig returns the defaults: 1_000_000 entries per family in 64
 // shards; timeouts tcp_syn 60s, tcp_established 3600s, tcp_closing 10s,
 // udp 60s, other 60s; evict_min_idle 5s; no SNAT addresses, SNAT ports
-// 1024-65535; flow counters for 65536 backend IDs; seed 0.
+// 1024-65535; flow counters for 65536 backend IDs; eviction counters for
+// 4096 service IDs; syn budget 25%; seed 0.
 func DefaultConfig() Config {
 	return Config{
 		Capacity:       1_000_000,
@@ -90,6 +109,8 @@ func DefaultConfig() Config {
 		SNATPortMin:    1024,
 		SNATPortMax:    65535,
 		MaxBackends:    1 << 16,
+		MaxServices:    1 << 12,
+		SynBudget:      DefaultSynBudget,
 	}
 }
 
@@ -136,6 +157,12 @@ func (c Config) Validate() error {
 	}
 	if c.MaxBackends < 0 || c.MaxBackends > MaxBackendIDs {
 		return &ConfigError{"max_backends", "must be between 0 and " + strconv.Itoa(MaxBackendIDs)}
+	}
+	if c.MaxServices < 0 || c.MaxServices > MaxServiceIDs {
+		return &ConfigError{"max_services", "must be between 0 and " + strconv.Itoa(MaxServiceIDs)}
+	}
+	if c.SynBudget < 0 || c.SynBudget > 100 {
+		return &ConfigError{"syn_budget", "must be a percentage between 1 and 100 (0: off)"}
 	}
 	if n := len(c.SNATIPs4) + len(c.SNATIPs6); n > 0 {
 		if n > MaxSNATAddrs {

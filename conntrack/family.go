@@ -38,15 +38,28 @@ type slot[K comparable, E comparable] struct {
 	mark  uint8
 }
 
+// shardData is a shard's header. It lives in the table's memory (shared
+// memory for a persistent table), so it holds no Go pointers; Attach
+// rebuilds everything in it but the counters from the slots.
 type shardData struct {
 	mu   sync.Mutex
 	free int32 // head of the free list (slot index), -1 if empty
-	head int32 // most recently linked
-	tail int32 // least recently linked: the eviction candidate
+	head int32 // most recently linked entry that is not half-open
+	tail int32 // least recently linked one: the eviction candidate
 	n    int32 // entries in use
+	// next is the shard's high-water mark: its slots from next on have
+	// never held an entry and are free without being on the free list, so
+	// a new table touches no memory beyond what it uses (a sparse file
+	// stays sparse).
+	next int32
+	// The half-open entries (StateSynSent) have an LRU list of their own:
+	// they are evicted first, oldest first, and at most f.synMax of them
+	// are stored (see Config.SynBudget).
+	synHead, synTail int32
+	synN             int32
 
 	// Counters, written under mu.
-	inserts, updates, deletes, expired, evictions, full, pairRemovals uint64
+	inserts, updates, deletes, expired, evictions, evictedSyn, full, pairRemovals uint64
 }
 
 // shard is padded to two cache lines so that the locks and counters of
@@ -85,6 +98,8 @@ type flavor[K comparable, E comparable] interface {
 	// flow returns the backend of a flow entry counted by BackendFlows
 	// (every entry but the reverse half of a NAT pair).
 	flow(e E) (backend uint32, counted bool)
+	// service returns the entry's service ID (for ServiceStats).
+	service(e E) uint32
 }
 
 type rangeItem[K, E any] struct {
@@ -113,16 +128,23 @@ type family[K comparable, E comparable, F flavor[K, E]] struct {
 	bits       uint8  // log2(slots per shard)
 	ib         uint8  // index bits of a word: bits+1
 	tagShift   uint8  // tag = h >> tagShift (64 when there is no room for a tag)
+	synMax     int32  // half-open entries a shard may hold (Config.SynBudget); 0: off
 	t          *Table
 }
 
-func (f *family[K, E, F]) init(t *Table, capacity, shards int) {
-	ps := perShard(capacity, shards)
+// place lays the family over the table's memory at the offsets of fl
+// (see layout). The slices point into mem, which the caller keeps alive:
+// Go heap memory without pointers, or a shared mapping the garbage
+// collector never scans. fresh means the memory is all zeros (a new
+// table): the shard headers are initialised; otherwise Attach recovers
+// them from the slots.
+func (f *family[K, E, F]) place(t *Table, mem []byte, fl familyLayout, ps, shards, synBudget int, fresh bool) {
+	n := ps * shards
 	f.t = t
-	f.slots = make([]slot[K, E], ps*shards)
-	f.buckets = make([]uint32, ps*shards)
-	f.links = make([]uint32, ps*shards)
-	f.shards = make([]shard, shards)
+	f.slots = unsafe.Slice((*slot[K, E])(unsafe.Pointer(&mem[fl.slots])), n)
+	f.buckets = unsafe.Slice((*uint32)(unsafe.Pointer(&mem[fl.buckets])), n)
+	f.links = unsafe.Slice((*uint32)(unsafe.Pointer(&mem[fl.links])), n)
+	f.shards = unsafe.Slice((*shard)(unsafe.Pointer(&mem[fl.shards])), shards)
 	f.shardMask = uint32(shards - 1)
 	f.bucketMask = uint32(ps - 1)
 	for ps>>f.bits > 1 {
@@ -133,15 +155,35 @@ func (f *family[K, E, F]) init(t *Table, capacity, shards int) {
 	// The tag takes hash bits 48 and up, which neither the shard (bits 32
 	// to 47) nor the bucket (bits 0 to 28) use.
 	f.tagShift = 64 - min(16, 32-f.ib)
-	for si := range f.shards {
-		s := &f.shards[si]
-		lo := si * ps
-		for i := lo; i < lo+ps-1; i++ {
-			f.links[i] = uint32(i-lo) + 2 // next free: local index i+1, plus one
-		}
-		s.free = int32(lo)
-		s.head, s.tail = -1, -1
+	f.synMax = 0 // off: half-open entries are ordinary entries
+	if synBudget > 0 {
+		f.synMax = int32(max(1, ps*synBudget/100))
 	}
+	if fresh {
+		for si := range f.shards {
+			f.shards[si].reset()
+		}
+	}
+}
+
+// reset empties a shard header but for its counters.
+func (s *shard) reset() {
+	s.mu = sync.Mutex{}
+	s.free, s.head, s.tail, s.synHead, s.synTail = -1, -1, -1, -1, -1
+	s.n, s.next, s.synN = 0, 0, 0
+}
+
+// halfOpen reports whether an entry in state st is on the half-open LRU
+// list (always false with the SYN budget off).
+func (f *family[K, E, F]) halfOpen(st uint8) bool { return st == StateSynSent && f.synMax > 0 }
+
+// list returns the head and tail of the LRU list an entry in state st
+// belongs to.
+func (f *family[K, E, F]) list(s *shard, st uint8) (head, tail *int32) {
+	if f.halfOpen(st) {
+		return &s.synHead, &s.synTail
+	}
+	return &s.head, &s.tail
 }
 
 // locate returns the shard of hash h and the global index of its bucket.
@@ -211,7 +253,9 @@ func (f *family[K, E, F]) lookup(k *K, h uint64, tcpFlags uint8, tcp bool, now u
 		return 0, false
 	}
 	if tcp {
-		sl.state = nextState(sl.state, tcpFlags)
+		if st := nextState(sl.state, tcpFlags); st != sl.state {
+			f.setState(s, i, st)
+		}
 	}
 	if int32(now-sl.seen) > 0 { // touchLocked, inlined by hand
 		if (now^sl.seen)>>lruShift != 0 {
@@ -284,8 +328,8 @@ func (f *family[K, E, F]) expirePaired(k *K, info *pairInfo[K], now uint32) (rem
 			seen = pSeen
 		}
 		if age(now, seen) <= f.t.timeouts[st&7] {
+			f.setState(s, i, st)
 			f.touchLocked(s, i, seen) // also moves it in the LRU list
-			sl.state = st
 			s.mu.Unlock()
 			return 0
 		}
@@ -355,30 +399,44 @@ func (f *family[K, E, F]) insert(k *K, h uint64, e *E, st uint8, paired bool, no
 		if id, ok := fl.flow(*e); ok {
 			f.t.addFlows(id, 1)
 		}
-		sl.e, sl.state, sl.mark = *e, st, mark
+		if st != sl.state {
+			f.setState(s, i, st)
+		}
+		sl.e, sl.mark = *e, mark
 		f.touchLocked(s, i, now)
 		s.mu.Unlock()
 		return p, nil
 	}
-	i := s.free
-	if i < 0 {
-		v := s.tail // the least recently used entry (see touchLocked)
-		if v < 0 || !f.evictable(&f.slots[v], now) {
+	base := int32(b &^ f.bucketMask)
+	if f.halfOpen(st) && s.synN >= f.synMax || s.free < 0 && s.next > int32(f.bucketMask) {
+		v := f.victim(s, st, now)
+		if v < 0 {
 			s.full++
 			s.mu.Unlock()
+			var fl F
+			f.t.countRefused(fl.service(*e))
 			return p, ErrFull
 		}
 		var fl F
-		_, vb := f.locate(fl.hash(f.slots[v].k, f.t.seed))
+		vs := &f.slots[v]
+		f.t.countEvicted(fl.service(vs.e), vs.state)
+		if f.halfOpen(vs.state) {
+			s.evictedSyn++
+		}
+		_, vb := f.locate(fl.hash(vs.k, f.t.seed))
 		p = f.removeLocked(s, v, vb)
 		s.evictions++
-		i = s.free
 	}
-	base := int32(b &^ f.bucketMask)
-	if w := f.links[i] & f.idxMask; w != 0 {
-		s.free = base + int32(w) - 1
+	i := s.free
+	if i >= 0 {
+		if w := f.links[i] & f.idxMask; w != 0 {
+			s.free = base + int32(w) - 1
+		} else {
+			s.free = -1
+		}
 	} else {
-		s.free = -1
+		i = base + s.next
+		s.next++
 	}
 	sl := &f.slots[i]
 	sl.k, sl.e, sl.state, sl.seen, sl.mark = *k, *e, st, now, mark
@@ -415,6 +473,40 @@ func (f *family[K, E, F]) overwriteObligations(sl *slot[K, E], k *K, e *E, paire
 	return p
 }
 
+// victim picks the entry to evict for an insert in state st into s, which
+// is full or at its half-open budget, or returns -1 (ErrFull). Half-open
+// entries go first, oldest first: a half-open insert at the budget
+// replaces the oldest half-open entry whatever its age (under a SYN flood
+// a half-open entry lives for budget/rate; a real handshake needs one
+// round trip), and a full shard gives up its oldest half-open entry
+// before anything else. Only a shard without half-open entries evicts its
+// least recently used entry, and only an evictable one.
+func (f *family[K, E, F]) victim(s *shard, st uint8, now uint32) int32 {
+	if s.synTail >= 0 && (f.halfOpen(st) && s.synN >= f.synMax || s.free < 0 && s.next > int32(f.bucketMask)) {
+		return s.synTail
+	}
+	if v := s.tail; v >= 0 && f.evictable(&f.slots[v], now) {
+		return v
+	}
+	return -1
+}
+
+// setState moves slot i (linked, in shard s) to state st and, when it
+// enters or leaves StateSynSent, to the head of its new LRU list. Rare:
+// once or twice per connection.
+//
+//go:noinline
+func (f *family[K, E, F]) setState(s *shard, i int32, st uint8) {
+	sl := &f.slots[i]
+	if f.halfOpen(sl.state) == f.halfOpen(st) {
+		sl.state = st
+		return
+	}
+	f.lruUnlink(s, i)
+	sl.state = st
+	f.lruPush(s, i)
+}
+
 // evictable reports whether a full shard may give sl's slot to a new flow.
 func (f *family[K, E, F]) evictable(sl *slot[K, E], now uint32) bool {
 	a := age(now, sl.seen)
@@ -441,37 +533,47 @@ func (f *family[K, E, F]) touchLocked(s *shard, i int32, now uint32) {
 	sl.seen = now
 }
 
-// moveToFront relinks slot i at the head of the LRU list.
+// moveToFront relinks slot i at the head of its LRU list.
 func (f *family[K, E, F]) moveToFront(s *shard, i int32) {
-	if s.head != i {
+	if sl := &f.slots[i]; sl.prev >= 0 { // not the head already
 		f.lruUnlink(s, i)
 		f.lruPush(s, i)
 	}
 }
 
+// lruPush links slot i at the head of the LRU list of its state.
 func (f *family[K, E, F]) lruPush(s *shard, i int32) {
 	sl := &f.slots[i]
-	sl.prev = -1
-	sl.after = s.head
-	if s.head >= 0 {
-		f.slots[s.head].prev = i
-	} else {
-		s.tail = i
+	head, tail := f.list(s, sl.state)
+	if f.halfOpen(sl.state) {
+		s.synN++
 	}
-	s.head = i
+	sl.prev = -1
+	sl.after = *head
+	if *head >= 0 {
+		f.slots[*head].prev = i
+	} else {
+		*tail = i
+	}
+	*head = i
 }
 
+// lruUnlink takes slot i out of the LRU list of its state.
 func (f *family[K, E, F]) lruUnlink(s *shard, i int32) {
 	sl := &f.slots[i]
+	head, tail := f.list(s, sl.state)
+	if f.halfOpen(sl.state) {
+		s.synN--
+	}
 	if sl.prev >= 0 {
 		f.slots[sl.prev].after = sl.after
 	} else {
-		s.head = sl.after
+		*head = sl.after
 	}
 	if sl.after >= 0 {
 		f.slots[sl.after].prev = sl.prev
 	} else {
-		s.tail = sl.prev
+		*tail = sl.prev
 	}
 }
 
@@ -576,7 +678,8 @@ func (f *family[K, E, F]) expireRange(lo, hi int, now uint32) (removed int) {
 		s := &f.shards[si]
 		n := 0
 		s.mu.Lock()
-		for i := lo; i < end; i++ {
+		// Slots above the high-water mark have never been used.
+		for i := lo; i < min(end, si<<f.bits+int(s.next)); i++ {
 			sl := &f.slots[i]
 			if sl.mark&markUsed == 0 || !f.expiredAt(sl, now) {
 				continue
@@ -618,6 +721,7 @@ func (f *family[K, E, F]) rangeAll(fn func(k K, e E, st uint8) bool) {
 		for lo, hi := si*per, (si+1)*per; lo < hi; {
 			n := 0
 			s.mu.Lock()
+			hi = min(hi, si*per+int(s.next))
 			for ; lo < hi && n < len(buf); lo++ {
 				if sl := &f.slots[lo]; sl.mark&markUsed != 0 {
 					buf[n] = rangeItem[K, E]{sl.k, sl.e, sl.state}
@@ -646,6 +750,8 @@ func (f *family[K, E, F]) addStats(st *Stats) int {
 		st.Deletes += s.deletes
 		st.Expired += s.expired
 		st.Evictions += s.evictions
+		st.EvictedHalfOpen += s.evictedSyn
+		st.HalfOpen += int(s.synN)
 		st.Full += s.full
 		st.PairRemovals += s.pairRemovals
 		s.mu.Unlock()

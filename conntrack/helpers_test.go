@@ -38,6 +38,7 @@ func smallConfig() Config {
 	c.SNATPortMin, c.SNATPortMax = 1000, 1099
 	c.Seed = 0x1234_5678_9abc_def0
 	c.MaxBackends = 1024
+	c.SynBudget = 0 // the plain LRU; TestSynBudget* turn it on
 	return c
 }
 
@@ -169,9 +170,17 @@ func checkFamily[K comparable, E comparable, F flavor[K, E]](f *family[K, E, F])
 		if used != s.n {
 			return fmt.Errorf("shard %d: n=%d but %d slots used", si, s.n, used)
 		}
-		free := int32(0)
+		if s.next < 0 || s.next > per {
+			return fmt.Errorf("shard %d: high-water mark %d out of range", si, s.next)
+		}
+		for i := lo + s.next; i < hi; i++ {
+			if f.slots[i].mark != 0 {
+				return fmt.Errorf("shard %d: slot %d above the high-water mark %d is used", si, i, s.next)
+			}
+		}
+		free := per - s.next // never used
 		for i := s.free; i >= 0; {
-			if !in(i) || f.slots[i].mark != 0 {
+			if !in(i) || i >= lo+s.next || f.slots[i].mark != 0 {
 				return fmt.Errorf("shard %d: free list holds slot %d (mark %x)", si, i, f.slots[i].mark)
 			}
 			if free++; free > per {
@@ -189,22 +198,40 @@ func checkFamily[K comparable, E comparable, F flavor[K, E]](f *family[K, E, F])
 		if free+used != per {
 			return fmt.Errorf("shard %d: %d free + %d used != %d", si, free, used, per)
 		}
-		// LRU list: every used slot once, links consistent both ways.
-		n, prev := int32(0), int32(-1)
-		for i := s.head; i >= 0; i = f.slots[i].after {
-			if !in(i) || f.slots[i].mark&markUsed == 0 {
-				return fmt.Errorf("shard %d: LRU holds bad slot %d", si, i)
+		// LRU lists: every used slot once, on the list of its state, links
+		// consistent both ways.
+		total := int32(0)
+		for _, half := range []bool{false, true} {
+			head, tail := s.head, s.tail
+			if half {
+				head, tail = s.synHead, s.synTail
 			}
-			if f.slots[i].prev != prev {
-				return fmt.Errorf("shard %d: LRU prev of %d is %d, want %d", si, i, f.slots[i].prev, prev)
+			n, prev := int32(0), int32(-1)
+			for i := head; i >= 0; i = f.slots[i].after {
+				if !in(i) || f.slots[i].mark&markUsed == 0 {
+					return fmt.Errorf("shard %d: LRU holds bad slot %d", si, i)
+				}
+				if f.halfOpen(f.slots[i].state) != half {
+					return fmt.Errorf("shard %d: slot %d in state %d on the wrong LRU list", si, i, f.slots[i].state)
+				}
+				if f.slots[i].prev != prev {
+					return fmt.Errorf("shard %d: LRU prev of %d is %d, want %d", si, i, f.slots[i].prev, prev)
+				}
+				prev = i
+				if n++; n > per {
+					return fmt.Errorf("shard %d: LRU loops", si)
+				}
 			}
-			prev = i
-			if n++; n > per {
-				return fmt.Errorf("shard %d: LRU loops", si)
+			if tail != prev {
+				return fmt.Errorf("shard %d: LRU (half-open %v) tail %d, want %d", si, half, tail, prev)
 			}
+			if half && n != s.synN {
+				return fmt.Errorf("shard %d: %d half-open entries listed, synN %d", si, n, s.synN)
+			}
+			total += n
 		}
-		if n != used || s.tail != prev {
-			return fmt.Errorf("shard %d: LRU has %d entries (tail %d), want %d (tail %d)", si, n, s.tail, used, prev)
+		if total != used {
+			return fmt.Errorf("shard %d: LRU lists hold %d entries, want %d", si, total, used)
 		}
 		// Chains: every used slot reachable from the bucket of its hash.
 		seen := 0

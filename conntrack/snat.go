@@ -24,14 +24,30 @@ type snatPool struct {
 	_ [(cacheLine - unsafe.Sizeof(snatPoolData{})%cacheLine) % cacheLine]byte
 }
 
-func (p *snatPool) init(n int) {
+// init makes a pool of n ports with those set in used (nil: none)
+// allocated. The free ports queue in order, starting after the highest
+// port in use, so that the ports freed last (the ones a restarted table
+// finds in use) come back last.
+func (p *snatPool) init(n int, used []uint64) {
 	p.ring = make([]uint16, n)
 	p.used = make([]uint64, (n+63)/64)
-	for i := range p.ring {
-		p.ring[i] = uint16(i)
+	copy(p.used, used)
+	start := 0
+	for i := n - 1; i >= 0; i-- {
+		if p.isUsed(uint16(i)) {
+			start = i + 1
+			break
+		}
 	}
-	p.free = uint32(n)
+	for j := range n {
+		if off := uint16((start + j) % n); !p.isUsed(off) {
+			p.ring[p.free] = off
+			p.free++
+		}
+	}
 }
+
+func (p *snatPool) isUsed(off uint16) bool { return p.used[off>>6]&(1<<(off&63)) != 0 }
 
 func (p *snatPool) alloc() (uint16, bool) {
 	p.mu.Lock()

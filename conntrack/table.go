@@ -7,7 +7,9 @@ import (
 )
 
 // Tick is the resolution of the timestamps stored in entries. A timestamp
-// is a uint32 count of ticks since the table was created.
+// is a uint32 count of ticks since the table was created (for a table in
+// shared memory: since its file was created, on the boot clock, see
+// Persist).
 const Tick = 10 * time.Millisecond
 
 const tickNanos = uint64(Tick)
@@ -18,8 +20,11 @@ type Table struct {
 	v4 family[Key4, Entry4, flavor4]
 	v6 family[Key6, Entry6, flavor6]
 
-	base     int64      // now at New
-	seed     uint64     // hash key
+	base     int64   // the caller's clock at tick 0
+	seed     uint64  // hash key
+	mem      []byte  // the table's memory: Go heap (New) or the caller's (Attach)
+	hdr      *header // at the start of mem
+	cfg      Config
 	timeouts [8]uint32  // in ticks, indexed by state
 	minIdle  uint32     // EvictMinIdle in ticks (0: always evictable)
 	snat     []snatPool // SNATIPs4 ++ SNATIPs6
@@ -28,6 +33,7 @@ type Table struct {
 	portMin  uint16
 	portMax  uint16
 	flows    []atomic.Int64 // per backend ID, see BackendFlows
+	svc      []svcCounters  // per service ID, see ServiceStats
 
 	_      [cacheLine]byte
 	cursor atomic.Uint64 // Expire position, in slots over v4 ++ v6
@@ -35,13 +41,27 @@ type Table struct {
 }
 
 // New returns a table configured by cfg, with every slot, index and SNAT
-// port list preallocated. now is the caller's monotonic clock in
-// nanoseconds; every later now must come from the same clock.
+// port list preallocated in the Go heap. now is the caller's monotonic
+// clock in nanoseconds; every later now must come from the same clock.
+// For a table that outlives the process, see Attach.
 func New(cfg Config, now int64) (*Table, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
+	lay := newLayout(cfg)
+	// One pointer-free allocation: the garbage collector never scans it.
+	words := make([]uint64, lay.size/8)
+	mem := unsafe.Slice((*byte)(unsafe.Pointer(unsafe.SliceData(words))), lay.size)
+	t, _, err := Attach(cfg, mem, Persist{Now: now, Boot: now, Fresh: true})
+	return t, err
+}
+
+// makeTable returns a table with the Go-heap parts of cfg set up: clock,
+// timeouts, SNAT addresses and counters (the SNAT port pools are made by
+// the caller, which knows which ports are in use).
+func makeTable(cfg Config, now int64) *Table {
 	t := &Table{
+		cfg:     cfg,
 		base:    now,
 		seed:    hashSeed(cfg.Seed),
 		snat4:   append([][4]byte(nil), cfg.SNATIPs4...),
@@ -61,20 +81,24 @@ func New(cfg Config, now int64) (*Table, error) {
 		// age >= ceil(d)+1 ticks guarantees at least d of real idle time.
 		t.minIdle = ticksCeil(cfg.EvictMinIdle) + 1
 	}
-	cap6 := cfg.Capacity6
-	if cap6 == 0 {
-		cap6 = cfg.Capacity
-	}
-	t.v4.init(t, cfg.Capacity, cfg.Shards)
-	t.v6.init(t, cap6, cfg.Shards)
 	t.flows = make([]atomic.Int64, cfg.MaxBackends)
+	t.svc = make([]svcCounters, cfg.MaxServices)
+	return t
+}
+
+// initSNAT makes the SNAT port pools with the ports in used (one bitmap
+// per address, nil: none) allocated.
+func (t *Table) initSNAT(used [][]uint64) {
 	if n := len(t.snat4) + len(t.snat6); n > 0 {
 		t.snat = make([]snatPool, n)
 		for i := range t.snat {
-			t.snat[i].init(int(cfg.SNATPortMax-cfg.SNATPortMin) + 1)
+			var u []uint64
+			if i < len(used) {
+				u = used[i]
+			}
+			t.snat[i].init(int(t.portMax-t.portMin)+1, u)
 		}
 	}
-	return t, nil
 }
 
 func ticksCeil(d time.Duration) uint32 {
@@ -384,9 +408,17 @@ type Stats struct {
 	Updates      uint64 // inserts that replaced a live entry for the same key
 	Deletes      uint64 // entries removed by Delete (and InsertNAT undoing a half pair)
 	Expired      uint64 // entries removed for idling past their timeout
-	Evictions    uint64 // entries removed to make room in a full shard
+	Evictions    uint64 // entries removed to make room in a full shard, or for the half-open budget
 	Full         uint64 // inserts refused with ErrFull
 	PairRemovals uint64 // NAT partners removed because the other half was removed
+
+	// EvictedHalfOpen counts the evictions of half-open entries (part of
+	// Evictions): what a SYN flood costs; HalfOpen is the number of
+	// half-open entries stored and HalfOpenBudget how many the shards may
+	// hold together (0 with Config.SynBudget off).
+	EvictedHalfOpen uint64
+	HalfOpen        int
+	HalfOpenBudget  int
 
 	SNATInUse     int    // SNAT ports allocated
 	SNATFree      int    // SNAT ports free
@@ -400,6 +432,7 @@ func (t *Table) Stats() Stats {
 	st.Entries4 = t.v4.addStats(&st)
 	st.Entries6 = t.v6.addStats(&st)
 	st.Capacity4, st.Capacity6 = len(t.v4.slots), len(t.v6.slots)
+	st.HalfOpenBudget = int(t.v4.synMax)*len(t.v4.shards) + int(t.v6.synMax)*len(t.v6.shards)
 	for i := range t.snat {
 		p := &t.snat[i]
 		p.mu.Lock()
@@ -464,6 +497,8 @@ type (
 func (flavor4) hash(k Key4, seed uint64) uint64                { return hash4(&k, seed) }
 func (flavor4) pair(t *Table, k Key4, e Entry4) pairInfo[Key4] { return pair4(t, &k, &e) }
 func (flavor4) flow(e Entry4) (uint32, bool)                   { return e.Backend, e.Flags&FlagReverse == 0 }
+func (flavor4) service(e Entry4) uint32                        { return e.Service }
+func (flavor6) service(e Entry6) uint32                        { return e.Service }
 func (flavor6) hash(k Key6, seed uint64) uint64                { return hash6(&k, seed) }
 func (flavor6) pair(t *Table, k Key6, e Entry6) pairInfo[Key6] { return pair6(t, &k, &e) }
 func (flavor6) flow(e Entry6) (uint32, bool)                   { return e.Backend, e.Flags&FlagReverse == 0 }
@@ -485,6 +520,76 @@ func (t *Table) BackendFlows(id uint32) int64 {
 func (t *Table) addFlows(id uint32, d int64) {
 	if int(id) < len(t.flows) {
 		t.flows[id].Add(d)
+	}
+}
+
+// svcCounters are one service ID's counters, updated with atomic adds on
+// the eviction and refusal paths only.
+type svcCounters struct {
+	evicted [numStates]atomic.Uint64
+	refused atomic.Uint64
+}
+
+// ServiceStats are the table's counters of one service ID (Entry.Service)
+// since New or Attach.
+type ServiceStats struct {
+	// Evicted counts the service's entries evicted to make room, by the
+	// state they were in (index: the State constants; Evicted[StateSynSent]
+	// are half-open entries, the ones a SYN flood pushes out).
+	Evicted [numStates]uint64
+	// Refused counts the inserts refused with ErrFull: each is a flow
+	// served without state (dsr, tunnel, l3dsr, nat) or dropped (fullnat).
+	Refused uint64
+}
+
+// NumStates is the number of connection states (the length of
+// ServiceStats.Evicted).
+const NumStates = int(numStates)
+
+// StateName returns the snake_case name of a connection state ("syn_sent",
+// "established", ...).
+func StateName(st uint8) string {
+	switch st {
+	case StateSynSent:
+		return "syn_sent"
+	case StateEstablished:
+		return "established"
+	case StateClosing:
+		return "closing"
+	case StateClosed:
+		return "closed"
+	case StateUDP:
+		return "udp"
+	case StateOther:
+		return "other"
+	}
+	return "none"
+}
+
+// ServiceStats returns the counters of service ID id (zero for IDs at or
+// above Config.MaxServices).
+func (t *Table) ServiceStats(id uint32) ServiceStats {
+	var s ServiceStats
+	if int(id) >= len(t.svc) {
+		return s
+	}
+	c := &t.svc[id]
+	for i := range s.Evicted {
+		s.Evicted[i] = c.evicted[i].Load()
+	}
+	s.Refused = c.refused.Load()
+	return s
+}
+
+func (t *Table) countEvicted(svc uint32, st uint8) {
+	if int(svc) < len(t.svc) && st < numStates {
+		t.svc[svc].evicted[st].Add(1)
+	}
+}
+
+func (t *Table) countRefused(id uint32) {
+	if int(id) < len(t.svc) {
+		t.svc[id].refused.Add(1)
 	}
 }
 
