@@ -43,7 +43,8 @@
 //
 // Time is a parameter: now is the caller's monotonic clock in nanoseconds.
 // Entries store the time of their last packet as a uint32 count of Ticks
-// (10 ms) since New. Each entry's timeout follows its state (StateSynSent:
+// (10 ms) since the table was made (on the boot clock for Attach). Each
+// entry's timeout follows its state (StateSynSent:
 // TCPSyn, StateEstablished: TCPEstablished, StateClosing and StateClosed:
 // TCPClosing, StateUDP: UDP, StateOther: Other), and Lookup advances the
 // TCP state from the packet's flags. An entry is expired once it has been
@@ -56,18 +57,47 @@
 //
 // # Eviction and the full table
 //
-// Each shard keeps its entries in an intrusive LRU list (int32 links in the
-// slots). To keep the per-packet path to the slot's own cache line, a
+// Each shard keeps its entries in intrusive LRU lists (int32 links in the
+// slots): one for the half-open entries (StateSynSent), one for the
+// others. To keep the per-packet path to the slot's own cache line, a
 // lookup moves an entry to the head only when its previous packet was in
 // an earlier 640 ms granule, so a busy flow is moved at most once per
 // granule and the tail is the least recently used entry to within 640 ms.
-// Eviction is O(1): when an insert finds its shard without a free slot it
-// evicts the tail entry if it has been idle for at least
-// Config.EvictMinIdle or is expired, closing or closed. Otherwise the
-// insert fails with ErrFull and Stats.Full counts it: the dataplane then
-// serves the new flow by consistent hash without state, so a full table
-// (a SYN flood, say) never stops service and never pushes out flows that
-// are in use.
+//
+// Eviction is O(1) and takes half-open entries first, oldest first.
+// Half-open entries have a budget, Config.SynBudget percent of each shard:
+// a half-open insert into a shard at its budget evicts the shard's oldest
+// half-open entry whatever its age, so a SYN flood cycles through the
+// budget (each spoofed entry lives budget/rate; a real handshake needs one
+// round trip) and never reaches the established flows. When an insert
+// finds its shard without a free slot it evicts the oldest half-open
+// entry, or, when there is none, the LRU tail if it has been idle for at
+// least Config.EvictMinIdle or is expired, closing or closed. Otherwise
+// the insert fails with ErrFull and Stats.Full counts it: the dataplane
+// then serves the new flow by consistent hash without state (dsr, tunnel,
+// l3dsr, nat), so a full table never stops service and never pushes out
+// flows that are in use. Stats.EvictedHalfOpen, and per service ID
+// [Table.ServiceStats] (evictions by state, refusals), say what a flood
+// cost.
+//
+// # Memory and persistence
+//
+// Everything the entries need lives in one block of memory that holds no
+// Go pointers: a header, then per family the shard headers (with their
+// mutexes), the slots, the bucket and the link words. [New] takes it from
+// the Go heap (one pointer-free allocation the garbage collector never
+// scans); [Attach] lays the table over memory the caller provides, a
+// MAP_SHARED mapping of a file in package conntrack/shm, so that the table
+// outlives the process. The header names the format version, a checksum
+// of the layout (sizes and field offsets of every stored type, the stored
+// constants, the hash function), the geometry and the hash seed; Attach
+// reuses memory only when all match, and then rebuilds the chains, free
+// lists, LRU lists and locks from the slots, drops torn or unpaired
+// entries, and recounts the SNAT ports and per-backend flows, which are
+// derived from the entries. A shard's slots are used from the bottom up
+// (a high-water mark), so a new table touches only what it uses.
+// Timestamps count ticks on the boot clock (Persist), so a new process
+// sees every entry exactly as old as it is.
 //
 // # NAT pairs and SNAT
 //
