@@ -106,6 +106,14 @@ type Conntrack struct {
 	TCPEstablished Duration `mapstructure:"tcp_established" json:"tcp_established,omitempty"`
 	TCPClosing     Duration `mapstructure:"tcp_closing" json:"tcp_closing,omitempty"`
 	UDP            Duration `mapstructure:"udp" json:"udp,omitempty"`
+	// StateDir is where the connection table lives, in a shared-memory
+	// file that outlives the process (a restart, an upgrade or a crash
+	// keeps every flow); a tmpfs. Default "/run/xlb".
+	StateDir string `mapstructure:"state_dir" json:"state_dir,omitempty"`
+	// SynBudget is the share of each conntrack shard, in percent (1-100),
+	// that half-open (SYN-only) entries may take; they are evicted first,
+	// oldest first. Default 25.
+	SynBudget int `mapstructure:"syn_budget" json:"syn_budget,omitempty"`
 }
 
 // API configures the management API.
