@@ -25,6 +25,7 @@ import (
 
 	"github.com/xlb/xlb/config"
 	"github.com/xlb/xlb/conntrack"
+	"github.com/xlb/xlb/conntrack/shm"
 	"github.com/xlb/xlb/dataplane"
 	"github.com/xlb/xlb/dataplane/bpf"
 	"github.com/xlb/xlb/internal/cpu"
@@ -66,6 +67,8 @@ type Daemon struct {
 	file      *config.File // the applied (effective) configuration
 	ifaces    []*iface
 	ct        *conntrack.Table
+	ctFile    *shm.Table // the table's shared-memory file (nil: process memory)
+	savedIDs  []byte     // the service/backend IDs last saved beside it
 	ctc       conntrack.Config
 	snatPorts [2]uint16
 	snap      atomic.Pointer[dataplane.Snapshot]
@@ -102,10 +105,11 @@ func Start(opts Options) (*Daemon, error) {
 }
 
 func (d *Daemon) start() (err error) {
-	f := d.opts.File
-	if f == nil {
+	if d.opts.File == nil {
 		return errors.New("daemon: no configuration")
 	}
+	f := d.opts.File.Clone()
+	f.Defaults()
 	comp, err := f.CompileAll()
 	if err != nil {
 		return err
@@ -150,14 +154,14 @@ func (d *Daemon) start() (err error) {
 		return err
 	}
 	d.ctc.SNATPortMin, d.ctc.SNATPortMax = d.snatPorts[0], d.snatPorts[1]
-	if d.ct, err = conntrack.New(d.ctc, d.now()); err != nil {
+	if err := d.openTable(f); err != nil {
 		return fmt.Errorf("conntrack: %w", err)
 	}
 	// Resolve every next hop once, in parallel and bounded, so the first
 	// packets find their backends; what does not resolve in time keeps
 	// resolving in the background.
 	d.hops.resolveAll(d.addresses(comp), d.opts.StartupResolve)
-	full, err := d.buildSnapshot(comp, nil)
+	full, err := d.buildSnapshot(comp, d.seedIDs())
 	if err != nil {
 		return err
 	}
@@ -327,7 +331,7 @@ func (d *Daemon) snatRange(f *config.File, spec dataplane.Spec) ([2]uint16, erro
 	if len(owned) > 0 {
 		kernel[0], kernel[1] = ephemeralRange()
 	}
-	r, moved, err := config.SNATPortRange(f.LB.SNAT.Ports, owned, kernel)
+	r, moved, err := config.SNATPortRange(d.opts.File.LB.SNAT.Ports, owned, kernel) // as written: f has defaults filled in
 	if moved {
 		d.log.Info().Strs("snat", names).Uint16("from", r[0]).Uint16("to", r[1]).
 			Msg("SNAT addresses are local: SNAT ports stay below net.ipv4.ip_local_port_range so the kernel's own connections keep working")
@@ -513,6 +517,7 @@ func (d *Daemon) teardown() {
 	if d.hops != nil {
 		d.hops.close()
 	}
+	d.closeTable()
 }
 
 // SocketModes reports each AF_XDP socket's mode ("eth0/0": "copy").
