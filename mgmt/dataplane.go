@@ -90,6 +90,7 @@ type RunnerStats struct {
 	PassDropped  uint64 `json:"pass_dropped"`
 	FillStarved  uint64 `json:"fill_starved"`
 	CompletedTxs uint64 `json:"completed_txs"`
+	Sleeps       uint64 `json:"sleeps"` // times an idle worker slept in poll(2)
 }
 
 // SocketStats are one AF_XDP socket's kernel counters.
@@ -103,6 +104,9 @@ type SocketStats struct {
 	TxRingEmptyDescs     uint64 `json:"tx_ring_empty_descs"`
 	RxPackets            uint64 `json:"rx_packets"`
 	TxPackets            uint64 `json:"tx_packets"`
+	BusyPoll             bool   `json:"busy_poll"` // preferred busy polling on
+	NAPIID               uint32 `json:"napi_id"`   // the NAPI busy polls drive; 0 = none known (veth)
+	BusyPolls            uint64 `json:"busy_polls"`
 }
 
 // ConntrackStats describe the connection table.

@@ -42,7 +42,7 @@ func TestRunReportsClearErrors(t *testing.T) {
 	tp := netns.New(t, netns.Options{Layout: netns.OneArm, Mode: "dsr", Backends: 1})
 	good := lbConfig(t, tp, "dsr", 100)
 	cases := []struct{ name, from, to, want string }{
-		{"missing interface", "name: eth0", "name: nope0", `interfaces[0].name: interface "nope0" not found`},
+		{"missing interface", "name: eth0", "name: nope0", `interface nope0: not found in this network namespace`},
 		{"bad address", "vip: 198.51.100.10", "vip: 198.51.100.999", `services[0].vip: "198.51.100.999" is not an IP address`},
 		{"unknown key", "protocol: tcp", "protocol: tcp\n    colour: blue", "colour"},
 	}

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"crypto/tls"
 	"errors"
 	"flag"
@@ -19,6 +20,7 @@ import (
 
 	"github.com/xlb/xlb/config"
 	"github.com/xlb/xlb/internal/daemon"
+	"github.com/xlb/xlb/internal/preflight"
 	"github.com/xlb/xlb/mgmt"
 )
 
@@ -126,6 +128,20 @@ func runCmd(args []string, stdout, stderr io.Writer) int {
 		log.Error().Msg(err.Error())
 		return 1
 	}
+	// The blocking pre-flight checks (xlb check) first: a failure says
+	// what to fix instead of failing somewhere inside the start-up.
+	if rs := preflight.Run(context.Background(), f, preflight.Options{Blocking: true, ConfigPath: *cfgPath}); preflight.Failed(rs) {
+		code := 1
+		for _, r := range rs {
+			if r.Status == preflight.Fail {
+				log.Error().Str("fix", r.Fix).Msg(r.Name + ": " + r.Detail)
+				if r.Name == "privileges" {
+					code = 77
+				}
+			}
+		}
+		return code
+	}
 	d, err := daemon.Start(daemon.Options{File: f, Log: log, Poll: *poll})
 	if err != nil {
 		log.Error().Msg(err.Error())
@@ -134,6 +150,15 @@ func runCmd(args []string, stdout, stderr io.Writer) int {
 		}
 		return 1
 	}
+	// The other checks, as warnings (after start: a veth has its NAPI
+	// only once XDP is attached).
+	go func(f *config.File) {
+		for _, r := range preflight.Run(context.Background(), f, preflight.Options{ConfigPath: *cfgPath}) {
+			if r.Status == preflight.Warn {
+				log.Warn().Str("fix", r.Fix).Msg(r.Name + ": " + r.Detail)
+			}
+		}
+	}(f.Clone())
 	srv, err := mgmt.New(mgmt.Options{Config: f, Generation: gen, Dataplane: d, Token: token, AllowNoToken: allowNoToken, Log: log})
 	if err != nil {
 		log.Error().Msg(err.Error())

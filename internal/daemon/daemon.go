@@ -29,6 +29,7 @@ import (
 	"github.com/xlb/xlb/dataplane"
 	"github.com/xlb/xlb/dataplane/bpf"
 	"github.com/xlb/xlb/internal/cpu"
+	"github.com/xlb/xlb/internal/napi"
 	"github.com/xlb/xlb/internal/neigh"
 	"github.com/xlb/xlb/internal/xsk"
 	"github.com/xlb/xlb/mgmt"
@@ -78,6 +79,7 @@ type Daemon struct {
 	socks     []*xsk.Socket
 	hops      *hopTable
 	added     []managedAddr // addresses xlb added (lb.manage_addresses)
+	napiUndo  []func() error // restore the interfaces' NAPI deferral settings
 	wg        sync.WaitGroup
 	quit      chan struct{}
 	started   time.Time
@@ -177,6 +179,7 @@ func (d *Daemon) start() (err error) {
 			return fmt.Errorf("interface %s: steering rules: %w", ifc.net.Name, err)
 		}
 	}
+	poll := d.opts.Poll || f.LB.Poll
 	for q := 0; q < queues; q++ {
 		// Per port: 2048 frames posted to the fill ring plus the rx and tx
 		// rings' worth in flight.
@@ -187,7 +190,7 @@ func (d *Daemon) start() (err error) {
 		d.umems = append(d.umems, u)
 		var ports []dataplane.Port
 		for i, ifc := range d.ifaces {
-			s, err := xsk.Open(ifc.net.Index, q, u, xsk.Options{})
+			s, err := xsk.Open(ifc.net.Index, q, u, xsk.Options{DisableBusyPoll: poll})
 			if err != nil {
 				if errors.Is(err, os.ErrPermission) {
 					return ErrPrivileges
@@ -199,6 +202,9 @@ func (d *Daemon) start() (err error) {
 				return fmt.Errorf("interface %s queue %d: af_xdp socket: %w", ifc.net.Name, q, err)
 			}
 			d.socks = append(d.socks, s)
+			if on, why := s.BusyPoll(); !poll && !on && why != nil {
+				d.log.Warn().Err(why).Str("interface", ifc.net.Name).Int("queue", q).Msg("preferred busy polling refused: the worker spins and yields instead")
+			}
 			if err := ifc.steering.SetSocket(q, s.FD()); err != nil {
 				return fmt.Errorf("interface %s queue %d: register socket: %w", ifc.net.Name, q, err)
 			}
@@ -211,13 +217,26 @@ func (d *Daemon) start() (err error) {
 		if cpus := f.LB.CPUs; len(cpus) > 0 {
 			core = cpus[q%len(cpus)]
 		}
-		r := dataplane.NewRunner(dataplane.RunnerConfig{Worker: w, UMEM: u, Ports: ports, Snap: &d.snap, Poll: d.opts.Poll || f.LB.Poll,
+		r := dataplane.NewRunner(dataplane.RunnerConfig{Worker: w, UMEM: u, Ports: ports, Snap: &d.snap, Poll: poll,
 			FillTarget: 4000, Clock: d.now, OnStart: func() {
 				if err := cpu.Pin(core); err != nil {
 					d.log.Warn().Err(err).Int("queue", q).Msg("cannot pin worker")
 				}
 			}})
 		d.runners = append(d.runners, r)
+	}
+	// Busy polling: the NAPI deferral the kernel pairs with preferred
+	// busy polling, so the worker drives its queue's NAPI instead of the
+	// interrupt (restored at exit).
+	if !poll {
+		for _, ifc := range d.ifaces {
+			undo, err := napi.Configure(ifc.net.Name, napi.Options{})
+			if err != nil {
+				d.log.Warn().Err(err).Str("interface", ifc.net.Name).Msg("NAPI deferral not set")
+				continue
+			}
+			d.napiUndo = append(d.napiUndo, undo)
+		}
 	}
 	// Attach last, once sockets are ready to take traffic.
 	for _, ifc := range d.ifaces {
@@ -504,6 +523,12 @@ func (d *Daemon) teardown() {
 		_ = s.Close()
 	}
 	d.socks = nil
+	for _, undo := range d.napiUndo {
+		if err := undo(); err != nil {
+			d.log.Warn().Err(err).Msg("restoring NAPI settings")
+		}
+	}
+	d.napiUndo = nil
 	for _, u := range d.umems {
 		_ = u.Close()
 	}

@@ -304,5 +304,9 @@ func (d *Daemon) buildSnapshot(comp config.Compiled, prev *dataplane.Snapshot) (
 			}
 		}
 	}
-	return dataplane.Build(spec, prev)
+	s, err := dataplane.Build(spec, prev)
+	if err == nil {
+		d.saveIDs(s) // before s runs: entries name its IDs
+	}
+	return s, err
 }

@@ -80,13 +80,14 @@ func (d *Daemon) Stats() mgmt.Stats {
 		st.Runners.PassDropped += rs.PassDropped
 		st.Runners.FillStarved += rs.FillStarved
 		st.Runners.CompletedTxs += rs.CompletedTxs
+		st.Runners.Sleeps += rs.Sleeps
 	}
 	for _, sk := range d.socks {
 		if ks, err := sk.Stats(); err == nil {
 			st.Sockets[sockName(sk)] = mgmt.SocketStats{Mode: modeName(sk.Mode()), RxDropped: ks.RxDropped,
 				RxInvalidDescs: ks.RxInvalidDescs, TxInvalidDescs: ks.TxInvalidDescs, RxRingFull: ks.RxRingFull,
 				RxFillRingEmptyDescs: ks.RxFillRingEmptyDescs, TxRingEmptyDescs: ks.TxRingEmptyDescs,
-				RxPackets: ks.RxPackets, TxPackets: ks.TxPackets}
+				RxPackets: ks.RxPackets, TxPackets: ks.TxPackets, BusyPoll: ks.BusyPoll, NAPIID: ks.NAPIID, BusyPolls: ks.BusyPolls}
 		}
 	}
 	cs := d.ct.Stats()
