@@ -78,7 +78,7 @@ type Daemon struct {
 	umems     []*xsk.UMEM
 	socks     []*xsk.Socket
 	hops      *hopTable
-	added     []managedAddr // addresses xlb added (lb.manage_addresses)
+	added     []managedAddr  // addresses xlb added (lb.manage_addresses)
 	napiUndo  []func() error // restore the interfaces' NAPI deferral settings
 	wg        sync.WaitGroup
 	quit      chan struct{}
