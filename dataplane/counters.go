@@ -74,6 +74,7 @@ type Counters struct {
 	EchoReplies        uint64
 	ICMPForwarded      uint64 // ICMP errors sent to the backend of their flow
 	Replies            uint64 // nat/fullnat replies translated back to clients
+	StatelessReplies   uint64 // nat replies translated without a conntrack entry (part of Replies)
 	TooBigSent         uint64 // ICMP fragmentation-needed / packet-too-big sent for packets over the egress MTU
 	Reasons            [NumReasons]uint64
 	// BadChecksum counts DropBadChecksum by ingress interface.
@@ -102,6 +103,7 @@ func (c *Counters) Add(o *Counters) {
 	c.EchoReplies += o.EchoReplies
 	c.ICMPForwarded += o.ICMPForwarded
 	c.Replies += o.Replies
+	c.StatelessReplies += o.StatelessReplies
 	c.TooBigSent += o.TooBigSent
 	for i := range c.Reasons {
 		c.Reasons[i] += o.Reasons[i]
@@ -121,7 +123,7 @@ type published struct {
 	be    []atomic.Uint64 // 3 words per backend ID
 }
 
-const countersWords = 13 + int(NumReasons) + MaxIfaces
+const countersWords = 13 + int(NumReasons) + MaxIfaces + 1 // + StatelessReplies, last
 
 func (c *Counters) words() [countersWords]uint64 {
 	var w [countersWords]uint64
@@ -129,6 +131,7 @@ func (c *Counters) words() [countersWords]uint64 {
 		c.Stateless, c.Rescheduled, c.EchoReplies, c.ICMPForwarded, c.Replies, c.TooBigSent})
 	copy(w[13:], c.Reasons[:])
 	copy(w[13+int(NumReasons):], c.BadChecksum[:])
+	w[countersWords-1] = c.StatelessReplies
 	return w
 }
 
@@ -136,5 +139,6 @@ func (c *Counters) fromWords(w *[countersWords]uint64) {
 	c.RxPackets, c.RxBytes, c.TxPackets, c.TxBytes, c.Passed, c.Dropped, c.NewFlows = w[0], w[1], w[2], w[3], w[4], w[5], w[6]
 	c.Stateless, c.Rescheduled, c.EchoReplies, c.ICMPForwarded, c.Replies, c.TooBigSent = w[7], w[8], w[9], w[10], w[11], w[12]
 	copy(c.Reasons[:], w[13:13+int(NumReasons)])
-	copy(c.BadChecksum[:], w[13+int(NumReasons):])
+	copy(c.BadChecksum[:], w[13+int(NumReasons):countersWords-1])
+	c.StatelessReplies = w[countersWords-1]
 }

@@ -79,6 +79,7 @@ type Worker struct {
 
 	pub  atomic.Pointer[published]
 	snap *Snapshot
+	nat  natReplies // nat replies without state (natreply.go)
 }
 
 // NewWorker returns a worker for the queue on interface ingress, sharing ct.
@@ -510,6 +511,9 @@ func (w *Worker) newFlow(s *Snapshot, svc *Service, now int64) (Result, bool) {
 	switch svc.Mode {
 	case ModeNAT:
 		err = w.insertNAT(p, s, svc, e, now, false)
+		if errors.Is(err, conntrack.ErrFull) {
+			err = w.stateless(svc, e) // and replyStateless translates the replies
+		}
 	case ModeFullNAT:
 		err = w.insertNAT(p, s, svc, e, now, true)
 		if errors.Is(err, conntrack.ErrSNATExhausted) {
@@ -593,7 +597,10 @@ func (w *Worker) schedule(s *Snapshot, svc *Service) (uint32, bool) {
 func (w *Worker) reply(s *Snapshot, f *encap.Frame, now int64) (Result, bool) {
 	p := w.p
 	e := &w.fe
-	if !w.lookup(p, now) || e.Flags&conntrack.FlagReverse == 0 {
+	if !w.lookup(p, now) {
+		return w.replyStateless(s, f)
+	}
+	if e.Flags&conntrack.FlagReverse == 0 {
 		return Result{}, false
 	}
 	svc := s.Service(e.Service)
