@@ -379,6 +379,19 @@ func srcHash(p *packet.Parsed, seed uint64) uint64 {
 }
 
 // usable reports whether an existing flow may stay on backend id.
+// reusedTowardsDraining reports a fresh SYN (no ACK) on a 4-tuple whose
+// entry names a backend that takes no new connections: the client reused
+// the port of a finished connection (within tcp_closing), and this is a
+// new connection, to be scheduled as one (as IPVS's conn_reuse_mode and
+// Katran do), not sent to the draining backend.
+func reusedTowardsDraining(s *Snapshot, p *packet.Parsed, id uint32) bool {
+	if p.Proto != packet.ProtoTCP || p.TCPFlags&(packet.TCPSyn|packet.TCPAck) != packet.TCPSyn {
+		return false
+	}
+	be := s.Backend(id)
+	return be != nil && be.State == StateDraining
+}
+
 func usable(s *Snapshot, svc *Service, id uint32) bool {
 	be := s.Backend(id)
 	return be != nil && be.Service == svc.ID && be.State != StateDown
@@ -407,7 +420,8 @@ func (w *Worker) forward(s *Snapshot, svc *Service, f *encap.Frame, now int64) R
 	found := false
 	if !svc.FragHash {
 		found = w.lookup(p, now)
-		if found && (e.Flags&conntrack.FlagReverse != 0 || !usable(s, svc, e.Backend) || !modeMatches(svc.Mode, e.Flags)) {
+		if found && (e.Flags&conntrack.FlagReverse != 0 || !usable(s, svc, e.Backend) || !modeMatches(svc.Mode, e.Flags) ||
+			reusedTowardsDraining(s, p, e.Backend)) {
 			// The backend is gone or down: schedule again (a SYN then
 			// opens a fresh connection on a live backend; mid-flow
 			// packets meet a backend that will reset them).

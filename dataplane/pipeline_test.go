@@ -559,3 +559,36 @@ func TestTooBigIsAnswered(t *testing.T) {
 		t.Fatalf("counters %+v", c)
 	}
 }
+
+// TestReusedPortSYNAvoidsDrainingBackend: a client that reuses the source
+// port of a finished connection sends a SYN that matches the old entry;
+// when that entry's backend is draining, the SYN is a new connection and
+// goes to a backend that takes new flows (found by the dashboard's browser
+// test: 1–3 of ~1 400 connections reached a drained backend).
+func TestReusedPortSYNAvoidsDrainingBackend(t *testing.T) {
+	spec := testSpec(ModeDSR, SchedMaglev, false, 2)
+	s1 := mustBuild(t, spec, nil)
+	w := NewWorker(newCT(t, 1<<14), 0)
+	byBackend := map[uint32][]int{}
+	for i := 0; i < 100; i++ {
+		r, _ := run(w, s1, pkt{src: client(i), dst: vip4, sport: 3000, dport: 80, flags: "S"}.bytes(t), sec)
+		run(w, s1, pkt{src: client(i), dst: vip4, sport: 3000, dport: 80, flags: "F"}.bytes(t), sec)
+		byBackend[r.Backend] = append(byBackend[r.Backend], i)
+	}
+	b0 := s1.ServiceByName("web").Backends[0]
+	spec.Services[0].Backends[0].State = StateDraining
+	s2 := mustBuild(t, spec, s1)
+	for _, i := range byBackend[b0] {
+		// Mid-flow packets of the old connection still reach it...
+		if r, _ := run(w, s2, pkt{src: client(i), dst: vip4, sport: 3000, dport: 80, flags: "A"}.bytes(t), 2*sec); r.Backend != b0 {
+			t.Fatalf("flow %d lost its draining backend", i)
+		}
+		// ...a new SYN on the same port does not.
+		if r, _ := run(w, s2, pkt{src: client(i), dst: vip4, sport: 3000, dport: 80, flags: "S"}.bytes(t), 2*sec); r.Backend == b0 {
+			t.Fatalf("a SYN reusing flow %d's port went to the draining backend", i)
+		}
+	}
+	if len(byBackend[b0]) == 0 {
+		t.Fatal("no flow on backend 0 to test with")
+	}
+}
