@@ -12,6 +12,7 @@ import (
 	"os"
 	"os/signal"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -21,6 +22,7 @@ import (
 	"github.com/xlb/xlb/config"
 	"github.com/xlb/xlb/internal/daemon"
 	"github.com/xlb/xlb/internal/preflight"
+	"github.com/xlb/xlb/internal/version"
 	"github.com/xlb/xlb/mgmt"
 )
 
@@ -111,6 +113,48 @@ func runCmd(args []string, stdout, stderr io.Writer) int {
 		return 2
 	}
 	log := zerolog.New(out).Level(lvl).With().Timestamp().Logger()
+	log.Info().Str("version", version.Version).Int("pid", os.Getpid()).Msg("xlb starting")
+
+	// Until the balancer runs, a SIGTERM/SIGINT cancels the start-up (torn
+	// down cleanly, exit 0) and a SIGHUP is remembered and applied once
+	// running.
+	startCtx, cancelStart := context.WithCancel(context.Background())
+	defer cancelStart()
+	var early struct {
+		sync.Mutex
+		hup  bool
+		term os.Signal
+	}
+	startDone := make(chan struct{})
+	watcher := make(chan struct{})
+	go func() {
+		defer close(watcher)
+		for {
+			select {
+			case <-startDone:
+				return
+			case s := <-sig:
+				early.Lock()
+				if s == syscall.SIGHUP {
+					early.hup = true
+					log.Info().Msg("SIGHUP during start-up: it is applied once xlb runs")
+				} else if early.term == nil {
+					early.term = s
+					log.Info().Str("signal", s.String()).Msg("stopping: signal during start-up")
+					cancelStart()
+				}
+				early.Unlock()
+			}
+		}
+	}()
+	// endStartup stops the watcher and reports a terminating signal.
+	endStartup := func() os.Signal {
+		close(startDone)
+		<-watcher
+		early.Lock()
+		defer early.Unlock()
+		return early.term
+	}
 
 	f, err := config.LoadWith(*cfgPath, sets)
 	if err != nil {
@@ -142,8 +186,12 @@ func runCmd(args []string, stdout, stderr io.Writer) int {
 		}
 		return code
 	}
-	d, err := daemon.Start(daemon.Options{File: f, Log: log, Poll: *poll})
+	d, err := daemon.Start(daemon.Options{File: f, Log: log, Poll: *poll, Context: startCtx})
 	if err != nil {
+		if term := endStartup(); term != nil {
+			log.Info().Str("signal", term.String()).Msg("xlb stopped before it ran")
+			return 0
+		}
 		log.Error().Msg(err.Error())
 		if errors.Is(err, daemon.ErrPrivileges) {
 			return 77
@@ -192,7 +240,23 @@ func runCmd(args []string, stdout, stderr io.Writer) int {
 		go func() { _ = hs.Serve(ln) }()
 		log.Info().Str("listen", ln.Addr().String()).Bool("tls", hs.TLSConfig != nil).Msg("api listening")
 	}
-	for s := range sig {
+	term := endStartup()
+	early.Lock()
+	hup := early.hup
+	early.Unlock()
+	if term != nil {
+		log.Info().Str("signal", term.String()).Msg("shutting down (signal during start-up)")
+	} else if hup {
+		nf, err := config.LoadWith(*cfgPath, sets)
+		if err == nil {
+			err = srv.Reload(nf)
+		}
+		if err != nil {
+			log.Error().Msg("reload (SIGHUP during start-up) refused, running configuration kept: " + err.Error())
+		}
+	}
+	for term == nil {
+		s := <-sig
 		if s == syscall.SIGHUP {
 			nf, err := config.LoadWith(*cfgPath, sets)
 			if err == nil {

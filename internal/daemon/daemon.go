@@ -9,6 +9,7 @@
 package daemon
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"net"
@@ -47,6 +48,9 @@ type Options struct {
 	Poll bool
 	// NeighborRefresh is how often next hops are re-resolved (default 10s).
 	NeighborRefresh time.Duration
+	// Context ends a start-up early (a SIGTERM during it): Start then
+	// tears down what it set up and returns the context's error.
+	Context context.Context
 	// StartupResolve bounds how long Start waits for the backends' next
 	// hops before it runs without the unresolved ones (default 2s).
 	StartupResolve time.Duration
@@ -162,7 +166,14 @@ func (d *Daemon) start() (err error) {
 	// Resolve every next hop once, in parallel and bounded, so the first
 	// packets find their backends; what does not resolve in time keeps
 	// resolving in the background.
-	d.hops.resolveAll(d.addresses(comp), d.opts.StartupResolve)
+	ctx := d.opts.Context
+	if ctx == nil {
+		ctx = context.Background()
+	}
+	d.hops.resolveAll(ctx, d.addresses(comp), d.opts.StartupResolve)
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("start-up interrupted: %w", err)
+	}
 	full, err := d.buildSnapshot(comp, d.seedIDs())
 	if err != nil {
 		return err

@@ -79,8 +79,11 @@ func (h *hopTable) want(a netip.Addr) {
 }
 
 // resolve resolves a now (bounded by timeout) and records the result.
-func (h *hopTable) resolve(a netip.Addr, timeout time.Duration) {
-	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+func (h *hopTable) resolve(a netip.Addr, timeout time.Duration) { h.resolveCtx(context.Background(), a, timeout) }
+
+// resolveCtx is resolve, ended early when parent ends.
+func (h *hopTable) resolveCtx(parent context.Context, a netip.Addr, timeout time.Duration) {
+	ctx, cancel := context.WithTimeout(parent, timeout)
 	defer cancel()
 	go func() {
 		select {
@@ -118,7 +121,7 @@ func (h *hopTable) resolve(a netip.Addr, timeout time.Duration) {
 }
 
 // resolveAll resolves addrs in parallel and waits at most timeout.
-func (h *hopTable) resolveAll(addrs []netip.Addr, timeout time.Duration) {
+func (h *hopTable) resolveAll(ctx context.Context, addrs []netip.Addr, timeout time.Duration) {
 	var wg sync.WaitGroup
 	for _, a := range addrs {
 		h.mu.Lock()
@@ -132,7 +135,7 @@ func (h *hopTable) resolveAll(addrs []netip.Addr, timeout time.Duration) {
 		h.sem <- struct{}{}
 		go func(a netip.Addr) {
 			defer wg.Done()
-			h.resolve(a, timeout)
+			h.resolveCtx(ctx, a, timeout)
 			<-h.sem
 		}(a)
 	}
