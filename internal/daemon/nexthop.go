@@ -79,7 +79,9 @@ func (h *hopTable) want(a netip.Addr) {
 }
 
 // resolve resolves a now (bounded by timeout) and records the result.
-func (h *hopTable) resolve(a netip.Addr, timeout time.Duration) { h.resolveCtx(context.Background(), a, timeout) }
+func (h *hopTable) resolve(a netip.Addr, timeout time.Duration) {
+	h.resolveCtx(context.Background(), a, timeout)
+}
 
 // resolveCtx is resolve, ended early when parent ends.
 func (h *hopTable) resolveCtx(parent context.Context, a netip.Addr, timeout time.Duration) {
