@@ -267,10 +267,11 @@ func (d *Daemon) start() (err error) {
 			r.Run()
 		}(r)
 	}
-	d.wg.Add(3)
+	d.wg.Add(4)
 	go d.refreshLoop()
 	go d.resolvedLoop()
 	go d.watchLoop()
+	go d.neighborLoop()
 	d.log.Info().Int("workers", len(d.runners)).Int("services", len(comp.Spec.Services)).Msg("xlb running")
 	return nil
 }
@@ -490,6 +491,62 @@ func (d *Daemon) refreshLoop() {
 				d.hops.refresh(d.addresses(comp))
 			}
 		}
+	}
+}
+
+// neighborLoop follows the kernel's neighbour and route tables by
+// rtnetlink notification, so a backend's changed MAC or a next hop that
+// stopped answering is acted on within milliseconds rather than at the
+// next periodic refresh.
+func (d *Daemon) neighborLoop() {
+	defer d.wg.Done()
+	w, err := neigh.Watch()
+	if err != nil {
+		d.log.Warn().Err(err).Msg("no neighbour notifications: next hops are refreshed every " + d.opts.NeighborRefresh.String() + " only")
+		return
+	}
+	defer w.Close()
+	for {
+		select {
+		case <-d.quit:
+			return
+		default:
+		}
+		evs, err := w.Next()
+		if errors.Is(err, neigh.ErrOverrun) {
+			d.refreshNow()
+			continue
+		}
+		if err != nil {
+			d.log.Warn().Err(err).Msg("neighbour notifications ended")
+			return
+		}
+		changed, routes := false, false
+		for _, ev := range evs {
+			if ev.Route {
+				routes = true
+				continue
+			}
+			if d.hops.onNeighbor(ev) {
+				changed = true
+			}
+		}
+		if changed {
+			d.rebuild()
+		}
+		if routes {
+			d.refreshNow()
+		}
+	}
+}
+
+// refreshNow re-resolves every next hop in the background.
+func (d *Daemon) refreshNow() {
+	d.mu.Lock()
+	comp, err := d.file.CompileForBuild()
+	d.mu.Unlock()
+	if err == nil {
+		d.hops.refresh(d.addresses(comp))
 	}
 }
 

@@ -3,6 +3,7 @@ package daemon
 import (
 	"context"
 	"errors"
+	"net"
 	"net/netip"
 	"sync"
 	"time"
@@ -314,4 +315,46 @@ func (d *Daemon) buildSnapshot(comp config.Compiled, prev *dataplane.Snapshot) (
 		d.saveIDs(s) // before s runs: entries name its IDs
 	}
 	return s, err
+}
+
+// onNeighbor applies a neighbour event to the table at once (the periodic
+// refresh stays as a safety net): a new MAC for a known address replaces
+// the old one; a FAILED entry (the host does not answer) takes the address
+// out, so its backend gets no new flows, and resolution starts again; a
+// removed entry (the kernel's garbage collection of an entry it no longer
+// uses, since xlb's own traffic never touches it) keeps the last MAC and
+// is re-resolved. It reports whether the table changed.
+func (h *hopTable) onNeighbor(ev neigh.Event) bool {
+	a := ev.Addr.Unmap()
+	h.mu.Lock()
+	old, known := h.hops[a]
+	h.mu.Unlock()
+	if !known {
+		return false
+	}
+	switch {
+	case ev.Usable() && len(ev.MAC) == 6:
+		n := hop{mac: [6]byte(ev.MAC), ifindex: ev.Ifindex}
+		if n == old {
+			return false
+		}
+		h.mu.Lock()
+		h.hops[a] = n
+		h.mu.Unlock()
+		h.log.Info().Str("address", a.String()).Str("mac", ev.MAC.String()).Str("was", net.HardwareAddr(old.mac[:]).String()).
+			Msg("next hop changed (neighbour event)")
+		return true
+	case ev.Deleted:
+		h.want(a)
+		return false
+	case ev.Failed():
+		h.mu.Lock()
+		delete(h.hops, a)
+		h.mu.Unlock()
+		h.log.Warn().Str("address", a.String()).Str("state", ev.StateName()).
+			Msg("next hop does not answer ARP/ND: it takes no new flows until it resolves again")
+		h.want(a)
+		return true
+	}
+	return false
 }
