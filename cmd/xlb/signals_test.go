@@ -106,3 +106,70 @@ func TestSignalsDuringStartup(t *testing.T) {
 		}
 	}
 }
+
+// TestReloadNeverWaitsForTheNetwork: a SIGHUP that adds a backend nobody
+// answers for and removes another applies at once (≤ 200 ms): resolution
+// happens in the background, the new backend takes no flows until it
+// resolves, and the removed one is out immediately.
+func TestReloadNeverWaitsForTheNetwork(t *testing.T) {
+	if err := netns.Available(); err != nil {
+		t.Skipf("network namespaces unavailable: %v", err)
+	}
+	tp := netns.New(t, netns.Options{Layout: netns.OneArm, Mode: netns.ModeDSR, Backends: 2})
+	tp.StartHTTPBackends(t)
+	write := func(p string, extra string, both bool) {
+		var b strings.Builder
+		fmt.Fprintf(&b, "interfaces:\n  - {name: %s, xdp: native}\nlb: {workers: 1}\napi: {listen: %s}\n", tp.LBClientIface, apiAddr)
+		fmt.Fprintf(&b, "services:\n  - name: web\n    vip: %s\n    port: 80\n    backends:\n      - {address: %s}\n", tp.VIP, tp.Backends[0].Addr)
+		if both {
+			fmt.Fprintf(&b, "      - {address: %s}\n", tp.Backends[1].Addr)
+		}
+		b.WriteString(extra)
+		if err := os.WriteFile(p, []byte(b.String()), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	cfg := filepath.Join(t.TempDir(), "xlb.yaml")
+	write(cfg, "", true)
+	lb := startXLB(t, tp, cfg)
+	if seen := answers(t, tp, 40); len(seen) != 2 {
+		t.Fatalf("answers %v", seen)
+	}
+	write(cfg, "      - {address: 10.30.0.99}   # nobody answers ARP for it\n", false)
+	before := strings.Count(lb.logs.String(), "configuration reloaded")
+	start := time.Now()
+	_ = lb.cmd.Process.Signal(syscall.SIGHUP)
+	took := waitFor(t, 3*time.Second, "reload applied", func() bool {
+		return strings.Count(lb.logs.String(), "configuration reloaded") > before
+	})
+	if took > 200*time.Millisecond {
+		t.Fatalf("reload took %v, want ≤ 200 ms\n%s", took, lb.logs.String())
+	}
+	if seen := answers(t, tp, 40); seen[tp.Backends[1].Name] > 0 || len(seen) != 1 {
+		t.Fatalf("after the reload: %v (the removed backend must be out, the unresolvable one must take nothing)", seen)
+	}
+	t.Logf("reload with an unresolvable backend applied in %v (logged within %v of the signal)", took.Round(time.Millisecond), time.Since(start).Round(time.Millisecond))
+	lb.stop(t)
+}
+
+// TestSecondInstanceSaysWhoOwnsTheQueue: a second xlb on the same
+// interface fails with a message naming the other xlb's pid, not a bare
+// "device or resource busy".
+func TestSecondInstanceSaysWhoOwnsTheQueue(t *testing.T) {
+	if err := netns.Available(); err != nil {
+		t.Skipf("network namespaces unavailable: %v", err)
+	}
+	tp := netns.New(t, netns.Options{Layout: netns.OneArm, Mode: netns.ModeDSR, Backends: 1})
+	cfg := lbConfig(t, tp, "dsr", 100)
+	lb := startXLB(t, tp, cfg)
+	out, err := exec.Command("ip", "netns", "exec", tp.LB.NS, xlbBin, "run", "--config", cfg, "--poll",
+		"--set", "api.listen=127.0.0.1:9901", "--log-format", "console").CombinedOutput()
+	if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() != 1 {
+		t.Fatalf("second instance: %v\n%s", err, out)
+	}
+	want := fmt.Sprintf("pid %d", lb.cmd.Process.Pid)
+	if !strings.Contains(string(out), "another xlb") || !strings.Contains(string(out), want) {
+		t.Fatalf("the error does not name the other xlb (%s):\n%s", want, out)
+	}
+	lb.stop(t)
+}

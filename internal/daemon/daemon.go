@@ -207,8 +207,11 @@ func (d *Daemon) start() (err error) {
 					return ErrPrivileges
 				}
 				if errors.Is(err, os.ErrExist) || strings.Contains(err.Error(), "busy") {
-					return fmt.Errorf("interface %s queue %d: af_xdp socket: %w (another AF_XDP program, perhaps another xlb%s, owns this queue)",
-						ifc.net.Name, q, err, otherXLB())
+					if other := otherXLB(); other != "" {
+						return fmt.Errorf("another xlb%s owns %s queue %d (af_xdp bind: %w); stop it first, or give this one other interfaces",
+							other, ifc.net.Name, q, err)
+					}
+					return fmt.Errorf("interface %s queue %d: af_xdp socket: %w (another AF_XDP program owns this queue)", ifc.net.Name, q, err)
 				}
 				return fmt.Errorf("interface %s queue %d: af_xdp socket: %w", ifc.net.Name, q, err)
 			}
