@@ -254,6 +254,9 @@ func (f *family[K, E, F]) lookup(k *K, h uint64, tcpFlags uint8, tcp bool, now u
 	}
 	if tcp {
 		if st := nextState(sl.state, tcpFlags); st != sl.state {
+			if sl.mark&markPaired != 0 && st == StateEstablished && f.halfOpen(sl.state) {
+				return f.lookupEstablishPair(s, i, st, now, out)
+			}
 			f.setState(s, i, st)
 		}
 	}
@@ -265,6 +268,39 @@ func (f *family[K, E, F]) lookup(k *K, h uint64, tcpFlags uint8, tcp bool, now u
 	}
 	*out, st = sl.e, sl.state
 	s.mu.Unlock()
+	return st, true
+}
+
+// lookupEstablishPair is lookup's slow path for a half of a NAT pair that
+// leaves StateSynSent for StateEstablished (the client's ACK completed the
+// handshake): it finishes the lookup, unlocks s and promotes the other
+// half too. The reverse half sees only the backend's packets, and until
+// the backend's first one after its SYN-ACK it would stay on the
+// half-open list, where a SYN flood evicts it, and the established
+// connection with it.
+//
+//go:noinline
+func (f *family[K, E, F]) lookupEstablishPair(s *shard, i int32, st uint8, now uint32, out *E) (uint8, bool) {
+	var fl F
+	sl := &f.slots[i]
+	f.setState(s, i, st)
+	f.touchLocked(s, i, now)
+	*out = sl.e
+	info := fl.pair(f.t, sl.k, sl.e)
+	k := sl.k
+	s.mu.Unlock()
+	if info.what&pairPartner == 0 {
+		return st, true
+	}
+	h := fl.hash(info.partner, f.t.seed)
+	ps, b := f.locate(h)
+	ps.mu.Lock()
+	if j := f.find(&info.partner, b, f.tag(h)); j >= 0 && f.slots[j].state == StateSynSent && f.slots[j].mark&markPaired != 0 {
+		if back := fl.pair(f.t, f.slots[j].k, f.slots[j].e); back.what&pairPartner != 0 && back.partner == k {
+			f.setState(ps, j, StateEstablished)
+		}
+	}
+	ps.mu.Unlock()
 	return st, true
 }
 

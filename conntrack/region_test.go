@@ -462,3 +462,37 @@ func BenchmarkAttach(b *testing.B) {
 		}
 	}
 }
+
+// TestSynBudgetEstablishedPair: once the client's ACK establishes a NAT
+// pair, its reverse half leaves the half-open list too, so a SYN flood in
+// the reverse half's shard cannot evict the connection.
+func TestSynBudgetEstablishedPair(t *testing.T) {
+	cfg := smallConfig()
+	cfg.SynBudget = 25
+	tbl := newTable(t, cfg)
+	fwd := key4(1, protoTCP)
+	idx, port, _ := tbl.AllocSNAT4(1, at(0))
+	f, fe, r, re := fullNATPair4(tbl, fwd, idx, port, 1)
+	fe.State, re.State = StateSynSent, StateSynSent
+	if err := tbl.InsertNAT4(&f, fe, &r, re, at(0)); err != nil {
+		t.Fatal(err)
+	}
+	tbl.Lookup4(&r, TCPFlagSYN|TCPFlagACK, at(0)) // the backend's SYN-ACK: still half-open
+	if e, _ := peek4(tbl, &r); e.State != StateSynSent {
+		t.Fatalf("reverse half after SYN-ACK: state %d", e.State)
+	}
+	tbl.Lookup4(&f, TCPFlagACK, at(0)) // the client's ACK
+	if e, _ := peek4(tbl, &r); e.State != StateEstablished {
+		t.Fatalf("reverse half after the client's ACK: state %d", e.State)
+	}
+	h := hash4(&r, tbl.seed)
+	si := uint32(h>>32) & tbl.v4.shardMask
+	for i, k := range keysInShard4(tbl, si, 100, protoTCP) {
+		mustInsert4(t, tbl, &k, Entry4{State: StateSynSent}, at(time.Duration(i)*time.Millisecond))
+	}
+	if _, ok := peek4(tbl, &f); !ok {
+		t.Fatal("established pair evicted by a SYN flood")
+	}
+	checkTable(t, tbl)
+	checkPairs(t, tbl)
+}
