@@ -435,4 +435,3 @@ func TestSynFloodSmallTable(t *testing.T) {
 		})
 	}
 }
-
