@@ -300,6 +300,11 @@ func (s *Server) change(prefix func(*config.File) string, mutate func(*config.Fi
 // Reload applies a whole configuration file (SIGHUP): its services
 // replace the running ones through the same path as PUT /api/v1/config.
 func (s *Server) Reload(f *config.File) error {
+	if len(f.Interfaces) == 0 {
+		// Say what is wrong with the file rather than that every key
+		// that needs a restart "changed".
+		return &config.FieldError{Field: "interfaces", Reason: "the file lists no interfaces (is it empty or cut short?); nothing was changed"}
+	}
 	before := s.Config()
 	p := s.change(nil, func(c *config.File) *Problem {
 		*c = *f.Clone()

@@ -550,3 +550,29 @@ func TestDiff(t *testing.T) {
 		t.Fatalf("Diff(a, a) = %v", got)
 	}
 }
+
+func TestReloadOfAnEmptyFileSaysSo(t *testing.T) {
+	e := newEnv(t, baseConfig)
+	before := e.srv.Config()
+	f, err := config.Parse([]byte("\n"), "yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = e.srv.Reload(f)
+	var fe *config.FieldError
+	if !errors.As(err, &fe) || fe.Field != "interfaces" || strings.Contains(err.Error(), "restart") {
+		t.Fatalf("Reload(empty) = %v", err)
+	}
+	if !reflect.DeepEqual(before, e.srv.Config()) {
+		t.Fatal("an empty file changed the configuration")
+	}
+	// A real change through Reload is applied and logged as a diff.
+	g, _ := config.Parse([]byte(strings.Replace(baseConfig, "{address: 10.30.0.12}", "{address: 10.30.0.12, weight: 5}", 1)), "yaml")
+	g.API.StateFile = e.state
+	if err := e.srv.Reload(g); err != nil {
+		t.Fatal(err)
+	}
+	if w := *e.dp.last().Services[0].Backends[1].Weight; w != 5 {
+		t.Fatalf("weight %d after Reload", w)
+	}
+}
