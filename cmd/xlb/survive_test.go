@@ -381,7 +381,7 @@ func TestSynFloodSmallTable(t *testing.T) {
 			before, _ := lb.stats()
 
 			// Real clients: one new connection after another.
-			var tried, failed atomic.Int64
+			var tried, failed, slowest atomic.Int64
 			var firstErr atomic.Value
 			stop := make(chan struct{})
 			var wg sync.WaitGroup
@@ -395,9 +395,13 @@ func TestSynFloodSmallTable(t *testing.T) {
 					default:
 					}
 					tried.Add(1)
+					t0 := time.Now()
 					if _, err := get(t, tp, "/"); err != nil {
 						failed.Add(1)
 						firstErr.CompareAndSwap(nil, err.Error())
+					}
+					if d := int64(time.Since(t0)); d > slowest.Load() {
+						slowest.Store(d)
 					}
 					time.Sleep(20 * time.Millisecond)
 				}
@@ -423,9 +427,9 @@ func TestSynFloodSmallTable(t *testing.T) {
 			}
 			st, _ := lb.stats()
 			n, bad := tried.Load(), failed.Load()
-			t.Logf("%s: %d spoofed SYNs (20000 in %v, then 1000/s for %v); real connections %d tried, %d failed (%v); "+
+			t.Logf("%s: %d spoofed SYNs (20000 in %v, then 1000/s for %v); real connections %d tried, %d failed (%v), slowest %v; "+
 				"2 downloads of %d MB byte-exact; stateless new flows %d, conntrack_full drops %d, table %d/%d entries",
-				mode, f.sent, burst.Round(time.Millisecond), flood, n, bad, firstErr.Load(), streamBytes>>20,
+				mode, f.sent, burst.Round(time.Millisecond), flood, n, bad, firstErr.Load(), time.Duration(slowest.Load()).Round(time.Millisecond), streamBytes>>20,
 				st.Totals.Stateless-before.Totals.Stateless, st.Drops["conntrack_full"]-before.Drops["conntrack_full"],
 				st.Conntrack.Entries, st.Conntrack.Capacity)
 			if n < 50 || float64(bad) > 0.01*float64(n) {
