@@ -156,7 +156,8 @@ func (d *Daemon) manageAddrs(spec dataplane.Spec, manage bool) error {
 		}
 	}
 	if !manage {
-		for _, m := range missing {
+		if len(missing) > 0 {
+			m := missing[0] // the first one; the fix is the same for the others
 			key := "lb.snat.addresses"
 			if m.Why == "vip" {
 				key = "services[].vip"
