@@ -2,6 +2,8 @@ package shm
 
 import (
 	"errors"
+	"fmt"
+	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"strings"
@@ -143,5 +145,140 @@ func TestRemoveStale(t *testing.T) {
 	tbl.Close()
 	if len(info.Removed) != 0 {
 		t.Fatalf("removed a live namespace's table: %v", info.Removed)
+	}
+}
+
+// The benchmarks below are conntrack's BenchmarkLookup4Hit,
+// BenchmarkLookup4Batch and BenchmarkInsert4 on a table in a shared-memory
+// file (tmpfs), to compare with the same table in the Go heap.
+
+func benchTable(b *testing.B, flows int) *Table {
+	c := conntrack.DefaultConfig()
+	c.Capacity, c.Capacity6 = 1024, 1024
+	c.Capacity = flows
+	if flows < 1_000_000 {
+		c.Capacity = 4 * flows
+	}
+	c.Seed = 0x9e3779b97f4a7c15
+	d, err := os.MkdirTemp("/dev/shm", "xlb-shm-bench-")
+	if err != nil {
+		d = b.TempDir()
+	} else {
+		b.Cleanup(func() { os.RemoveAll(d) })
+	}
+	tbl, _, err := Open(c, Options{Dir: d, Name: "bench", Now: 1e12})
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { tbl.Close() })
+	return tbl
+}
+
+func benchKeys(n int) []conntrack.Key4 {
+	ks := make([]conntrack.Key4, n)
+	for i := range ks {
+		ks[i] = conntrack.Key4{SrcIP: [4]byte{10, byte(i >> 16), byte(i >> 8), byte(i)}, DstIP: [4]byte{198, 51, 100, 10},
+			SrcPort: uint16(1024 + i%50000), DstPort: 80, Proto: 6}
+	}
+	rng := rand.New(rand.NewPCG(1, 2))
+	rng.Shuffle(n, func(i, j int) { ks[i], ks[j] = ks[j], ks[i] })
+	return ks
+}
+
+func BenchmarkShmLookup4Hit(b *testing.B) {
+	for _, flows := range []int{1000, 1_000_000} {
+		b.Run(fmt.Sprintf("flows=%d", flows), func(b *testing.B) {
+			tbl := benchTable(b, flows)
+			ks := benchKeys(flows)
+			for i := range ks {
+				if err := tbl.Insert4(&ks[i], conntrack.Entry4{Backend: uint32(i), State: conntrack.StateEstablished}, 1e12); err != nil {
+					b.Fatal(err)
+				}
+			}
+			rand.New(rand.NewPCG(3, 4)).Shuffle(len(ks), func(i, j int) { ks[i], ks[j] = ks[j], ks[i] })
+			b.ReportAllocs()
+			b.ResetTimer()
+			j := 0
+			for range b.N {
+				if _, ok := tbl.Lookup4(&ks[j], conntrack.TCPFlagACK, 1e12); !ok {
+					b.Fatal("miss")
+				}
+				if j++; j == len(ks) {
+					j = 0
+				}
+			}
+		})
+	}
+}
+
+func BenchmarkShmLookup4Batch(b *testing.B) {
+	tbl := benchTable(b, 1_000_000)
+	ks := benchKeys(1_000_000)
+	for i := range ks {
+		_ = tbl.Insert4(&ks[i], conntrack.Entry4{Backend: uint32(i), State: conntrack.StateEstablished}, 1e12)
+	}
+	rand.New(rand.NewPCG(3, 4)).Shuffle(len(ks), func(i, j int) { ks[i], ks[j] = ks[j], ks[i] })
+	ks = ks[:len(ks)/32*32]
+	b.ReportAllocs()
+	b.ResetTimer()
+	j := 0
+	for n := 0; n < b.N; n += 32 {
+		batch := ks[j : j+32]
+		tbl.Prefetch4(batch)
+		for i := range batch {
+			if _, ok := tbl.Lookup4(&batch[i], conntrack.TCPFlagACK, 1e12); !ok {
+				b.Fatal("miss")
+			}
+		}
+		if j += 32; j == len(ks) {
+			j = 0
+		}
+	}
+}
+
+// BenchmarkShmInsert4 is conntrack's BenchmarkInsert4 (a full 64k-entry
+// table in the steady state of a busy balancer) in shared memory.
+func BenchmarkShmInsert4(b *testing.B) {
+	c := conntrack.DefaultConfig()
+	c.Capacity, c.Capacity6 = 4<<16, 1024
+	c.Seed = 0x9e3779b97f4a7c15
+	c.UDP = 3 * time.Second
+	c.EvictMinIdle = time.Second
+	d, err := os.MkdirTemp("/dev/shm", "xlb-shm-bench-")
+	if err != nil {
+		d = b.TempDir()
+	} else {
+		b.Cleanup(func() { os.RemoveAll(d) })
+	}
+	tbl, _, err := Open(c, Options{Dir: d, Name: "bench", Now: 1e12})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer tbl.Close()
+	ks := make([]conntrack.Key4, 1<<20) // in order, as BenchmarkInsert4
+	for i := range ks {
+		ks[i] = conntrack.Key4{SrcIP: [4]byte{10, byte(i >> 16), byte(i >> 8), byte(i)}, DstIP: [4]byte{198, 51, 100, 10},
+			SrcPort: uint16(1024 + i%50000), DstPort: 80, Proto: 17}
+	}
+	now := int64(1e12)
+	step := int64(100 * time.Microsecond)
+	for i := range 1 << 17 {
+		now += step
+		_ = tbl.Insert4(&ks[i], conntrack.Entry4{Backend: uint32(i)}, now)
+		if i&31 == 0 {
+			tbl.Expire(now, 32)
+		}
+	}
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := range b.N {
+		now += step
+		j := (i + 1<<17) & (1<<20 - 1)
+		if err := tbl.Insert4(&ks[j], conntrack.Entry4{Backend: uint32(i)}, now); err != nil {
+			b.Fatal(err)
+		}
+		if i&31 == 0 {
+			tbl.Expire(now, 32)
+		}
 	}
 }
