@@ -115,6 +115,25 @@ func startXLBWith(t testing.TB, tp *netns.Topology, cfg string, extra ...string)
 // startXLBEnv is startXLBWith with extra environment variables.
 func startXLBEnv(t testing.TB, tp *netns.Topology, cfg string, env []string, extra ...string) *balancer {
 	t.Helper()
+	lb := launchXLB(t, tp, cfg, env, extra...)
+	deadline := time.Now().Add(15 * time.Second)
+	for time.Now().Before(deadline) {
+		if _, err := lb.stats(); err == nil {
+			return lb
+		}
+		select {
+		case err := <-lb.done:
+			t.Fatalf("xlb exited: %v\n%s", err, lb.logs.String())
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+	t.Fatalf("xlb did not come up\n%s", lb.logs.String())
+	return nil
+}
+
+// launchXLB starts `xlb run` in the lb namespace without waiting for it.
+func launchXLB(t testing.TB, tp *netns.Topology, cfg string, env []string, extra ...string) *balancer {
+	t.Helper()
 	lb := &balancer{logs: &syncBuf{}, done: make(chan error, 1), tp: tp}
 	args := append([]string{"netns", "exec", tp.LB.NS, xlbBin, "run", "--config", cfg, "--log-format", "console"}, extra...)
 	lb.cmd = exec.Command("ip", args...)
@@ -137,19 +156,7 @@ func startXLBEnv(t testing.TB, tp *netns.Topology, cfg string, env []string, ext
 			t.Logf("xlb logs:\n%s", lb.logs.String())
 		}
 	})
-	deadline := time.Now().Add(15 * time.Second)
-	for time.Now().Before(deadline) {
-		if _, err := lb.stats(); err == nil {
-			return lb
-		}
-		select {
-		case err := <-lb.done:
-			t.Fatalf("xlb exited: %v\n%s", err, lb.logs.String())
-		case <-time.After(100 * time.Millisecond):
-		}
-	}
-	t.Fatalf("xlb did not come up\n%s", lb.logs.String())
-	return nil
+	return lb
 }
 
 func (lb *balancer) stats() (mgmt.Stats, error) {
