@@ -9,9 +9,8 @@ import (
 	"net/http"
 	"strings"
 
-	"go.yaml.in/yaml/v3"
-
 	"github.com/xlb/xlb/config"
+	"github.com/xlb/xlb/internal/yamljson"
 )
 
 // Problem is an RFC 9457 problem details object
@@ -104,7 +103,7 @@ func readBody(w http.ResponseWriter, r *http.Request, v any, yamlOK bool) *Probl
 		return problem(http.StatusBadRequest, "reading the body: %v", err)
 	}
 	if isYAML {
-		if body, err = yamlToJSON(body); err != nil {
+		if body, err = yamljson.ToJSON(body); err != nil {
 			return problem(http.StatusBadRequest, "body is not valid YAML: %v", err)
 		}
 	}
@@ -176,75 +175,11 @@ func kindWord(goType string) string {
 	return "object"
 }
 
-// yamlToJSON converts a YAML document to JSON so one strict decoder
-// serves both.
-func yamlToJSON(b []byte) ([]byte, error) {
-	var v any
-	if err := yaml.Unmarshal(b, &v); err != nil {
-		return nil, err
-	}
-	v, err := jsonable(v)
-	if err != nil {
-		return nil, err
-	}
-	return json.Marshal(v)
-}
-
-func jsonable(v any) (any, error) {
-	switch x := v.(type) {
-	case map[string]any:
-		for k, e := range x {
-			j, err := jsonable(e)
-			if err != nil {
-				return nil, err
-			}
-			x[k] = j
-		}
-		return x, nil
-	case map[any]any:
-		m := map[string]any{}
-		for k, e := range x {
-			j, err := jsonable(e)
-			if err != nil {
-				return nil, err
-			}
-			m[fmt.Sprint(k)] = j
-		}
-		return m, nil
-	case []any:
-		for i, e := range x {
-			j, err := jsonable(e)
-			if err != nil {
-				return nil, err
-			}
-			x[i] = j
-		}
-		return x, nil
-	}
-	return v, nil
-}
-
 // toYAML renders v (a JSON-tagged struct) as YAML with the JSON key names.
 func toYAML(v any) ([]byte, error) {
 	b, err := json.Marshal(v)
 	if err != nil {
 		return nil, err
 	}
-	var n yaml.Node
-	if err := yaml.Unmarshal(b, &n); err != nil {
-		return nil, err
-	}
-	clearStyle(&n)
-	return yaml.Marshal(&n)
-}
-
-// clearStyle makes JSON-parsed nodes render as block YAML.
-func clearStyle(n *yaml.Node) {
-	n.Style &^= yaml.FlowStyle
-	if n.Kind == yaml.ScalarNode && n.Style&yaml.DoubleQuotedStyle != 0 {
-		n.Style = 0
-	}
-	for _, c := range n.Content {
-		clearStyle(c)
-	}
+	return yamljson.FromJSON(b)
 }

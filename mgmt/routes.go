@@ -309,6 +309,17 @@ func findBackend(svc *config.Service, key string) (int, *Problem) {
 	return found, nil
 }
 
+// decode reads the request body into v (see readBody); on failure it
+// answers with the problem and counts the refusal.
+func (s *Server) decode(w http.ResponseWriter, r *http.Request, v any, yamlOK bool) bool {
+	if p := readBody(w, r, v, yamlOK); p != nil {
+		s.ctr.refused.Add(1)
+		writeProblem(w, r, p)
+		return false
+	}
+	return true
+}
+
 // ---- handlers ----
 
 func (s *Server) getHealthz(w http.ResponseWriter, r *http.Request) {
@@ -497,9 +508,7 @@ func wantsYAML(r *http.Request) bool {
 
 func (s *Server) putConfig(w http.ResponseWriter, r *http.Request) {
 	var in config.File
-	if p := readBody(w, r, &in, true); p != nil {
-		s.ctr.refused.Add(1)
-		writeProblem(w, r, p)
+	if !s.decode(w, r, &in, true) {
 		return
 	}
 	p := s.change(nil, func(c *config.File) *Problem {
@@ -557,9 +566,7 @@ func svcPrefix(name string) func(*config.File) string {
 
 func (s *Server) postService(w http.ResponseWriter, r *http.Request) {
 	var in serviceIn
-	if p := readBody(w, r, &in, false); p != nil {
-		s.ctr.refused.Add(1)
-		writeProblem(w, r, p)
+	if !s.decode(w, r, &in, false) {
 		return
 	}
 	svc := in.service()
@@ -598,9 +605,7 @@ func (s *Server) respondService(w http.ResponseWriter, r *http.Request, name str
 func (s *Server) putService(w http.ResponseWriter, r *http.Request) {
 	name := r.PathValue("name")
 	var in serviceIn
-	if p := readBody(w, r, &in, false); p != nil {
-		s.ctr.refused.Add(1)
-		writeProblem(w, r, p)
+	if !s.decode(w, r, &in, false) {
 		return
 	}
 	svc := in.service()
@@ -711,9 +716,7 @@ func (s *Server) getBackend(w http.ResponseWriter, r *http.Request) {
 func (s *Server) postBackend(w http.ResponseWriter, r *http.Request) {
 	name := r.PathValue("name")
 	var in backendIn
-	if p := readBody(w, r, &in, false); p != nil {
-		s.ctr.refused.Add(1)
-		writeProblem(w, r, p)
+	if !s.decode(w, r, &in, false) {
 		return
 	}
 	b := in.Backend
@@ -778,9 +781,7 @@ func (s *Server) editBackend(w http.ResponseWriter, r *http.Request, edit func(b
 
 func (s *Server) putBackend(w http.ResponseWriter, r *http.Request) {
 	var in backendIn
-	if p := readBody(w, r, &in, false); p != nil {
-		s.ctr.refused.Add(1)
-		writeProblem(w, r, p)
+	if !s.decode(w, r, &in, false) {
 		return
 	}
 	s.editBackend(w, r, func(b *config.Backend) *Problem {
@@ -797,9 +798,7 @@ func (s *Server) putBackend(w http.ResponseWriter, r *http.Request) {
 
 func (s *Server) patchBackend(w http.ResponseWriter, r *http.Request) {
 	var in BackendPatch
-	if p := readBody(w, r, &in, false); p != nil {
-		s.ctr.refused.Add(1)
-		writeProblem(w, r, p)
+	if !s.decode(w, r, &in, false) {
 		return
 	}
 	if in.Weight == nil && in.State == nil {

@@ -11,7 +11,7 @@ import (
 	"text/tabwriter"
 	"time"
 
-	"go.yaml.in/yaml/v3"
+	"github.com/xlb/xlb/internal/yamljson"
 )
 
 // Output formats (-o).
@@ -56,88 +56,11 @@ func writeJSON(w io.Writer, raw []byte) error {
 	return err
 }
 
-// jsonToYAML renders a JSON document as block YAML, keeping key order.
-// Strings that YAML would read as something else ("100", "true", "") stay
-// quoted.
-func jsonToYAML(raw []byte) ([]byte, error) {
-	if !json.Valid(raw) {
-		return nil, fmt.Errorf("invalid JSON")
-	}
-	var n yaml.Node
-	if err := yaml.Unmarshal(raw, &n); err != nil {
-		return nil, err
-	}
-	plain(&n)
-	var buf bytes.Buffer
-	enc := yaml.NewEncoder(&buf)
-	enc.SetIndent(2)
-	if err := enc.Encode(&n); err != nil {
-		return nil, err
-	}
-	if err := enc.Close(); err != nil {
-		return nil, err
-	}
-	return buf.Bytes(), nil
-}
-
-// plain turns JSON's flow style into block style; the encoder quotes a
-// string again where a plain scalar would change its type.
-func plain(n *yaml.Node) {
-	n.Style &^= yaml.FlowStyle
-	if n.Kind == yaml.ScalarNode && n.Style&yaml.DoubleQuotedStyle != 0 {
-		n.Style &^= yaml.DoubleQuotedStyle
-	}
-	for _, c := range n.Content {
-		plain(c)
-	}
-}
+// jsonToYAML renders the API's JSON as YAML with its key names.
+func jsonToYAML(raw []byte) ([]byte, error) { return yamljson.FromJSON(raw) }
 
 // yamlToJSON converts a YAML (or JSON) document to JSON.
-func yamlToJSON(b []byte) ([]byte, error) {
-	var v any
-	if err := yaml.Unmarshal(b, &v); err != nil {
-		return nil, err
-	}
-	v, err := jsonable(v)
-	if err != nil {
-		return nil, err
-	}
-	return json.Marshal(v)
-}
-
-func jsonable(v any) (any, error) {
-	switch x := v.(type) {
-	case map[string]any:
-		for k, e := range x {
-			j, err := jsonable(e)
-			if err != nil {
-				return nil, err
-			}
-			x[k] = j
-		}
-		return x, nil
-	case map[any]any:
-		m := make(map[string]any, len(x))
-		for k, e := range x {
-			j, err := jsonable(e)
-			if err != nil {
-				return nil, err
-			}
-			m[fmt.Sprint(k)] = j
-		}
-		return m, nil
-	case []any:
-		for i, e := range x {
-			j, err := jsonable(e)
-			if err != nil {
-				return nil, err
-			}
-			x[i] = j
-		}
-		return x, nil
-	}
-	return v, nil
-}
+func yamlToJSON(b []byte) ([]byte, error) { return yamljson.ToJSON(b) }
 
 // row writes one tab-separated table row.
 func row(w io.Writer, cols ...any) {

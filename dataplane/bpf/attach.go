@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"sync"
 
+	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/link"
 )
 
@@ -77,6 +78,12 @@ func (s *Steering) Attach(ifindex int, mode AttachMode) (*Attachment, error) {
 	if s.prog == nil {
 		return nil, ErrClosed
 	}
+	return attachXDP(s.prog, ifindex, mode)
+}
+
+// attachXDP attaches prog to the interface with a bpf_link; Auto tries
+// Native first and falls back to Generic.
+func attachXDP(prog *ebpf.Program, ifindex int, mode AttachMode) (*Attachment, error) {
 	try := []AttachMode{mode}
 	switch mode {
 	case Auto:
@@ -91,7 +98,7 @@ func (s *Steering) Attach(ifindex int, mode AttachMode) (*Attachment, error) {
 		if m == Generic {
 			flags = link.XDPGenericMode
 		}
-		l, err := link.AttachXDP(link.XDPOptions{Program: s.prog, Interface: ifindex, Flags: flags})
+		l, err := link.AttachXDP(link.XDPOptions{Program: prog, Interface: ifindex, Flags: flags})
 		if err == nil {
 			return &Attachment{link: l, mode: m, ifindex: ifindex}, nil
 		}

@@ -175,28 +175,7 @@ func (r *Realserver) Attach(ifindex int, mode AttachMode) (*Attachment, error) {
 	if r.prog == nil {
 		return nil, ErrClosed
 	}
-	// The same loop as Steering.Attach, which is bound to *Steering.
-	try := []AttachMode{mode}
-	switch mode {
-	case Auto:
-		try = []AttachMode{Native, Generic}
-	case Native, Generic:
-	default:
-		return nil, fmt.Errorf("bpf: attach XDP to ifindex %d: unknown mode %d", ifindex, mode)
-	}
-	var errs []error
-	for _, m := range try {
-		flags := link.XDPDriverMode
-		if m == Generic {
-			flags = link.XDPGenericMode
-		}
-		l, err := link.AttachXDP(link.XDPOptions{Program: r.prog, Interface: ifindex, Flags: flags})
-		if err == nil {
-			return &Attachment{link: l, mode: m, ifindex: ifindex}, nil
-		}
-		errs = append(errs, fmt.Errorf("%s: %w", m, err))
-	}
-	return nil, wrapNotSupported(fmt.Errorf("bpf: attach XDP to ifindex %d: %w", ifindex, errors.Join(errs...)))
+	return attachXDP(r.prog, ifindex, mode)
 }
 
 // addrKeyOf is the VIP / local-address map key of a.
