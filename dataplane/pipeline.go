@@ -448,6 +448,7 @@ func (w *Worker) forward(s *Snapshot, svc *Service, f *encap.Frame, now int64) R
 		}
 	}
 	be := &s.Backends[e.Backend]
+	encap.ClampMSS(f.Bytes(), p, be.MSS) // tunnel_mss: SYNs only, a no-op when be.MSS is 0
 	var v encap.Verdict
 	switch svc.Mode {
 	case ModeDSR, ModeTunnel, ModeL3DSR:

@@ -131,8 +131,16 @@ type ServiceSpec struct {
 	// conntrack), so that IP fragments of a datagram reach the same backend
 	// as its first fragment. Only for dsr, tunnel and l3dsr.
 	FragHash bool
-	Backends []BackendSpec
+	// TunnelMSS clamps the MSS option of TCP SYNs a tunnel service sends
+	// to its backends (config tunnel_mss): 0 leaves SYNs alone,
+	// TunnelMSSAuto clamps to what fits the backend's egress MTU through
+	// the tunnel (encap.TunnelMSS), any other value to that value.
+	TunnelMSS uint16
+	Backends  []BackendSpec
 }
+
+// TunnelMSSAuto is ServiceSpec.TunnelMSS "auto".
+const TunnelMSSAuto = 0xffff
 
 // Iface is an interface the dataplane receives and transmits on.
 type Iface struct {
@@ -223,6 +231,8 @@ type Backend struct {
 	// outer source of tunnel mode (of the backend's family).
 	Endpoint  encap.Endpoint
 	TunnelSrc encap.Addr
+	// MSS is the clamp for TCP SYNs to this backend (tunnel_mss); 0 = none.
+	MSS uint16
 }
 
 // Snapshot is an immutable compiled configuration. Workers read it without
@@ -461,6 +471,7 @@ func build(spec Spec, prev *Snapshot, tables bool) (*Snapshot, error) {
 					be.Egress.Dst = m
 				}
 			}
+			be.MSS = backendMSS(ss, &be)
 			s.putBackend(be)
 			svc.Backends = append(svc.Backends, bid)
 			if bs.State == StateActive && bs.Weight > 0 {
@@ -519,6 +530,9 @@ func checkService(spec *Spec, ss *ServiceSpec, i int) error {
 	}
 	if ss.Mode == ModeL3DSR && ss.DSCP == 0 {
 		return specErr(i, -1, "DSCP", "l3dsr needs a non-zero DSCP code")
+	}
+	if ss.TunnelMSS != 0 && (ss.Mode != ModeTunnel || ss.Proto != 6) {
+		return specErr(i, -1, "TunnelMSS", "MSS clamping is for tcp services in tunnel mode, not %s %s", protoName(ss.Proto), ss.Mode)
 	}
 	if ss.FragHash && (ss.Mode == ModeNAT || ss.Mode == ModeFullNAT) {
 		return specErr(i, -1, "FragHash", "fragments cannot be translated in %s mode", ss.Mode)
@@ -688,7 +702,8 @@ func (s *Snapshot) unchanged(id uint32, ss *ServiceSpec, globalsSame bool) *Serv
 	}
 	o := &old.spec
 	if o.Name != ss.Name || o.VIP != ss.VIP || o.Port != ss.Port || o.Proto != ss.Proto || o.Mode != ss.Mode ||
-		o.Scheduler != ss.Scheduler || o.DSCP != ss.DSCP || o.FragHash != ss.FragHash || len(o.Backends) != len(ss.Backends) {
+		o.Scheduler != ss.Scheduler || o.DSCP != ss.DSCP || o.FragHash != ss.FragHash || o.TunnelMSS != ss.TunnelMSS ||
+		len(o.Backends) != len(ss.Backends) {
 		return nil
 	}
 	for i := range o.Backends {
