@@ -137,6 +137,9 @@ type Service struct {
 	Scheduler string `mapstructure:"scheduler" json:"scheduler,omitempty"`
 	DSCP      int    `mapstructure:"dscp" json:"dscp,omitempty"`
 	FragHash  bool   `mapstructure:"frag_hash" json:"frag_hash,omitempty"`
+	// TunnelMSS clamps the MSS of TCP SYNs sent to tunnel backends:
+	// off (default), auto or a number (tunnelmss.go).
+	TunnelMSS TunnelMSS `mapstructure:"tunnel_mss" json:"tunnel_mss,omitempty"`
 	// AllDown is what happens to new flows when every backend of the
 	// service is down by health check: "serve" (the default) schedules
 	// over the health-checked-down backends anyway (fail open: a broken
@@ -781,7 +784,7 @@ func conntrackKey(field string) string {
 var specKeys = map[string]string{
 	"Name": "name", "VIP": "vip", "Port": "port", "Proto": "protocol", "Mode": "mode", "Scheduler": "scheduler",
 	"DSCP": "dscp", "FragHash": "frag_hash", "Backends": "backends", "Address": "address", "Weight": "weight",
-	"State": "state", "MAC": "mac", "Iface": "interface",
+	"State": "state", "MAC": "mac", "Iface": "interface", "TunnelMSS": "tunnel_mss",
 }
 
 // specError translates a dataplane.SpecError into the file's key path.
@@ -916,6 +919,9 @@ func (s *Service) compile(fld string) (dataplane.ServiceSpec, error) {
 	}
 	ss.DSCP = uint8(s.DSCP)
 	ss.FragHash = s.FragHash
+	if err := s.compileTunnelMSS(k("tunnel_mss"), &ss); err != nil {
+		return ss, err
+	}
 	switch s.AllDown {
 	case "serve", "drop":
 	default:
