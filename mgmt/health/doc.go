@@ -27,6 +27,47 @@
 //     unreachable (ECONNREFUSED on the connected socket) is a failure, and so
 //     is silence: a udp check only suits services that answer the payload.
 //   - none: the target is tracked as Up and never probed.
+//   - datapath ([TypeDatapath], never written in a configuration): for a
+//     backend of a tunnel or l3dsr service, a TCP SYN to VIP:port sent the
+//     way the balancer forwards a client's packets, which passes only when
+//     the SYN-ACK comes back from VIP:port. See below.
+//
+// # Datapath probes
+//
+// In tunnel and l3dsr modes the ordinary check, addressed to the
+// backend's own address, says nothing about the path client traffic
+// takes: a backend whose decapsulation (or DSCP-to-VIP mapping) is missing
+// answers it and black-holes every client. A datapath probe takes the
+// client's path. For tunnel it is an IPv4 or IPv6 packet from the
+// balancer's tunnel source to the backend (IPIP, IP6IP6, 4in6 or 6in4,
+// exactly as the dataplane encapsulates) carrying a SYN from the balancer's
+// own address to VIP:port; for l3dsr a SYN from that address to
+// backend:port with the service's DSCP. A backend that undoes the mode
+// answers from VIP:port to the balancer's address (directly: that is the
+// point of these modes), and the steering program passes the answer to the
+// kernel like any packet to a local address, where a raw TCP socket sees
+// it. A RST from VIP:port fails the probe (the packet arrived, nothing
+// listens on the VIP); an answer from the backend's own address fails it
+// with that diagnosis (l3dsr without the mapping); silence fails it at the
+// timeout.
+//
+// The probe is half a handshake, as Katran's and IPVS's TCP checks are;
+// Katran gets full checks through its tunnel by marking the checker's
+// sockets and encapsulating them in a tc program, which xlb avoids: it
+// needs no BPF on the balancer's egress. [RawProber] writes whole packets
+// on IPPROTO_RAW sockets and reads answers from a raw TCP socket per
+// family, which needs CAP_NET_RAW (xlb runs as root); without it every
+// datapath probe reports that it could not run and decides nothing
+// ([ErrUnavailable]). The probe's source port is reserved with a bound TCP
+// socket, so its answer never belongs to a real connection. The kernel,
+// which has no connection for the SYN-ACK, answers it with a RST towards
+// the VIP (it crosses the balancer's dataplane like a client's packet and
+// is ignored by whichever backend it reaches); the prober itself sends the
+// probed backend a RST the way the SYN went, so the backend's half-open
+// connection ends at once instead of retransmitting SYN-ACKs.
+//
+// Datapath targets rise, fall and are dampened like any other, with the
+// service's health timing (or the defaults).
 //
 // # Rise and fall
 //

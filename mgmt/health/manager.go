@@ -35,6 +35,10 @@ type Options struct {
 	// Jitter returns the delay of a target's first check; default a uniform
 	// random duration in [0, interval).
 	Jitter func(interval time.Duration) time.Duration
+	// Prober sends the datapath probes (TypeDatapath); default raw
+	// sockets (NewRawProber), opened at the first such probe and closed by
+	// Close.
+	Prober Prober
 }
 
 // Manager runs the checks of a set of targets. Its methods are safe for
@@ -54,6 +58,9 @@ type Manager struct {
 	notify    chan struct{}  // queue is not empty (capacity 1)
 	quit      chan struct{}  // closed by Close
 	nwg       sync.WaitGroup // the notifier goroutine
+
+	rawOnce sync.Once
+	raw     *RawProber // the default Prober, made at the first datapath probe
 }
 
 type note struct {
@@ -220,7 +227,7 @@ func (m *Manager) stop(c *checker) {
 func (m *Manager) fire(c *checker) {
 	defer m.wg.Done()
 	start := time.Now()
-	ok, reason := m.probe(c.ctx, c.t)
+	ok, reason, skip := m.probe(c.ctx, c.t)
 	latency := time.Since(start)
 
 	m.mu.Lock()
@@ -228,7 +235,13 @@ func (m *Manager) fire(c *checker) {
 		m.mu.Unlock()
 		return
 	}
-	ev := m.record(c, ok, reason, latency, m.o.Now())
+	var ev event
+	if skip {
+		// The check could not be made (no raw sockets): say so, decide nothing.
+		c.st.LastCheck, c.st.LastResult = m.o.Now(), reason
+	} else {
+		ev = m.record(c, ok, reason, latency, m.o.Now())
+	}
 	m.mu.Unlock()
 
 	ev.log(m.log, c.key)
@@ -430,4 +443,8 @@ func (m *Manager) close() {
 	m.wg.Wait()
 	close(m.quit)
 	m.nwg.Wait()
+	m.rawOnce.Do(func() {}) // no raw prober after Close
+	if m.raw != nil {
+		_ = m.raw.Close()
+	}
 }

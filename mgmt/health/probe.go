@@ -18,14 +18,20 @@ import (
 )
 
 // probe runs one check of t and returns whether it passed and "ok" or the
-// reason it did not.
-func (m *Manager) probe(parent context.Context, t Target) (bool, string) {
+// reason it did not. skip reports a check that could not be made at all
+// (ErrUnavailable): it counts neither way.
+func (m *Manager) probe(parent context.Context, t Target) (ok bool, reason string, skip bool) {
 	s := &t.Spec
 	ctx, cancel := context.WithTimeout(parent, s.Timeout)
 	defer cancel()
 	addr := t.checkAddr().String()
 	var err error
 	switch s.Type {
+	case TypeDatapath:
+		err = m.prober().Probe(ctx, t.Addr.Addr(), t.checkAddr().Port(), s.Datapath)
+		if errors.Is(err, ErrUnavailable) {
+			return false, err.Error(), true
+		}
 	case TypeTCP:
 		err = m.checkTCP(ctx, addr)
 	case TypeHTTP, TypeHTTPS:
@@ -36,12 +42,12 @@ func (m *Manager) probe(parent context.Context, t Target) (bool, string) {
 		err = fmt.Errorf("unknown check type %q", s.Type)
 	}
 	if err == nil {
-		return true, "ok"
+		return true, "ok", false
 	}
-	if ctx.Err() != nil || errors.Is(err, os.ErrDeadlineExceeded) {
-		return false, "timeout after " + s.Timeout.String()
+	if s.Type != TypeDatapath && (ctx.Err() != nil || errors.Is(err, os.ErrDeadlineExceeded)) {
+		return false, "timeout after " + s.Timeout.String(), false
 	}
-	return false, err.Error()
+	return false, err.Error(), false
 }
 
 // checkError is a failure with a short message; it keeps the cause for

@@ -52,6 +52,9 @@ type Spec struct {
 	Send    string // udp: payload to send, default "ping" (an empty datagram cannot be asked for)
 	Receive string // udp: expected substring of the reply; empty = any reply counts
 
+	// Datapath describes a datapath probe (Type TypeDatapath, datapath.go).
+	Datapath Datapath
+
 	Interval time.Duration // default 2s, at least 10ms
 	Timeout  time.Duration // default 1s (or Interval if shorter), must be <= Interval
 	Rise     int           // consecutive successes to go Up, default 2
@@ -127,7 +130,7 @@ func fieldErr(field, format string, args ...any) error {
 func (s Spec) Validate() error {
 	d := s.WithDefaults()
 	switch d.Type {
-	case TypeTCP, TypeHTTP, TypeHTTPS, TypeUDP, TypeNone:
+	case TypeTCP, TypeHTTP, TypeHTTPS, TypeUDP, TypeNone, TypeDatapath:
 	default:
 		return fieldErr("type", "%q is not tcp, http, https, udp or none", s.Type)
 	}
@@ -168,6 +171,10 @@ func (s Spec) Validate() error {
 		}
 		if d.Expect < 100 || d.Expect > 599 {
 			return fieldErr("expect", "%d is not an HTTP status 100..599", d.Expect)
+		}
+	case TypeDatapath:
+		if err := d.Datapath.validate(); err != nil {
+			return err
 		}
 	case TypeUDP:
 		if len(d.Send) > MaxSend {
