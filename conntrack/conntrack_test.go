@@ -1101,7 +1101,13 @@ func TestZeroAllocs(t *testing.T) {
 // keys, each with its own (slightly different) clock, then checks the
 // invariants. Run with -race.
 func TestConcurrent(t *testing.T) {
+	t.Run("syn_budget=off", func(t *testing.T) { testConcurrent(t, 0) })
+	t.Run("syn_budget=25", func(t *testing.T) { testConcurrent(t, 25) })
+}
+
+func testConcurrent(t *testing.T, budget int) {
 	c := smallConfig()
+	c.SynBudget = budget
 	c.Capacity, c.Shards = 512, 8
 	c.SNATPortMin, c.SNATPortMax = 1000, 1199
 	tbl := newTable(t, c)
