@@ -1,6 +1,7 @@
 package conntrack
 
 import (
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -495,4 +496,27 @@ func TestSynBudgetEstablishedPair(t *testing.T) {
 	}
 	checkTable(t, tbl)
 	checkPairs(t, tbl)
+}
+
+// TestPointerFree: nothing stored in a table's memory may hold a Go
+// pointer (the memory may be a shared mapping the garbage collector
+// neither scans nor keeps alive, and another process reads it).
+func TestPointerFree(t *testing.T) {
+	var check func(path string, typ reflect.Type)
+	check = func(path string, typ reflect.Type) {
+		switch typ.Kind() {
+		case reflect.Pointer, reflect.UnsafePointer, reflect.Slice, reflect.Map, reflect.Chan, reflect.Func,
+			reflect.Interface, reflect.String, reflect.Uintptr:
+			t.Errorf("%s is a %s", path, typ.Kind())
+		case reflect.Array:
+			check(path+"[]", typ.Elem())
+		case reflect.Struct:
+			for i := range typ.NumField() {
+				check(path+"."+typ.Field(i).Name, typ.Field(i).Type)
+			}
+		}
+	}
+	for _, v := range []any{header{}, shard{}, slot[Key4, Entry4]{}, slot[Key6, Entry6]{}} {
+		check(reflect.TypeOf(v).String(), reflect.TypeOf(v))
+	}
 }
