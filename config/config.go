@@ -165,6 +165,9 @@ type Health struct {
 	Fall     int      `mapstructure:"fall" json:"fall,omitempty"`
 	// Dampening holds a flapping backend down (see mgmt/health).
 	Dampening Dampening `mapstructure:"dampening" json:"dampening"`
+	// Datapath is the datapath probe of tunnel and l3dsr backends: "auto"
+	// (the default, also "") probes them, "off" does not (mgmt/datapath.go).
+	Datapath string `mapstructure:"datapath" json:"datapath,omitempty"`
 }
 
 // Dampening configures flap damping: more than Flaps state changes within
@@ -980,6 +983,9 @@ func (s *Service) compile(fld string) (dataplane.ServiceSpec, error) {
 
 func (h *Health) validate(fld string, svcPort int) error {
 	k := func(key string) string { return joinKey(fld, key) }
+	if h.Datapath != "" && h.Datapath != "auto" && h.Datapath != "off" {
+		return fieldErr(k("datapath"), h.Datapath, "%q is not auto or off", h.Datapath)
+	}
 	switch h.Type {
 	case "", "none":
 		return nil

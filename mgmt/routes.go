@@ -196,6 +196,9 @@ type HealthView struct {
 	LatencyMS  float64   `json:"latency_ms,omitempty"`
 	HeldUntil  time.Time `json:"held_until,omitzero"`
 	Checked    bool      `json:"checked"` // false: the service has no health check
+	// Datapath is the datapath probe of a tunnel or l3dsr backend
+	// (datapath.go); State above is then down when either is down.
+	Datapath *DatapathView `json:"datapath,omitempty"`
 }
 
 // ServiceView is a service as the API shows it.
@@ -241,6 +244,7 @@ func (s *Server) backendView(svc *config.Service, b *config.Backend, st *Stats) 
 		hv.State, hv.Since, hv.LastCheck, hv.LastResult, hv.LastError, hv.LatencyMS, hv.HeldUntil =
 			hs.State.String(), hs.Since, hs.LastCheck, hs.LastResult, hs.LastError, hs.LatencyMS, hs.HeldUntil
 	}
+	s.datapathView(svc, b, hv) // datapath.go
 	if b.State == "disabled" {
 		hv.State, hv.LastResult = "unknown", "not checked: disabled"
 	}

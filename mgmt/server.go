@@ -177,7 +177,7 @@ func targets(cfg *config.File) []health.Target {
 			ts = append(ts, health.Target{Key: targetKey(svc.Name, b), Addr: netip.AddrPortFrom(a.Unmap(), uint16(port)), Spec: spec})
 		}
 	}
-	return ts
+	return append(ts, datapathTargets(cfg)...) // datapath.go
 }
 
 func healthSpec(h *config.Health) health.Spec {
@@ -193,7 +193,7 @@ func (s *Server) effective(cfg *config.File) *config.File {
 	e := cfg.Clone()
 	for i := range e.Services {
 		svc := &e.Services[i]
-		if svc.Health.Type == "" || svc.Health.Type == "none" {
+		if !checked(svc) { // datapath.go: an ordinary check or datapath probes
 			delete(s.allDown, svc.Name)
 			continue
 		}
@@ -205,7 +205,7 @@ func (s *Server) effective(cfg *config.File) *config.File {
 				continue
 			}
 			live++
-			if st, ok := s.health.Status(targetKey(svc.Name, b)); ok && st.State == health.Down {
+			if s.backendDown(svc, b) { // datapath.go
 				down = append(down, j)
 			}
 		}
