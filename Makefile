@@ -84,3 +84,16 @@ dashboard:
 dashboard-test:
 	$(GO) test -count=1 ./mgmt/web/
 	./mgmt/web/e2e/run.sh
+
+# End-to-end benchmark over veth against baselines (root; about 10
+# minutes; not part of `make test`): `xlb bench e2e`, see
+# docs/BENCHMARKS.md. Installs wrk, haproxy, nginx and nftables when
+# missing (their services are not started: RUNLEVEL=1). E2EFLAGS passes
+# flags, e.g. E2EFLAGS="--reps 1 --only dsr".
+.PHONY: bench-e2e
+bench-e2e: build
+	@missing=""; for t in wrk:wrk haproxy:haproxy nginx:nginx nft:nftables; do \
+	  command -v $${t%%:*} >/dev/null 2>&1 || [ -x /usr/sbin/$${t%%:*} ] || missing="$$missing $${t#*:}"; done; \
+	if [ -n "$$missing" ]; then echo "bench-e2e: installing$$missing"; \
+	  export DEBIAN_FRONTEND=noninteractive RUNLEVEL=1; apt-get update -qq && apt-get install -y -qq --no-install-recommends $$missing >/dev/null; fi
+	$(BIN)/xlb bench e2e $(E2EFLAGS)

@@ -20,6 +20,7 @@ import (
 const benchUsage = `usage:
   xlb bench replay --config FILE --pcap IN [--write OUT] [--loops N] [--workers N] [--json]
   xlb bench gen-pcap --out FILE [--flows N] [--packets N] [--v6 SHARE] [--junk SHARE] [--seed N] [--vip A] [--vip6 A] [--port N]
+  xlb bench e2e [--reps N] [--window D] [--only CASES] [--results DIR] [--docs FILE] [--report-only]
 
 replay runs the real pipeline (decode, VIP lookup, conntrack, scheduler,
 rewrite) over a pcap, in process, and reports CPU time per packet and
@@ -42,6 +43,8 @@ func benchCmd(args []string, stdout, stderr io.Writer) int {
 		return replayCmd(args[1:], stdout, stderr)
 	case "gen-pcap":
 		return genCmd(args[1:], stdout, stderr)
+	case "e2e":
+		return e2eCmd(args[1:], stdout, stderr)
 	}
 	fmt.Fprintf(stderr, "xlb bench: unknown command %q\n%s", args[0], benchUsage)
 	return 2
