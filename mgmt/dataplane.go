@@ -58,14 +58,18 @@ type Totals struct {
 	EchoReplies   uint64 `json:"echo_replies"`
 	ICMPForwarded uint64 `json:"icmp_forwarded"`
 	Replies       uint64 `json:"replies"`
-	TooBigSent    uint64 `json:"too_big_sent"`
+	// StatelessReplies are nat replies translated without an entry (part
+	// of Replies): a restart with a rebuilt table, or a full one.
+	StatelessReplies uint64 `json:"stateless_replies"`
+	TooBigSent       uint64 `json:"too_big_sent"`
 }
 
 // TotalsFrom converts a worker's counters.
 func TotalsFrom(c *dataplane.Counters) Totals {
 	return Totals{RxPackets: c.RxPackets, RxBytes: c.RxBytes, TxPackets: c.TxPackets, TxBytes: c.TxBytes,
 		Passed: c.Passed, Dropped: c.Dropped, NewFlows: c.NewFlows, Stateless: c.Stateless, Rescheduled: c.Rescheduled,
-		EchoReplies: c.EchoReplies, ICMPForwarded: c.ICMPForwarded, Replies: c.Replies, TooBigSent: c.TooBigSent}
+		EchoReplies: c.EchoReplies, ICMPForwarded: c.ICMPForwarded, Replies: c.Replies, StatelessReplies: c.StatelessReplies,
+		TooBigSent: c.TooBigSent}
 }
 
 // ObjStats count one service's or backend's traffic.
@@ -80,6 +84,12 @@ type ObjStats struct {
 // the API's {backend}: "10.0.0.11" or "10.0.0.11:8080").
 type ServiceStats struct {
 	ObjStats
+	// Evicted counts the service's connection-table entries evicted to
+	// make room, by state ("syn_sent" entries are what a SYN flood pushes
+	// out); Refused the flows the full table refused (served statelessly
+	// by hash in dsr, tunnel, l3dsr and nat; dropped in fullnat).
+	Evicted  map[string]uint64   `json:"evicted,omitempty"`
+	Refused  uint64              `json:"refused"`
 	Backends map[string]ObjStats `json:"backends"`
 }
 
@@ -109,10 +119,18 @@ type SocketStats struct {
 	BusyPolls            uint64 `json:"busy_polls"`
 }
 
-// ConntrackStats describe the connection table.
+// ConntrackStats describe the connection table. Capacity counts the
+// slots of both address families (lb.conntrack.capacity each).
 type ConntrackStats struct {
-	Entries  int `json:"entries"`
-	Capacity int `json:"capacity"`
+	Entries         int    `json:"entries"`
+	Capacity        int    `json:"capacity"`
+	HalfOpen        int    `json:"half_open"`        // SYN-only entries now
+	HalfOpenBudget  int    `json:"half_open_budget"` // the most the table keeps (lb.conntrack.syn_budget)
+	EvictedHalfOpen uint64 `json:"evicted_half_open"`
+	Evictions       uint64 `json:"evictions"`
+	Full            uint64 `json:"full"` // inserts refused
+	SNATInUse       int    `json:"snat_in_use"`
+	SNATFree        int    `json:"snat_free"`
 }
 
 // Flow is one connection-table entry, as GET /api/v1/flows shows it.

@@ -38,7 +38,13 @@ var (
 	mBeHealth    = desc("backend_health", "1 for the backend's health state (up, down, unknown).", "service", "backend", "state")
 	mBeWeight    = desc("backend_weight", "Configured weight of a backend.", "service", "backend")
 	mCtEntries   = desc("conntrack_entries", "Entries in the connection table.")
-	mCtCapacity  = desc("conntrack_capacity", "Capacity of the connection table.")
+	mCtCapacity  = desc("conntrack_capacity", "Capacity of the connection table (both families).")
+	mCtHalfOpen  = desc("conntrack_half_open", "Half-open (SYN-only) entries in the connection table.")
+	mCtEvicted   = desc("conntrack_evictions_total", "Entries evicted to make room, by kind (half_open, all).", "kind")
+	mCtFull      = desc("conntrack_full_total", "Inserts the full connection table refused.")
+	mSvcRefused  = desc("service_conntrack_refused_total", "Flows of a service the full table refused (stateless, or dropped in fullnat).", "service")
+	mSvcEvicted  = desc("service_conntrack_evicted_total", "A service's entries evicted to make room, by state.", "service", "state")
+	mStatelessRp = desc("nat_stateless_replies_total", "nat replies translated without a connection-table entry.")
 	mSock        = desc("socket_events_total", "AF_XDP socket kernel counters (rx_dropped, rx_ring_full, rx_fill_ring_empty_descs, ...).", "socket", "counter")
 	mRunner      = desc("runner_events_total", "Worker I/O loop counters (tx_dropped, pass_dropped, fill_starved, ...).", "counter")
 	mSteering    = desc("steering_packets_total", "Frames seen by the XDP steering program, by outcome.", "interface", "outcome")
@@ -53,7 +59,7 @@ var (
 func (c collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{mRx, mRxBytes, mTx, mTxBytes, mNewFlows, mStateless, mResched, mReplies, mDrops, mPasses,
 		mSvcPackets, mSvcBytes, mSvcNew, mBePackets, mBeBytes, mBeNew, mBeFlows, mBeHealth, mBeWeight, mCtEntries, mCtCapacity,
-		mSock, mRunner, mSteering, mGeneration, mWorkers, mChanges, mHealthCheck, mHealthTrans, mAllDown} {
+		mSock, mRunner, mSteering, mGeneration, mCtHalfOpen, mCtEvicted, mCtFull, mSvcRefused, mSvcEvicted, mStatelessRp, mWorkers, mChanges, mHealthCheck, mHealthTrans, mAllDown} {
 		ch <- d
 	}
 }
@@ -114,6 +120,17 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 	s.mu.Unlock()
 	gauge(mCtEntries, float64(st.Conntrack.Entries))
 	gauge(mCtCapacity, float64(st.Conntrack.Capacity))
+	gauge(mCtHalfOpen, float64(st.Conntrack.HalfOpen))
+	counter(mCtEvicted, st.Conntrack.EvictedHalfOpen, "half_open")
+	counter(mCtEvicted, st.Conntrack.Evictions, "all")
+	counter(mCtFull, st.Conntrack.Full)
+	counter(mStatelessRp, st.Totals.StatelessReplies)
+	for name, ss := range st.Services {
+		counter(mSvcRefused, ss.Refused, name)
+		for state, n := range ss.Evicted {
+			counter(mSvcEvicted, n, name, state)
+		}
+	}
 	for name, ss := range st.Sockets {
 		for k, v := range map[string]uint64{"rx_dropped": ss.RxDropped, "rx_invalid_descs": ss.RxInvalidDescs,
 			"tx_invalid_descs": ss.TxInvalidDescs, "rx_ring_full": ss.RxRingFull,

@@ -63,6 +63,16 @@ func (d *Daemon) Stats() mgmt.Stats {
 			ss.Flows += bc.Flows
 			ss.Backends[backendKey(svc, &s.Backends[bid])] = bc
 		}
+		cs := d.ct.ServiceStats(svc.ID)
+		ss.Refused = cs.Refused
+		for state, n := range cs.Evicted {
+			if n > 0 {
+				if ss.Evicted == nil {
+					ss.Evicted = map[string]uint64{}
+				}
+				ss.Evicted[conntrack.StateName(uint8(state))] = n
+			}
+		}
 		st.Services[svc.Name] = ss
 	}
 	for _, ifc := range d.ifaces {
@@ -91,7 +101,9 @@ func (d *Daemon) Stats() mgmt.Stats {
 		}
 	}
 	cs := d.ct.Stats()
-	st.Conntrack = mgmt.ConntrackStats{Entries: d.ct.Len(), Capacity: cs.Capacity4 + cs.Capacity6}
+	st.Conntrack = mgmt.ConntrackStats{Entries: d.ct.Len(), Capacity: cs.Capacity4 + cs.Capacity6, HalfOpen: cs.HalfOpen,
+		HalfOpenBudget: cs.HalfOpenBudget, EvictedHalfOpen: cs.EvictedHalfOpen, Evictions: cs.Evictions, Full: cs.Full,
+		SNATInUse: cs.SNATInUse, SNATFree: cs.SNATFree}
 	return st
 }
 
