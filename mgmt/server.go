@@ -1,7 +1,6 @@
 package mgmt
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"net/http"
@@ -58,7 +57,6 @@ type Server struct {
 	quit        chan struct{}
 	wg          sync.WaitGroup
 	ctr         counters
-	applyTiming latencies
 	metricsOnce sync.Once
 	metrics     http.Handler
 }
@@ -248,7 +246,6 @@ func (e *restartError) Error() string {
 // object the request is about). On any error the running configuration
 // stays exactly as it was.
 func (s *Server) change(prefix func(*config.File) string, mutate func(*config.File) *Problem) *Problem {
-	start := time.Now()
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	cand := s.cfg.Clone()
@@ -293,7 +290,6 @@ func (s *Server) change(prefix func(*config.File) string, mutate func(*config.Fi
 	s.gen++
 	s.health.Set(targets(cand))
 	s.ctr.changes.Add(1)
-	s.applyTiming.add(time.Since(start))
 	return nil
 }
 
@@ -375,32 +371,4 @@ func Diff(a, b *config.File) []string {
 		out = []string{"nothing changed"}
 	}
 	return out
-}
-
-// latencies keeps the last apply durations for the benchmark and metrics.
-type latencies struct {
-	mu   sync.Mutex
-	last [256]time.Duration
-	n    int
-}
-
-func (l *latencies) add(d time.Duration) {
-	l.mu.Lock()
-	l.last[l.n%len(l.last)] = d
-	l.n++
-	l.mu.Unlock()
-}
-
-// Serve runs the API on srv until ctx ends.
-func Serve(ctx context.Context, srv *http.Server, serve func() error) error {
-	errc := make(chan error, 1)
-	go func() { errc <- serve() }()
-	select {
-	case err := <-errc:
-		return err
-	case <-ctx.Done():
-		c, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-		defer cancel()
-		return srv.Shutdown(c)
-	}
 }
