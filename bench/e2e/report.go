@@ -44,7 +44,8 @@ type Settings struct {
 	WindowSeconds float64 `json:"window_seconds"`
 	WarmupSeconds float64 `json:"warmup_seconds"`
 	ConnSeconds   float64 `json:"conn_seconds"`
-	Rate          int     `json:"rate"` // 0: unpaced
+	Rate          int     `json:"rate"`                 // 0: unpaced
+	PacedRate     int     `json:"paced_rate,omitempty"` // of the paced cases
 	FrameBytes    int     `json:"frame_bytes"`
 	Flows         int     `json:"flows"`
 	GenCPU        int     `json:"gen_cpu"`
@@ -58,6 +59,7 @@ type UDPRun struct {
 	Mode    string `json:"mode,omitempty"`
 	Poll    bool   `json:"poll,omitempty"`
 	Workers int    `json:"workers"`
+	Rate    int    `json:"rate,omitempty"` // offered rate when paced
 	Rep     int    `json:"rep"`
 
 	Seconds      float64 `json:"seconds"`

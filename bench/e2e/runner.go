@@ -29,6 +29,10 @@ type Options struct {
 	// Rate paces the generator (frames/s, all threads); 0 sends as fast
 	// as it can (saturation).
 	Rate int
+	// PacedRate adds cases at this offered rate (xlb dsr in both modes,
+	// the bare forwarder, kernel forwarding), where loss and CPU per
+	// packet mean more than at saturation; 0: none.
+	PacedRate int
 	// GenCPU runs the generator, the sink's NAPIs and, for the
 	// connection-level runs, wrk and nginx; LBCPU the balancer and its
 	// NAPIs. Defaults 0 and 1.
@@ -50,24 +54,34 @@ type Options struct {
 type udpCase struct {
 	Name string
 	pathSpec
+	Rate int // paced rate of this case; 0: Options.Rate
 }
 
 // UDPCases are the forwarding cases in the order they run.
 func udpCases(o Options) []udpCase {
 	cs := []udpCase{
-		{"xlb dsr", pathSpec{Kind: KindXLB, Mode: "dsr", Workers: 1}},
-		{"xlb dsr --poll", pathSpec{Kind: KindXLB, Mode: "dsr", Poll: true, Workers: 1}},
-		{"xlb nat", pathSpec{Kind: KindXLB, Mode: "nat", Workers: 1}},
-		{"xlb fullnat", pathSpec{Kind: KindXLB, Mode: "fullnat", Workers: 1}},
-		{"xlb tunnel", pathSpec{Kind: KindXLB, Mode: "tunnel", Workers: 1}},
-		{"xlb l3dsr", pathSpec{Kind: KindXLB, Mode: "l3dsr", Workers: 1}},
-		{"bare AF_XDP forwarder", pathSpec{Kind: KindBare, Workers: 1}},
-		{"XDP forwarder (in kernel)", pathSpec{Kind: KindXDP, Workers: 1}},
-		{"kernel IP forwarding", pathSpec{Kind: KindKernel, Workers: 1}},
-		{"nftables DNAT", pathSpec{Kind: KindNft, Workers: 1}},
+		{Name: "xlb dsr", pathSpec: pathSpec{Kind: KindXLB, Mode: "dsr", Workers: 1}},
+		{Name: "xlb dsr --poll", pathSpec: pathSpec{Kind: KindXLB, Mode: "dsr", Poll: true, Workers: 1}},
+		{Name: "xlb nat", pathSpec: pathSpec{Kind: KindXLB, Mode: "nat", Workers: 1}},
+		{Name: "xlb fullnat", pathSpec: pathSpec{Kind: KindXLB, Mode: "fullnat", Workers: 1}},
+		{Name: "xlb tunnel", pathSpec: pathSpec{Kind: KindXLB, Mode: "tunnel", Workers: 1}},
+		{Name: "xlb l3dsr", pathSpec: pathSpec{Kind: KindXLB, Mode: "l3dsr", Workers: 1}},
+		{Name: "bare AF_XDP forwarder", pathSpec: pathSpec{Kind: KindBare, Workers: 1}},
+		{Name: "XDP forwarder (in kernel)", pathSpec: pathSpec{Kind: KindXDP, Workers: 1}},
+		{Name: "kernel IP forwarding", pathSpec: pathSpec{Kind: KindKernel, Workers: 1}},
+		{Name: "nftables DNAT", pathSpec: pathSpec{Kind: KindNft, Workers: 1}},
 	}
 	if !o.NoMultiQueue {
-		cs = append(cs, udpCase{MultiQueueCase, pathSpec{Kind: KindXLB, Mode: "dsr", Workers: 2}})
+		cs = append(cs, udpCase{Name: MultiQueueCase, pathSpec: pathSpec{Kind: KindXLB, Mode: "dsr", Workers: 2}})
+	}
+	if o.PacedRate > 0 {
+		for _, c := range cs[:10] {
+			if c.Name == "xlb dsr" || c.Name == "xlb dsr --poll" || c.Kind == KindBare || c.Kind == KindKernel {
+				c.Name += fmt.Sprintf(", paced %s/s", si(float64(o.PacedRate)))
+				c.Rate = o.PacedRate
+				cs = append(cs, c)
+			}
+		}
 	}
 	return filterCases(cs, o.Only, func(c udpCase) string { return c.Name })
 }
@@ -82,9 +96,9 @@ type connCase struct {
 
 func connCases(o Options) []connCase {
 	cs := []connCase{
-		{"xlb fullnat", pathSpec{Kind: KindXLB, Mode: "fullnat", Workers: 1, TCP: true}},
-		{"haproxy (mode tcp)", pathSpec{Kind: KindHAP, TCP: true}},
-		{"nftables DNAT", pathSpec{Kind: KindNft, TCP: true}},
+		{Name: "xlb fullnat", pathSpec: pathSpec{Kind: KindXLB, Mode: "fullnat", Workers: 1, TCP: true}},
+		{Name: "haproxy (mode tcp)", pathSpec: pathSpec{Kind: KindHAP, TCP: true}},
+		{Name: "nftables DNAT", pathSpec: pathSpec{Kind: KindNft, TCP: true}},
 	}
 	return filterCases(cs, o.Only, func(c connCase) string { return c.Name })
 }
@@ -145,7 +159,7 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 	}
 	res := &Result{Started: time.Now().UTC(), Settings: Settings{
 		Reps: o.Reps, WindowSeconds: o.Window.Seconds(), WarmupSeconds: o.Warmup.Seconds(), ConnSeconds: o.ConnWindow.Seconds(),
-		Rate: o.Rate, FrameBytes: FrameLen, Flows: 10000, GenCPU: o.GenCPU, LBCPU: o.LBCPU,
+		Rate: o.Rate, PacedRate: o.PacedRate, FrameBytes: FrameLen, Flows: 10000, GenCPU: o.GenCPU, LBCPU: o.LBCPU,
 	}, Host: hostInfo()}
 	res.Host.LoadBefore = loadAverage()
 	start := time.Now()
@@ -187,7 +201,7 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 			}
 			run := r.udp(ctx, c, rep)
 			res.UDP = append(res.UDP, run)
-			r.progress("rep %d/%d %-26s %s", rep, o.Reps, c.Name, run.line())
+			r.progress("rep %d/%d %-34s %s", rep, o.Reps, c.Name, run.line())
 		}
 	}
 	if len(conn) > 0 {
@@ -203,7 +217,7 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 			}
 			for _, run := range r.conn(ctx, c, rep) {
 				res.Conn = append(res.Conn, run)
-				r.progress("rep %d/%d %-26s %s", rep, o.Reps, c.Name+map[bool]string{true: " keep-alive", false: " close"}[run.KeepAlive], run.line())
+				r.progress("rep %d/%d %-34s %s", rep, o.Reps, c.Name+map[bool]string{true: " keep-alive", false: " close"}[run.KeepAlive], run.line())
 			}
 		}
 	}
@@ -216,7 +230,7 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 					run.Error = err.Error()
 				}
 				res.Replay = append(res.Replay, run)
-				r.progress("rep %d/%d %-26s %s", rep, o.Reps, fmt.Sprintf("replay, %d worker(s)", w), run.line())
+				r.progress("rep %d/%d %-34s %s", rep, o.Reps, fmt.Sprintf("replay, %d worker(s)", w), run.line())
 			}
 		}
 	}
@@ -333,7 +347,7 @@ func (b *bed) setup(ctx context.Context, r *runner) error {
 	if _, err := t.SetThreaded(ctx, t.Client, ClientIf, []int{r.o.GenCPU}); err != nil {
 		return err
 	}
-	g, err := r.newGenerator(b, []int{r.o.GenCPU})
+	g, err := r.newGenerator(b, []int{r.o.GenCPU}, 0)
 	if err != nil {
 		return err
 	}
@@ -352,7 +366,7 @@ func (r *runner) teardown() {
 	}
 }
 
-func (r *runner) newGenerator(b *bed, cpus []int) (*Generator, error) {
+func (r *runner) newGenerator(b *bed, cpus []int, rate int) (*Generator, error) {
 	nice := 0
 	if len(cpus) > 1 {
 		nice = genNice()
@@ -364,7 +378,7 @@ func (r *runner) newGenerator(b *bed, cpus []int) (*Generator, error) {
 	}
 	return NewGenerator(GenConfig{
 		Frame: GenFrame{SrcMAC: t.ClientMAC, DstMAC: t.LBFrontMAC, Src: ClientAddr, Dst: VIP, DstPort: UDPPort, Flows: 10000},
-		NS:    t.Client, Ifindex: ix, CPUs: cpus, Rate: r.o.Rate, Nice: nice,
+		NS:    t.Client, Ifindex: ix, CPUs: cpus, Rate: rate, Nice: nice,
 	})
 }
 
@@ -420,7 +434,12 @@ func (r *runner) udp(ctx context.Context, c udpCase, rep int) UDPRun {
 	if err != nil {
 		return fail(err)
 	}
-	gen, err := r.newGenerator(b, genCPUs)
+	rate := r.o.Rate
+	if c.Rate > 0 {
+		rate = c.Rate
+	}
+	run.Rate = rate
+	gen, err := r.newGenerator(b, genCPUs, rate)
 	if err != nil {
 		return fail(err)
 	}

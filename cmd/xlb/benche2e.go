@@ -30,7 +30,9 @@ BPF_F_TEST_XDP_LIVE_FRAMES on CPU 0, 60-byte UDP over 10 000 flows) sends
 to the lb; an XDP program on the sink counts what arrives. On the lb, in
 turn: xlb in each mode (a subprocess, "xlb run"; dsr also with --poll),
 the bare AF_XDP forwarder, an in-kernel XDP forwarder, kernel IP
-forwarding and nftables DNAT, on CPU 1 with their NAPIs; then xlb with two
+forwarding and nftables DNAT, on CPU 1 with their NAPIs, as fast as the
+generator can send (saturation); some of them again paced to --paced-rate;
+then xlb with two
 workers on two queues, wrk to nginx through xlb fullnat, haproxy and
 nftables (keep-alive and Connection: close), and the in-process replay with
 1 and 2 workers. Every case runs --reps times, interleaved.
@@ -51,6 +53,7 @@ func e2eCmd(args []string, stdout, stderr io.Writer) int {
 	fs.DurationVar(&o.Warmup, "warmup", time.Second, "warm-up before the window")
 	fs.DurationVar(&o.ConnWindow, "conn-window", 5*time.Second, "duration of a wrk run")
 	fs.IntVar(&o.Rate, "rate", 0, "pace the generator to this many frames/s (0: as fast as it can)")
+	fs.IntVar(&o.PacedRate, "paced-rate", 100000, "also run xlb dsr, the bare forwarder and kernel forwarding at this rate (0: not)")
 	only := fs.String("only", "", "comma-separated substrings: run only the cases whose name contains one")
 	fs.BoolVar(&o.NoConn, "no-conn", false, "skip the connection-level (wrk) runs")
 	fs.BoolVar(&o.NoReplay, "no-replay", false, "skip the in-process replay runs")
