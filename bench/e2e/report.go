@@ -494,11 +494,14 @@ func SVG(r *Result) string {
 	const (
 		rowH   = 26
 		top    = 56
-		labelW = 190
 		chartW = 300
 		gap    = 40
 		right  = 20
 	)
+	labelW := 190 // room for the case names, at about 7 px a character
+	for _, s := range udp {
+		labelW = max(labelW, 7*len([]rune(s.Case))+16)
+	}
 	w := labelW + 2*chartW + gap + right
 	h := top + rowH*len(udp) + 40
 	var b strings.Builder
