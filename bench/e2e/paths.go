@@ -20,6 +20,7 @@ import (
 
 	"github.com/xlb/xlb/dataplane/bpf"
 	"github.com/xlb/xlb/internal/cpu"
+	"github.com/xlb/xlb/internal/napi"
 	"github.com/xlb/xlb/internal/netns"
 	"github.com/xlb/xlb/internal/xsk"
 )
@@ -294,6 +295,13 @@ func (e *env) startBare(p pathSpec) (*running, error) {
 		closeAll()
 		return nil, fmt.Errorf("e2e: bare forwarder: %w", err)
 	}
+	// The NAPI deferral xlb's daemon sets in its default (busy) mode, so
+	// both veths batch alike.
+	undefer, err := e.deferNAPI([]string{LBFrontIf, LBBackIf})
+	if err != nil {
+		closeAll()
+		return nil, err
+	}
 	var stopFlag atomic.Bool
 	var fwd atomic.Uint64
 	tidc := make(chan int, 1)
@@ -314,7 +322,7 @@ func (e *env) startBare(p pathSpec) (*running, error) {
 			stopFlag.Store(true)
 			<-done
 			closeAll()
-			return nil
+			return undefer()
 		},
 		stats: func() map[string]uint64 {
 			m := map[string]uint64{"tx_packets": fwd.Load()}
@@ -387,6 +395,25 @@ func bareLoop(rx, tx *xsk.Socket, u *xsk.UMEM, dst, src [6]byte, stop *atomic.Bo
 			poller.Yield()
 		}
 	}
+}
+
+// deferNAPI writes the NAPI deferral napi.Configure writes (what xlb's
+// daemon sets in busy mode) on the lb's interfaces, through `ip netns
+// exec` so that /sys is the lb's, and returns how to clear it again.
+func (e *env) deferNAPI(ifs []string) (func() error, error) {
+	set := func(irqs uint32, timeout time.Duration) error {
+		var cmds []string
+		for _, ifname := range ifs {
+			cmds = append(cmds, fmt.Sprintf("echo %d > /sys/class/net/%s/napi_defer_hard_irqs && echo %d > /sys/class/net/%s/gro_flush_timeout",
+				irqs, ifname, timeout.Nanoseconds(), ifname))
+		}
+		_, err := e.topo.LB.Run(context.Background(), "sh", "-c", strings.Join(cmds, " && "))
+		return err
+	}
+	if err := set(napi.DefaultDeferHardIRQs, napi.DefaultGROFlushTimeout); err != nil {
+		return nil, fmt.Errorf("e2e: NAPI deferral: %w", errors.Join(err, set(0, 0)))
+	}
+	return func() error { return set(0, 0) }, nil
 }
 
 // ---- in-kernel XDP forwarder ----
