@@ -240,7 +240,7 @@ func TestSteeringVeth(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if c.Redirected == 0 || c.MatchVIP != c.Redirected+c.NoSocket || c.PassNoMatch == 0 || c.PassNotIP == 0 {
+	if c.Redirected == 0 || c.MatchVIP != c.Redirected+c.NoSocket+c.Held || c.PassNoMatch == 0 || c.PassNotIP == 0 {
 		t.Errorf("counters %+v", c)
 	}
 	if st, err := sock.Stats(); err != nil || st.RxPackets == 0 {

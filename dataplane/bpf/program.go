@@ -10,6 +10,7 @@ import (
 
 // XDP actions (enum xdp_action).
 const (
+	xdpDrop     = 1
 	xdpPass     = 2
 	xdpRedirect = 4
 )
@@ -30,6 +31,7 @@ const (
 	cntMatchSNAT
 	cntRedirected
 	cntNoSocket
+	cntHeld
 	cntPassNoMatch
 	cntPassLocal
 	cntPassSNATOtherPort
@@ -40,6 +42,16 @@ const (
 	cntPassTruncated
 	cntPassMalformed
 	numCounters
+)
+
+// The hold map's one value (key 0): the deadline, in bpf_ktime_get_ns
+// time (CLOCK_MONOTONIC), until which matched frames whose queue has no
+// socket are dropped rather than passed, and the pid of the process that
+// set it, which tells SweepPins whether the link is still served.
+const (
+	holdDeadline = 0 // u64
+	holdPid      = 8 // u32
+	holdSize     = 16
 )
 
 // Stack layout (offsets from the frame pointer R10). Two rule keys are
@@ -209,8 +221,9 @@ func (b *builder) copyAddr(ptr asm.Register, off int16, dst int16, words int) {
 // Registers: R6 holds ctx until the queue index is saved, then the L4
 // header pointer (at least 8 bytes of it bounds-checked once L4 parsing is
 // done); R7 the L3 header pointer; R8 data_end; R9 the counter index
-// (reason) at the exits. R0-R5 are scratch and clobbered by calls.
-func steeringProgram(xsks, dsts, srcs, locals, snat, counters *ebpf.Map) asm.Instructions {
+// (reason) at the exits, R7 also the action at the redirect exit. R0-R5
+// are scratch and clobbered by calls.
+func steeringProgram(xsks, dsts, srcs, locals, snat, hold, counters *ebpf.Map) asm.Instructions {
 	b := &builder{}
 
 	// Zero both keys (and the slots between them), save the rx queue.
@@ -449,12 +462,28 @@ func steeringProgram(xsks, dsts, srcs, locals, snat, counters *ebpf.Map) asm.Ins
 	b.emit(
 		asm.LoadMapPtr(asm.R1, xsks.FD()),
 		asm.LoadMem(asm.R2, asm.RFP, stkQueue, asm.Word),
-		asm.Mov.Imm(asm.R3, xdpPass), // fallback when the queue has no socket
+		asm.Mov.Imm(asm.R3, xdpPass), // returned when the queue has no socket
 		asm.FnRedirectMap.Call(),
 		asm.Mov.Reg(asm.R7, asm.R0),
 		asm.Mov.Imm(asm.R9, cntRedirected),
 		asm.JEq.Imm(asm.R7, xdpRedirect, "redirect_count"),
+		// The queue has no socket (no xlb serves it, or none yet): until
+		// the hold deadline the frame is dropped, so that the peers
+		// retransmit to the next xlb instead of meeting a kernel that
+		// resets or forwards it untranslated; after it, passed.
+		asm.Mov.Imm(asm.R7, xdpPass),
 		asm.Mov.Imm(asm.R9, cntNoSocket),
+		asm.StoreImm(asm.RFP, stkCounter, 0, asm.Word),
+		asm.LoadMapPtr(asm.R1, hold.FD()),
+		asm.Mov.Reg(asm.R2, asm.RFP),
+		asm.Add.Imm(asm.R2, stkCounter),
+		asm.FnMapLookupElem.Call(),
+		asm.JEq.Imm(asm.R0, 0, "redirect_count"),
+		asm.LoadMem(asm.R6, asm.R0, holdDeadline, asm.DWord),
+		asm.FnKtimeGetNs.Call(),
+		asm.JGE.Reg(asm.R0, asm.R6, "redirect_count"),
+		asm.Mov.Imm(asm.R7, xdpDrop),
+		asm.Mov.Imm(asm.R9, cntHeld),
 	)
 	b.label("redirect_count")
 	b.count(counters, asm.R9)

@@ -1,11 +1,15 @@
 package bpf
 
 import (
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"net/netip"
+	"os"
+	"time"
 
 	"github.com/cilium/ebpf"
+	"golang.org/x/sys/unix"
 )
 
 // Sentinel errors callers branch on; returned errors wrap them.
@@ -54,6 +58,7 @@ type Steering struct {
 	srcs     *ebpf.Map
 	locals   *ebpf.Map
 	snat     *ebpf.Map
+	hold     *ebpf.Map
 	counters *ebpf.Map
 	opts     SteeringOptions
 	// shadow is what the last Replace wrote into dsts, srcs, locals and
@@ -147,8 +152,9 @@ func checkSNATPorts(p [2]uint16) error {
 }
 
 // LoadSteering creates the maps (XSKMAP, destination, backend-source,
-// local-address and SNAT-address hash maps, per-CPU counters) and loads
-// the steering program. On kernels before 5.11 the caller must raise
+// local-address and SNAT-address hash maps, the hold deadline, per-CPU
+// counters) and loads the steering program. Until SetHold, a matched frame
+// whose queue has no socket is passed to the kernel. On kernels before 5.11 the caller must raise
 // RLIMIT_MEMLOCK first (see github.com/cilium/ebpf/rlimit).
 func LoadSteering(opts SteeringOptions) (*Steering, error) {
 	if opts.MaxQueues == 0 {
@@ -178,6 +184,7 @@ func LoadSteering(opts SteeringOptions) (*Steering, error) {
 	s.srcs = mk("xlb_srcs", &ebpf.MapSpec{Type: ebpf.Hash, KeySize: keySize, ValueSize: 4, MaxEntries: uint32(opts.MaxEntries)})
 	s.locals = mk("xlb_locals", &ebpf.MapSpec{Type: ebpf.Hash, KeySize: keySize, ValueSize: 4, MaxEntries: uint32(opts.MaxEntries)})
 	s.snat = mk("xlb_snat", &ebpf.MapSpec{Type: ebpf.Hash, KeySize: keySize, ValueSize: 4, MaxEntries: uint32(opts.MaxEntries)})
+	s.hold = mk("xlb_hold", &ebpf.MapSpec{Type: ebpf.Array, KeySize: 4, ValueSize: holdSize, MaxEntries: 1})
 	s.counters = mk("xlb_counters", &ebpf.MapSpec{Type: ebpf.PerCPUArray, KeySize: 4, ValueSize: 8, MaxEntries: numCounters})
 	if err != nil {
 		s.Close()
@@ -187,7 +194,7 @@ func LoadSteering(opts SteeringOptions) (*Steering, error) {
 		Name:         "xlb_steer",
 		Type:         ebpf.XDP,
 		License:      "Dual MIT/GPL",
-		Instructions: steeringProgram(s.xsks, s.dsts, s.srcs, s.locals, s.snat, s.counters),
+		Instructions: steeringProgram(s.xsks, s.dsts, s.srcs, s.locals, s.snat, s.hold, s.counters),
 	})
 	if err != nil {
 		s.Close()
@@ -223,7 +230,8 @@ func (s *Steering) SetSocket(queue int, fd int) error {
 }
 
 // ClearSocket removes the socket of an rx queue; its matching frames are
-// then passed to the kernel (and counted as NoSocket).
+// then held (dropped) until the hold deadline, passed after it (see
+// SetHold).
 func (s *Steering) ClearSocket(queue int) error {
 	if s.prog == nil {
 		return ErrClosed
@@ -233,6 +241,43 @@ func (s *Steering) ClearSocket(queue int) error {
 		return fmt.Errorf("bpf: clear socket for queue %d: %w", queue, err)
 	}
 	return nil
+}
+
+// SetHold makes the program drop, for d from now, the frames it matches
+// (VIPs, SNAT ports, backend replies) whose rx queue has no socket, and
+// pass them to the kernel after that; d <= 0 passes them at once (a new
+// program's default). A queue loses its socket when the process that
+// owned it ends, however it ends: a program still attached through a
+// pinned link (AttachPinned) then holds its traffic until the next xlb
+// takes it over, so that the peers' retransmissions find it instead of a
+// kernel that answers them with resets (an SNAT address or a VIP the
+// kernel owns) or forwards them untranslated (backend replies). The
+// calling process is recorded as the hold's owner.
+func (s *Steering) SetHold(d time.Duration) error {
+	if s.prog == nil {
+		return ErrClosed
+	}
+	return setHold(s.hold, d)
+}
+
+// setHold writes the hold value into m.
+func setHold(m *ebpf.Map, d time.Duration) error {
+	var v [holdSize]byte
+	if d > 0 {
+		binary.NativeEndian.PutUint64(v[holdDeadline:], uint64(monotonic()+int64(d)))
+	}
+	binary.NativeEndian.PutUint32(v[holdPid:], uint32(os.Getpid()))
+	if err := m.Update(uint32(0), v[:], ebpf.UpdateAny); err != nil {
+		return fmt.Errorf("bpf: set hold: %w", err)
+	}
+	return nil
+}
+
+// monotonic is CLOCK_MONOTONIC in nanoseconds, bpf_ktime_get_ns's clock.
+func monotonic() int64 {
+	var ts unix.Timespec
+	_ = unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts)
+	return ts.Nano()
 }
 
 // AddVIP steers frames to addr:port/proto to user space; port 0 means every
@@ -528,7 +573,7 @@ func (s *Steering) Rules() (RuleSet, error) {
 
 // Counters are the steering program's counters summed over CPUs. Every
 // frame counts exactly one of the Match* or Pass* reasons; every matched
-// frame also counts Redirected or NoSocket.
+// frame also counts Redirected, Held or NoSocket.
 type Counters struct {
 	MatchVIP      uint64 // destination rule with the exact port
 	MatchAnyPort  uint64 // destination rule with port 0 (VIP all ports, ICMP)
@@ -536,7 +581,8 @@ type Counters struct {
 	MatchFragment uint64 // non-first fragment matching a port-0 rule
 	MatchSNAT     uint64 // TCP/UDP to an SNAT address, port in the SNAT range
 	Redirected    uint64 // matched and redirected to the queue's socket
-	NoSocket      uint64 // matched, but the queue has no socket: passed
+	NoSocket      uint64 // matched, but the queue has no socket and the hold is over: passed
+	Held          uint64 // matched, but the queue has no socket: dropped until the hold deadline (see SetHold)
 
 	PassNoMatch       uint64 // TCP/UDP/ICMP matching no rule
 	PassLocal         uint64 // to a local address, matching no destination rule
@@ -569,6 +615,7 @@ func (c Counters) Map() map[string]uint64 {
 		"match_snat":           c.MatchSNAT,
 		"redirected":           c.Redirected,
 		"no_socket":            c.NoSocket,
+		"held":                 c.Held,
 		"pass_no_match":        c.PassNoMatch,
 		"pass_local":           c.PassLocal,
 		"pass_snat_other_port": c.PassSNATOtherPort,
@@ -595,6 +642,7 @@ func (s *Steering) Counters() (Counters, error) {
 		cntMatchSNAT:         &c.MatchSNAT,
 		cntRedirected:        &c.Redirected,
 		cntNoSocket:          &c.NoSocket,
+		cntHeld:              &c.Held,
 		cntPassNoMatch:       &c.PassNoMatch,
 		cntPassLocal:         &c.PassLocal,
 		cntPassSNATOtherPort: &c.PassSNATOtherPort,
@@ -625,7 +673,7 @@ func (s *Steering) Close() error {
 		errs = append(errs, s.prog.Close())
 		s.prog = nil
 	}
-	for _, m := range []**ebpf.Map{&s.xsks, &s.dsts, &s.srcs, &s.locals, &s.snat, &s.counters} {
+	for _, m := range []**ebpf.Map{&s.xsks, &s.dsts, &s.srcs, &s.locals, &s.snat, &s.hold, &s.counters} {
 		if *m != nil {
 			errs = append(errs, (*m).Close())
 			*m = nil

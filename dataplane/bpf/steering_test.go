@@ -8,6 +8,7 @@ import (
 	"os"
 	"reflect"
 	"testing"
+	"time"
 
 	"github.com/cilium/ebpf"
 	"github.com/gopacket/gopacket"
@@ -16,10 +17,11 @@ import (
 )
 
 // These tests run the program with BPF_PROG_TEST_RUN. The XSKMAP stays
-// empty, so bpf_redirect_map falls back to XDP_PASS and every run returns
-// XDP_PASS; what the program decided is read from its counters instead:
-// a frame it steers counts its Match* reason and NoSocket, a frame it leaves
-// to the kernel counts one Pass* reason. A live redirect into a real socket
+// empty and the hold is not set, so bpf_redirect_map falls back to
+// XDP_PASS and every run returns XDP_PASS; what the program decided is read
+// from its counters instead: a frame it steers counts its Match* reason and
+// NoSocket, a frame it leaves to the kernel counts one Pass* reason
+// (TestSteeringHold sets the hold: steered frames are then dropped). A live redirect into a real socket
 // is covered by TestSteeringVeth.
 
 // loadSteering loads the program or skips when BPF is unavailable (not
@@ -498,6 +500,54 @@ func TestSteeringCases(t *testing.T) {
 	}
 }
 
+// TestSteeringHold: while the hold lasts, every frame the program steers
+// (VIP, SNAT port range, backend reply, fragment) is dropped when its queue
+// has no socket, and counted Held; frames it leaves to the kernel are
+// passed as before. Once the hold deadline is past, steered frames are
+// passed again (NoSocket).
+func TestSteeringHold(t *testing.T) {
+	s := loadSteering(t)
+	addRules(t, s)
+	if err := s.SetHold(time.Hour); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range allCases() {
+		t.Run(tc.name, func(t *testing.T) {
+			ret, diff := run(t, s, tc.frame(t))
+			want := map[string]uint64{tc.want: 1}
+			wantRet := uint32(xdpPass)
+			if isMatch(tc.want) {
+				want["held"] = 1
+				wantRet = xdpDrop
+			}
+			if ret != wantRet || !equalCounts(diff, want) {
+				t.Errorf("returned %d and moved %v, want %d and %v", ret, diff, wantRet, want)
+			}
+		})
+	}
+	snat := tcp4(backend4, 8080, snat4, 20000)(t)
+	if ret, diff := run(t, s, snat); ret != xdpDrop || !equalCounts(diff, map[string]uint64{"match_snat": 1, "held": 1}) {
+		t.Fatalf("SNAT-range frame during the hold: returned %d, moved %v", ret, diff)
+	}
+	// The deadline passes inside the program.
+	if err := s.SetHold(50 * time.Millisecond); err != nil {
+		t.Fatal(err)
+	}
+	if ret, _ := run(t, s, snat); ret != xdpDrop {
+		t.Fatalf("returned %d right after SetHold(50ms)", ret)
+	}
+	time.Sleep(100 * time.Millisecond)
+	if ret, diff := run(t, s, snat); ret != xdpPass || !equalCounts(diff, map[string]uint64{"match_snat": 1, "no_socket": 1}) {
+		t.Fatalf("SNAT-range frame after the hold: returned %d, moved %v", ret, diff)
+	}
+	if err := s.SetHold(0); err != nil {
+		t.Fatal(err)
+	}
+	if ret, _ := run(t, s, tcp4(client4, 1, vip4, 80)(t)); ret != xdpPass {
+		t.Fatalf("VIP frame after SetHold(0): returned %d", ret)
+	}
+}
+
 func equalCounts(a, b map[string]uint64) bool {
 	if len(a) != len(b) {
 		return false
@@ -792,7 +842,7 @@ func TestCounterNames(t *testing.T) {
 			t.Errorf("%s and %s report the same field", k, seen[v])
 		}
 		seen[v] = k
-		if k != "redirected" && k != "no_socket" {
+		if k != "redirected" && k != "no_socket" && k != "held" {
 			reasons += v
 		}
 	}
