@@ -380,6 +380,15 @@ func Markdown(r *Result, svgName string) string {
 		fmt.Fprintf(&b, "xlb dsr against the bare AF_XDP forwarder (medians): %s the packets/s (target ≥ 0.9×: %s), %s the CPU ns/packet (%s by the balancer's tasks; target ≤ 1.15×: %s).\n\n",
 			ratio(pr), verdict(pr >= 0.9), ratio(nr), ratio(tr), verdict(nr <= 1.15))
 	}
+	if r.Settings.PacedRate > 0 {
+		suffix := fmt.Sprintf(", paced %s/s", si(float64(r.Settings.PacedRate)))
+		x, bare := find(udp, "xlb dsr"+suffix), find(udp, "bare AF_XDP forwarder"+suffix)
+		if x != nil && bare != nil && !math.IsNaN(x.NsPerPacket.Median) && !math.IsNaN(bare.NsPerPacket.Median) {
+			fmt.Fprintf(&b, "Paced to %s/s: xlb dsr forwarded %s of what was offered against %s for the bare forwarder, at %s its CPU ns/packet (%s by the balancer's tasks).\n\n",
+				si(float64(r.Settings.PacedRate)), pct(1-x.Loss.Median), pct(1-bare.Loss.Median),
+				ratio(x.NsPerPacket.Median/bare.NsPerPacket.Median), ratio(x.TaskNsPerPacket.Median/bare.TaskNsPerPacket.Median))
+		}
+	}
 	if multi != nil {
 		one := find(udp, "xlb dsr")
 		b.WriteString("Multiple queues: veths with 2 rx/tx queues, xlb `lb.workers: 2` (one worker per queue, on CPUs 0 and 1, each queue's NAPI with its worker) and a generator thread on each CPU (a veth picks the rx queue by the sending CPU), against the 1-worker case above (veths with one queue, generator on CPU 0, worker on CPU 1). CPU per packet with two workers is both CPUs' busy time less the generator's and the sink's threads.\n\n")
