@@ -160,7 +160,7 @@ func TestManagedSNATAddress(t *testing.T) {
 	if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() != 1 {
 		t.Fatalf("start with a missing SNAT address and manage_addresses: false: %v\n%s", err, out)
 	}
-	for _, want := range []string{snat, "on no interface", "ip addr add " + snat + "/32 dev " + tp.LBClientIface, "manage_addresses: true"} {
+	for _, want := range []string{snat, "manage_addresses", "ip addr add " + snat + "/32 dev " + tp.LBClientIface, "lb.manage_addresses: true"} {
 		if !strings.Contains(string(out), want) {
 			t.Fatalf("the error does not say %q:\n%s", want, out)
 		}
