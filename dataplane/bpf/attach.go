@@ -1,8 +1,11 @@
 package bpf
 
 import (
+	"errors"
 	"fmt"
+	"os"
 	"sync"
+	"time"
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/link"
@@ -44,12 +47,20 @@ func ParseAttachMode(s string) (AttachMode, error) {
 	return Auto, fmt.Errorf("bpf: unknown XDP attach mode %q (want auto, native or generic)", s)
 }
 
-// Attachment is the steering program attached to one interface through a
-// bpf_link. Closing it detaches the program.
+// Attachment is an XDP program attached to one interface through a
+// bpf_link, possibly pinned on a BPF filesystem (AttachPinned).
 type Attachment struct {
-	link    link.Link
-	mode    AttachMode
-	ifindex int
+	link     link.Link
+	mode     AttachMode
+	ifindex  int
+	pin      string // the link's pin, "" when not pinned
+	takeover Takeover
+	// The heartbeat of a pinned attachment: hold is the program's hold
+	// map (a clone of its descriptor), renewed every holdFor/4.
+	hold    *ebpf.Map
+	holdFor time.Duration
+	stop    chan struct{}
+	beating sync.WaitGroup
 	once    sync.Once
 	err     error
 }
@@ -60,14 +71,81 @@ func (a *Attachment) Mode() AttachMode { return a.mode }
 // Ifindex returns the interface index.
 func (a *Attachment) Ifindex() int { return a.ifindex }
 
-// Close detaches the program. It is idempotent.
+// Pin returns the path of the pinned link, "" when it is not pinned.
+func (a *Attachment) Pin() string { return a.pin }
+
+// Takeover says what AttachPinned found at the pin.
+func (a *Attachment) Takeover() Takeover { return a.takeover }
+
+// Close detaches the program, unpinning a pinned link first. It is
+// idempotent; after Release it does nothing.
 func (a *Attachment) Close() error {
 	a.once.Do(func() {
-		if err := a.link.Close(); err != nil {
+		a.stopHeartbeat()
+		if a.hold != nil {
+			_ = a.hold.Close()
+		}
+		if a.pin != "" {
+			if err := a.link.Unpin(); err != nil && !errors.Is(err, os.ErrNotExist) {
+				a.err = fmt.Errorf("bpf: unpin %s: %w", a.pin, err)
+			}
+		}
+		if err := a.link.Close(); err != nil && a.err == nil {
 			a.err = fmt.Errorf("bpf: detach XDP from ifindex %d: %w", a.ifindex, err)
 		}
 	})
 	return a.err
+}
+
+// Release lets go of the link without detaching a pinned one: the program
+// stays attached through its pin, holding the frames it matches (dropped,
+// as their queues' sockets close with the process) for the hold duration
+// from now, until the next AttachPinned on the interface replaces it or
+// the pin is removed. An attachment that is not pinned is detached, as by
+// Close. Release is idempotent; after Close it does nothing.
+func (a *Attachment) Release() error {
+	if a.pin == "" {
+		return a.Close()
+	}
+	a.once.Do(func() {
+		a.stopHeartbeat()
+		if a.hold != nil {
+			a.err = setHold(a.hold, a.holdFor)
+			_ = a.hold.Close()
+		}
+		if err := a.link.Close(); err != nil && a.err == nil {
+			a.err = fmt.Errorf("bpf: release the link of ifindex %d: %w", a.ifindex, err)
+		}
+	})
+	return a.err
+}
+
+// heartbeat renews the hold every holdFor/4 until stopHeartbeat, so that a
+// process that dies without Release leaves at least 3/4 of it.
+func (a *Attachment) heartbeat() {
+	a.stop = make(chan struct{})
+	a.beating.Add(1)
+	go func() {
+		defer a.beating.Done()
+		t := time.NewTicker(a.holdFor / 4)
+		defer t.Stop()
+		for {
+			select {
+			case <-a.stop:
+				return
+			case <-t.C:
+				_ = setHold(a.hold, a.holdFor)
+			}
+		}
+	}()
+}
+
+func (a *Attachment) stopHeartbeat() {
+	if a.stop != nil {
+		close(a.stop)
+		a.beating.Wait()
+		a.stop = nil
+	}
 }
 
 // Attach attaches the steering program to the interface with a bpf_link

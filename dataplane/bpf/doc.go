@@ -23,9 +23,9 @@
 // backend-source rule.
 //
 // Everything else (ARP, IPv6 neighbour discovery even when addressed to a
-// VIP, SSH, BGP, health-check replies) goes to the kernel with XDP_PASS, and
-// so does a matching frame whose queue has no socket: bpf_redirect_map is
-// called with XDP_PASS as its fallback action.
+// VIP, SSH, BGP, health-check replies) goes to the kernel with XDP_PASS. A
+// matching frame whose queue has no socket is held (XDP_DROP) until the
+// hold deadline and passed after it; see below.
 //
 // An SNAT address is usually one of the balancer's own addresses too (the
 // one-address appliance: it is the interface address), and the kernel opens
@@ -43,6 +43,42 @@
 // SNAT address is handled as for any other address. A port-0 destination
 // rule for an SNAT address, the old way of steering one, still steers every
 // port.
+//
+// # Restarts: pinned links and the hold
+//
+// A bpf_link detaches its program when the last reference goes, which is
+// when the process exits or dies, unless the link is pinned on a BPF
+// filesystem (AttachPinned, PinDir: <bpffs>/xlb/<netns>/<interface>,
+// <bpffs> being $XLB_BPFFS or /sys/fs/bpf). A pinned program stays
+// attached while no xlb runs, and the next xlb replaces it in the same link
+// with an atomic link update: from the first start on, no frame ever meets
+// an interface without the steering program, neither across a crash nor
+// across a restart or an upgrade.
+//
+// The sockets of a process close when it ends, and the kernel removes
+// them from the XSKMAP, so the orphaned program finds no socket for the
+// frames it matches. Passing them to the kernel would end the flows the
+// connection table kept: the kernel answers TCP to an SNAT address it owns
+// (the usual case: lb.manage_addresses puts it on the interface) and to a
+// VIP it owns with resets, and with forwarding on it sends a backend's
+// half-NAT reply on to the client untranslated, whose kernel resets the
+// backend's connection. Dropping them instead makes the peers retransmit,
+// and the retransmissions reach the next xlb. So the program drops them
+// (counted Held) until the hold deadline in its hold map, a
+// bpf_ktime_get_ns time that xlb renews while it runs (a quarter of the
+// hold at a time) and sets one hold ahead when it stops; past the deadline
+// it passes them (NoSocket), which is how the host behaved without xlb.
+// Every kind of match is held alike: a VIP frame passed to a kernel that
+// does not own the VIP would be harmless, but one that owns it (a one-arm
+// VIP the balancer answers ARP for) resets the client, and a stateful mode
+// loses nothing by a drop that the client retransmits. The deadline is read
+// only once the redirect has failed, so steering costs nothing more while
+// sockets are there. Frames the program leaves to the kernel (the Pass
+// reasons) are passed whatever the hold.
+//
+// SweepPins removes pinned links nothing needs any more: those of
+// interfaces that are gone, and those of interfaces no longer configured
+// when the process recorded in the hold map (which set it last) has ended.
 //
 // # Why hand-written instructions
 //
@@ -86,6 +122,6 @@
 // # Counters
 //
 // A per-CPU array counts, for every frame, exactly one reason (a match
-// kind or a pass reason); matched frames also count one outcome, Redirected
-// or NoSocket. [Steering.Counters] sums them over CPUs.
+// kind or a pass reason); matched frames also count one outcome,
+// Redirected, Held or NoSocket. [Steering.Counters] sums them over CPUs.
 package bpf
