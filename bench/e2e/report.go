@@ -391,7 +391,7 @@ func Markdown(r *Result, svgName string) string {
 	}
 	if multi != nil {
 		one := find(udp, "xlb dsr")
-		b.WriteString("Multiple queues: veths with 2 rx/tx queues, xlb `lb.workers: 2` (one worker per queue, on CPUs 0 and 1, each queue's NAPI with its worker) and a generator thread on each CPU (a veth picks the rx queue by the sending CPU), against the 1-worker case above (veths with one queue, generator on CPU 0, worker on CPU 1). CPU per packet with two workers is both CPUs' busy time less the generator's and the sink's threads.\n\n")
+		b.WriteString("Multiple queues: veths with 2 rx/tx queues, xlb `lb.workers: 2` (one worker per queue, on CPUs 0 and 1, each queue's NAPI with its worker) and a generator thread on each CPU at nice 10, so that it takes what the balancer leaves (a veth picks the rx queue by the sending CPU), against the 1-worker case above (veths with one queue, generator on CPU 0, worker on CPU 1). CPU per packet with two workers is both CPUs' busy time less the generator's and the sink's threads.\n\n")
 		b.WriteString("| | forwarded packets/s | CPU ns/packet | ns/packet (balancer tasks) |\n|---|---|---|---|\n")
 		if one != nil {
 			fmt.Fprintf(&b, "| 1 worker | %s | %s | %s |\n", rangeOf(one.Forwarded, kpps), rangeOf(one.NsPerPacket, ns), rangeOf(one.TaskNsPerPacket, ns))
