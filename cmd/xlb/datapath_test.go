@@ -255,3 +255,96 @@ func runDatapathCase(t *testing.T, tp *netns.Topology, c directCase) {
 		p.stop(t)
 	}
 }
+
+// TestDatapathProbeTwoArmStrictRPFilter: two-arm, the probe's SYN-ACK
+// comes from the VIP in on the backend side while the balancer's route
+// back to the VIP leaves on the client side, so a strict rp_filter (the
+// default of many distributions) drops it in the IP layer. The prober
+// reads answers before the IP layer (AF_PACKET), so the backends still
+// come up by their datapath probes, and the kernel's drop counter shows
+// the answers it discarded.
+func TestDatapathProbeTwoArmStrictRPFilter(t *testing.T) {
+	if err := netns.Available(); err != nil {
+		t.Skipf("network namespaces unavailable: %v", err)
+	}
+	tp := netns.New(t, netns.Options{Layout: netns.TwoArm, Mode: netns.ModeTunnel, Backends: 2,
+		RoutedBackends: true, BareBackends: true})
+	tp.StartHTTPBackends(t)
+	for _, k := range []string{"all", "eth0", "eth1"} {
+		if err := tp.LB.Sysctl("net/ipv4/conf/"+k+"/rp_filter", "1"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	dir := t.TempDir()
+	for _, bk := range tp.Backends {
+		startRealserver(t, bk, filepath.Join(dir, bk.Name+".json"), "--mode", "tunnel", "--vip", tp.VIP.String())
+	}
+	side := tp.LB.Ifaces[tp.LBBackendIface].Addr.Addr()
+	cfg := fmt.Sprintf(`interfaces:
+  - {name: eth0, xdp: native, role: client}
+  - {name: eth1, xdp: native, role: backend}
+lb: {workers: 1, conntrack: {capacity: 65536}, tunnel_source: %s}
+api: {listen: %s}
+services:
+  - name: web
+    vip: %s
+    port: 80
+    mode: tunnel
+    health: {interval: 300ms, timeout: 200ms, rise: 1, fall: 2}
+    backends: [{address: %s, port: 80}, {address: %s, port: 80}]
+`, side, apiAddr, tp.VIP, tp.Backends[0].Addr, tp.Backends[1].Addr)
+	p := filepath.Join(t.TempDir(), "xlb.yaml")
+	if err := os.WriteFile(p, []byte(cfg), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	lb := startXLB(t, tp, p)
+	dropsBefore := rpFilterDrops(t, tp.LB)
+	deadline := time.Now().Add(10 * time.Second)
+	for _, bk := range tp.Backends {
+		key := netip.AddrPortFrom(bk.Addr, 80).String()
+		for {
+			h := backendHealth(t, tp, key)
+			if h.State == "up" && h.Datapath != nil && h.Datapath.State == "up" {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("%s not up by its datapath probe: %+v %+v", key, h, h.Datapath)
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+	}
+	time.Sleep(time.Second) // a few more probes
+	drops := rpFilterDrops(t, tp.LB) - dropsBefore
+	if drops == 0 {
+		t.Fatal("rp_filter dropped no probe answer: the test does not show what it means to")
+	}
+	if _, err := get(t, tp, "/"); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("two-arm, rp_filter=1: both backends up by their datapath probes; the kernel's rp_filter dropped %d of the answers", drops)
+	lb.stop(t)
+}
+
+// rpFilterDrops is TcpExt IPReversePathFilter of h's kernel.
+func rpFilterDrops(t *testing.T, h *netns.Host) uint64 {
+	t.Helper()
+	out, err := h.Run(context.Background(), "cat", "/proc/net/netstat")
+	if err != nil {
+		t.Fatal(err)
+	}
+	lines := strings.Split(string(out), "\n")
+	for i := 0; i+1 < len(lines); i++ {
+		names, vals := strings.Fields(lines[i]), strings.Fields(lines[i+1])
+		if len(names) == 0 || names[0] != "TcpExt:" || len(vals) != len(names) {
+			continue
+		}
+		for j, n := range names {
+			if n == "IPReversePathFilter" {
+				v, _ := strconv.ParseUint(vals[j], 10, 64)
+				return v
+			}
+		}
+	}
+	t.Fatal("no TcpExt IPReversePathFilter in /proc/net/netstat")
+	return 0
+}

@@ -116,10 +116,10 @@ type RawNet interface {
 	Close() error
 }
 
-// RawProber is the Prober over raw IP sockets (CAP_NET_RAW). It writes the
+// RawProber is the Prober over raw sockets (CAP_NET_RAW). It writes the
 // whole packet itself (outer header included) and reads the answers from a
-// raw TCP socket per family, one reader goroutine each, started at the
-// first probe of that family. Each probe reserves its source port with an
+// packet socket per family (before the IP layer; see kernelNet), one
+// reader goroutine each, started at the first probe of that family. Each probe reserves its source port with an
 // unconnected bound TCP socket, so the answer cannot collide with a real
 // connection; the kernel, which has no connection for the SYN-ACK, answers
 // it with a RST of its own (towards the VIP, so it crosses the balancer's

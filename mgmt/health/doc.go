@@ -45,8 +45,10 @@
 // backend:port with the service's DSCP. A backend that undoes the mode
 // answers from VIP:port to the balancer's address (directly: that is the
 // point of these modes), and the steering program passes the answer to the
-// kernel like any packet to a local address, where a raw TCP socket sees
-// it. A RST from VIP:port fails the probe (the packet arrived, nothing
+// kernel like any packet to a local address, where a packet socket sees it
+// before the IP layer (which may drop it: a VIP that is also a local
+// address makes it a martian, and in two-arm a strict rp_filter rejects a
+// VIP arriving on the backend side). A RST from VIP:port fails the probe (the packet arrived, nothing
 // listens on the VIP); an answer from the backend's own address fails it
 // with that diagnosis (l3dsr without the mapping); silence fails it at the
 // timeout.
@@ -55,8 +57,9 @@
 // Katran gets full checks through its tunnel by marking the checker's
 // sockets and encapsulating them in a tc program, which xlb avoids: it
 // needs no BPF on the balancer's egress. [RawProber] writes whole packets
-// on IPPROTO_RAW sockets and reads answers from a raw TCP socket per
-// family, which needs CAP_NET_RAW (xlb runs as root); without it every
+// on IPPROTO_RAW sockets and reads answers from an AF_PACKET socket per
+// family (a classic BPF filter keeps TCP segments with SYN or RST), which
+// needs CAP_NET_RAW (xlb runs as root); without it every
 // datapath probe reports that it could not run and decides nothing
 // ([ErrUnavailable]). The probe's source port is reserved with a bound TCP
 // socket, so its answer never belongs to a real connection. The kernel,

@@ -54,6 +54,20 @@ func TestKernelNetInNamespaces(t *testing.T) {
 			}
 		}()
 	}
+	// A fresh veth drops frames until the kernel's link watch activates
+	// its queues (up to a second): connect once each way first.
+	if err := testutil.InNetns(lb, func() error {
+		for _, a := range []string{"10.99.0.2:80", "[fd00:99::2]:80"} {
+			c, err := net.DialTimeout("tcp", a, 5*time.Second)
+			if err != nil {
+				return err
+			}
+			c.Close()
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
 	r := NewRawProber()
 	defer r.Close()
 	probe := func(backend string, d Datapath) (err error) {
