@@ -77,6 +77,10 @@ func (a *Attachment) Pin() string { return a.pin }
 // Takeover says what AttachPinned found at the pin.
 func (a *Attachment) Takeover() Takeover { return a.takeover }
 
+// Hold returns how long a pinned program holds the traffic it steers
+// after Release or after the process ends (0 when not pinned).
+func (a *Attachment) Hold() time.Duration { return a.holdFor }
+
 // Close detaches the program, unpinning a pinned link first. It is
 // idempotent; after Release it does nothing.
 func (a *Attachment) Close() error {
@@ -86,6 +90,9 @@ func (a *Attachment) Close() error {
 			_ = a.hold.Close()
 		}
 		if a.pin != "" {
+			// Detach now, not when the pin's reference goes (after an
+			// RCU grace period).
+			_ = a.link.Detach()
 			if err := a.link.Unpin(); err != nil && !errors.Is(err, os.ErrNotExist) {
 				a.err = fmt.Errorf("bpf: unpin %s: %w", a.pin, err)
 			}

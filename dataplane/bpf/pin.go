@@ -157,6 +157,9 @@ func (s *Steering) takeOver(ifindex int, mode AttachMode, pin string) (*Attachme
 			}
 			takeover = ModeChanged
 		}
+		// Detach at once: the pin's own reference goes only after an RCU
+		// grace period, and the attach below needs the hook free.
+		_ = l.Detach()
 		if err := l.Unpin(); err != nil {
 			_ = l.Close()
 			return nil, fmt.Errorf("bpf: remove the pinned link %s: %w", pin, err)
@@ -185,9 +188,8 @@ func (s *Steering) takeOver(ifindex int, mode AttachMode, pin string) (*Attachme
 // their paths: in every namespace's directory, the links of interfaces
 // that are gone (a namespace deleted, a device removed); in dir, the links
 // of interfaces whose names are not in keep, unless the process that set
-// their hold still runs (another xlb serving other interfaces). Removing
-// the pin of a link no process holds detaches its program. Directories
-// left empty are removed.
+// their hold still runs (another xlb serving other interfaces). Their
+// programs are detached. Directories left empty are removed.
 func SweepPins(dir string, keep []string) ([]string, error) {
 	root := filepath.Dir(dir)
 	nss, err := os.ReadDir(root)
@@ -213,8 +215,11 @@ func SweepPins(dir string, keep []string) ([]string, error) {
 			info, err := l.Info()
 			gone := err == nil && info.Type == link.XDPType && info.XDP() != nil && info.XDP().Ifindex == 0
 			unwanted := err == nil && nsDir == dir && !slices.Contains(keep, e.Name()) && !served(info.Program)
-			if (gone || unwanted) && l.Unpin() == nil {
-				removed = append(removed, p)
+			if gone || unwanted {
+				_ = l.Detach()
+				if l.Unpin() == nil {
+					removed = append(removed, p)
+				}
 			}
 			_ = l.Close()
 		}
