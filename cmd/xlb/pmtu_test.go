@@ -220,11 +220,36 @@ func xferDownload(t *testing.T, tp *netns.Topology, vip netip.Addr, n int64) str
 	return resp.Header.Get("X-Backend")
 }
 
-// pmtuTopology builds the topology above and starts the transfer servers
-// and realservers.
+// pmtuFamily is one address family of the PMTU tests: IPIP with an IPv4
+// VIP and backends, IP6IP6 with IPv6 ones.
+type pmtuFamily struct {
+	name    string
+	v6      bool
+	hdr     int // outer header bytes
+	vip     netip.Addr
+	client  netip.Addr
+	gateway string // the backends' default gateway
+}
+
+func pmtuFamilies(tp *netns.Topology) []pmtuFamily {
+	return []pmtuFamily{
+		{name: "ipip", hdr: 20, vip: tp.VIP, client: tp.Client.Addr, gateway: "10.40.0.1"},
+		{name: "ip6ip6", v6: true, hdr: 40, vip: tp.VIP6, client: tp.Client.Addr6, gateway: "fd00:40::1"},
+	}
+}
+
+func (f pmtuFamily) ip(args ...string) []string {
+	if f.v6 {
+		return append([]string{"-6"}, args...)
+	}
+	return append([]string{"-4"}, args...)
+}
+
+// pmtuTopology builds the topology above (IPv4 and IPv6) and starts the
+// transfer servers and realservers.
 func pmtuTopology(t *testing.T) *netns.Topology {
 	t.Helper()
-	tp := netns.New(t, netns.Options{Layout: netns.OneArm, Mode: netns.ModeTunnel, Backends: 2,
+	tp := netns.New(t, netns.Options{Layout: netns.OneArm, Mode: netns.ModeTunnel, Backends: 2, IPv6: true,
 		RoutedBackends: true, BareBackends: true})
 	ctx := context.Background()
 	mtu := strconv.Itoa(pathMTU)
@@ -235,7 +260,9 @@ func pmtuTopology(t *testing.T) *netns.Topology {
 		{tp.LB, []string{"link", "set", "dev", "eth0", "mtu", mtu}},
 		{tp.Router, []string{"link", "set", "dev", "rlb", "mtu", mtu}},
 		{tp.Router, []string{"link", "set", "dev", "br0", "mtu", mtu}},
-		{tp.Router, []string{"route", "replace", "10.10.0.0/24", "dev", "r0", "src", "10.10.0.1", "mtu", mtu}},
+		{tp.Router, []string{"-4", "route", "replace", "10.10.0.0/24", "dev", "r0", "src", "10.10.0.1", "mtu", mtu}},
+		// IPv6 forwarding honours a route's MTU only when it is locked.
+		{tp.Router, []string{"-6", "route", "replace", "fd00:10::/64", "dev", "r0", "proto", "kernel", "metric", "256", "mtu", "lock", mtu}},
 	} {
 		if out, err := c.h.Run(ctx, "ip", c.args...); err != nil {
 			t.Fatalf("%s: ip %v: %v %s", c.h.Name, c.args, err, out)
@@ -244,7 +271,7 @@ func pmtuTopology(t *testing.T) *netns.Topology {
 	startXferServer(t, tp)
 	dir := t.TempDir()
 	for _, bk := range tp.Backends {
-		startRealserver(t, bk, filepath.Join(dir, bk.Name+".json"), "--mode", "tunnel", "--vip", tp.VIP.String())
+		startRealserver(t, bk, filepath.Join(dir, bk.Name+".json"), "--mode", "tunnel", "--vip", tp.VIP.String()+","+tp.VIP6.String())
 	}
 	return tp
 }
@@ -253,15 +280,21 @@ func pmtuConfig(t *testing.T, tp *netns.Topology, tunnelMSS string) string {
 	t.Helper()
 	var b strings.Builder
 	fmt.Fprintf(&b, "interfaces:\n  - {name: eth0, xdp: native}\n")
-	fmt.Fprintf(&b, "lb:\n  workers: 1\n  conntrack: {capacity: 65536}\n  tunnel_source: %s\n", tp.LB.Addr)
-	fmt.Fprintf(&b, "api: {listen: %s}\n", apiAddr)
-	fmt.Fprintf(&b, "services:\n  - name: xfer\n    vip: %s\n    port: %d\n    mode: tunnel\n", tp.VIP, xferPort)
-	if tunnelMSS != "" {
-		fmt.Fprintf(&b, "    tunnel_mss: %s\n", tunnelMSS)
-	}
-	b.WriteString("    health: {datapath: \"off\"}\n    backends:\n")
-	for _, be := range tp.Backends {
-		fmt.Fprintf(&b, "      - {address: %s}\n", be.Addr)
+	fmt.Fprintf(&b, "lb:\n  workers: 1\n  conntrack: {capacity: 65536}\n  tunnel_source: %s\n  tunnel_source6: \"%s\"\n", tp.LB.Addr, tp.LB.Addr6)
+	fmt.Fprintf(&b, "api: {listen: %s}\nservices:\n", apiAddr)
+	for _, f := range pmtuFamilies(tp) {
+		fmt.Fprintf(&b, "  - name: %s\n    vip: \"%s\"\n    port: %d\n    mode: tunnel\n", f.name, f.vip, xferPort)
+		if tunnelMSS != "" {
+			fmt.Fprintf(&b, "    tunnel_mss: %s\n", tunnelMSS)
+		}
+		b.WriteString("    health: {datapath: \"off\"}\n    backends:\n")
+		for _, be := range tp.Backends {
+			a := be.Addr
+			if f.v6 {
+				a = be.Addr6
+			}
+			fmt.Fprintf(&b, "      - {address: \"%s\"}\n", a)
+		}
 	}
 	p := filepath.Join(t.TempDir(), "xlb.yaml")
 	if err := os.WriteFile(p, []byte(b.String()), 0o644); err != nil {
@@ -274,7 +307,11 @@ func pmtuConfig(t *testing.T, tp *netns.Topology, tunnelMSS string) string {
 // (0: none).
 func routeCacheMTU(t *testing.T, h *netns.Host, dst netip.Addr) int {
 	t.Helper()
-	out, err := h.Run(context.Background(), "ip", "-4", "route", "show", "cache", dst.String())
+	fam := "-4"
+	if dst.Is6() {
+		fam = "-6"
+	}
+	out, err := h.Run(context.Background(), "ip", fam, "route", "show", "cache", dst.String())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -291,129 +328,145 @@ func routeCacheMTU(t *testing.T, h *netns.Host, dst netip.Addr) int {
 func flushRouteCaches(t *testing.T, tp *netns.Topology) {
 	t.Helper()
 	for _, h := range tp.Hosts() {
-		if out, err := h.Run(context.Background(), "ip", "-4", "route", "flush", "cache"); err != nil {
-			t.Fatalf("%s: %v %s", h.Name, err, out)
+		for _, fam := range []string{"-4", "-6"} {
+			if out, err := h.Run(context.Background(), "ip", fam, "route", "flush", "cache"); err != nil {
+				t.Fatalf("%s: %v %s", h.Name, err, out)
+			}
 		}
 	}
 }
 
+func pmtuStats(t *testing.T, lb *balancer) (tooBig, relayed uint64) {
+	t.Helper()
+	st, err := lb.stats()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return st.Totals.TooBigSent, st.Totals.ICMPForwarded
+}
+
 // TestTunnelPMTUDiscovery: 20 MB up and 20 MB down through a tunnel
 // service with 1400-byte links on the path, byte-exact, by PMTU discovery
-// alone: the balancer answers too-big uploads with fragmentation-needed for
-// 1400 − 20, and relays the router's fragmentation-needed about the
-// download (addressed to the VIP) to the backend that owns the flow, inside
-// the tunnel.
+// alone, IPIP and IP6IP6: the balancer answers too-big uploads with
+// fragmentation-needed / packet-too-big for 1400 − the outer header, and
+// relays the router's errors about the download (addressed to the VIP) to
+// the backend that owns the flow, inside the tunnel.
 func TestTunnelPMTUDiscovery(t *testing.T) {
 	if err := netns.Available(); err != nil {
 		t.Skipf("network namespaces unavailable: %v", err)
 	}
 	tp := pmtuTopology(t)
 	lb := startXLB(t, tp, pmtuConfig(t, tp, ""))
+	for _, f := range pmtuFamilies(tp) {
+		t.Run(f.name, func(t *testing.T) {
+			flushRouteCaches(t, tp)
+			tb0, rl0 := pmtuStats(t, lb)
+			start := time.Now()
+			rep := xferUpload(t, tp, f.vip, xferBytes)
+			up := time.Since(start)
+			tb1, _ := pmtuStats(t, lb)
+			if tb1 == tb0 {
+				t.Fatal("the upload needed no too-big reply from the balancer")
+			}
+			if got := routeCacheMTU(t, tp.Client, f.vip); got != pathMTU-f.hdr {
+				t.Fatalf("the client's path MTU towards the VIP is %d, want %d (the balancer's too-big reply)", got, pathMTU-f.hdr)
+			}
+			t.Logf("upload: %d bytes byte-exact in %v (%.0f MB/s) to %s; the balancer sent %d too-big replies; backend rcv_mss %d",
+				rep.Bytes, up.Round(time.Millisecond), float64(rep.Bytes)/up.Seconds()/1e6, rep.Backend, tb1-tb0, rep.RcvMSS)
 
-	start := time.Now()
-	rep := xferUpload(t, tp, tp.VIP, xferBytes)
-	up := time.Since(start)
-	st, err := lb.stats()
-	if err != nil {
-		t.Fatal(err)
+			// Forget the upload's path MTU, or the client's SYN would
+			// advertise an MSS that already fits.
+			flushRouteCaches(t, tp)
+			start = time.Now()
+			owner := xferDownload(t, tp, f.vip, xferBytes)
+			down := time.Since(start)
+			_, rl1 := pmtuStats(t, lb)
+			if rl1 == rl0 {
+				t.Fatal("no ICMP error reached a backend through the balancer")
+			}
+			// The router's error reached the owner of the flow, and only it.
+			for _, bk := range tp.Backends {
+				got := routeCacheMTU(t, bk, f.client)
+				if bk.Name == owner && got != pathMTU {
+					t.Fatalf("%s sent the download, but its path MTU towards the client is %d, want %d", bk.Name, got, pathMTU)
+				}
+				if bk.Name != owner && got != 0 {
+					t.Fatalf("%s did not send the download, yet learned a path MTU %d towards the client", bk.Name, got)
+				}
+			}
+			t.Logf("download: %d bytes byte-exact in %v (%.0f MB/s) from %s; the balancer forwarded %d ICMP errors to it",
+				xferBytes, down.Round(time.Millisecond), float64(xferBytes)/down.Seconds()/1e6, owner, rl1-rl0)
+		})
 	}
-	if st.Totals.TooBigSent == 0 {
-		t.Fatalf("the upload needed no fragmentation-needed from the balancer: totals %+v", st.Totals)
-	}
-	if got := routeCacheMTU(t, tp.Client, tp.VIP); got != pathMTU-20 {
-		t.Fatalf("the client's path MTU towards the VIP is %d, want %d (the balancer's too-big reply)", got, pathMTU-20)
-	}
-	t.Logf("upload: %d bytes byte-exact in %v (%.0f MB/s) to %s; the balancer sent %d fragmentation-needed; backend rcv_mss %d",
-		rep.Bytes, up.Round(time.Millisecond), float64(rep.Bytes)/up.Seconds()/1e6, rep.Backend, st.Totals.TooBigSent, rep.RcvMSS)
-
-	// Forget the upload's path MTU, or the client's SYN would advertise an
-	// MSS that already fits.
-	flushRouteCaches(t, tp)
-	start = time.Now()
-	owner := xferDownload(t, tp, tp.VIP, xferBytes)
-	down := time.Since(start)
-	st2, err := lb.stats()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if st2.Totals.ICMPForwarded == 0 {
-		t.Fatalf("no ICMP error reached a backend through the balancer: totals %+v", st2.Totals)
-	}
-	// The router's error reached the owner of the flow, and only it.
-	for _, bk := range tp.Backends {
-		got := routeCacheMTU(t, bk, tp.Client.Addr)
-		if bk.Name == owner && got != pathMTU {
-			t.Fatalf("%s sent the download, but its path MTU towards the client is %d, want %d", bk.Name, got, pathMTU)
-		}
-		if bk.Name != owner && got != 0 {
-			t.Fatalf("%s did not send the download, yet learned a path MTU %d towards the client", bk.Name, got)
-		}
-	}
-	t.Logf("download: %d bytes byte-exact in %v (%.0f MB/s) from %s; the balancer forwarded %d ICMP errors to it",
-		xferBytes, down.Round(time.Millisecond), float64(xferBytes)/down.Seconds()/1e6, owner, st2.Totals.ICMPForwarded)
 	lb.stop(t)
 }
 
 // TestTunnelMSSClamping: the same transfers with tunnel_mss: auto (and
 // the backends advertising the same MSS) need no ICMP at all: the
-// balancer's too-big counter and its ICMP relay stay at 0, with DF set on
-// every packet as before. Without the backends' advmss, an upload still
-// needs the balancer's too-big replies: the clamp reaches only the
-// backend's side of the connection.
+// balancer's too-big counter and its ICMP relay stay where they were, with
+// DF set on every packet as before. Without the backends' advmss, an
+// upload still needs the balancer's too-big replies: the clamp reaches
+// only the backend's side of the connection.
 func TestTunnelMSSClamping(t *testing.T) {
 	if err := netns.Available(); err != nil {
 		t.Skipf("network namespaces unavailable: %v", err)
 	}
 	tp := pmtuTopology(t)
 	lb := startXLB(t, tp, pmtuConfig(t, tp, "auto"))
-	auto := pathMTU - 20 - 20 - 20 // tunnel_mss: auto for IPIP on a 1400-byte egress
 	ctx := context.Background()
-	advmss := func(on bool) {
-		args := []string{"route", "replace", "default", "via", "10.40.0.1", "dev", "eth0"}
-		if on {
-			args = append(args, "advmss", strconv.Itoa(auto))
-		}
-		for _, bk := range tp.Backends {
-			if out, err := bk.Run(ctx, "ip", args...); err != nil {
-				t.Fatalf("%s: %v %s", bk.Name, err, out)
+	for _, f := range pmtuFamilies(tp) {
+		t.Run(f.name, func(t *testing.T) {
+			hdrs := 20 + 20
+			if f.v6 {
+				hdrs = 40 + 20
 			}
-		}
-	}
-	advmss(true)
+			auto := pathMTU - f.hdr - hdrs // tunnel_mss: auto on a 1400-byte egress
+			advmss := func(on bool) {
+				args := f.ip("route", "replace", "default", "via", f.gateway, "dev", "eth0")
+				if on {
+					args = append(args, "advmss", strconv.Itoa(auto))
+				}
+				for _, bk := range tp.Backends {
+					if out, err := bk.Run(ctx, "ip", args...); err != nil {
+						t.Fatalf("%s: %v %s", bk.Name, err, out)
+					}
+				}
+			}
+			advmss(true)
+			flushRouteCaches(t, tp)
+			tb0, rl0 := pmtuStats(t, lb)
+			start := time.Now()
+			rep := xferUpload(t, tp, f.vip, xferBytes)
+			up := time.Since(start)
+			// The backend saw the clamped MSS (less the 12 bytes of timestamps).
+			if rep.SndMSS > uint32(auto) || rep.SndMSS < uint32(auto-12) {
+				t.Fatalf("the backend's send MSS is %d, want the clamp %d (less TCP options)", rep.SndMSS, auto)
+			}
+			start = time.Now()
+			owner := xferDownload(t, tp, f.vip, xferBytes)
+			down := time.Since(start)
+			tb1, rl1 := pmtuStats(t, lb)
+			if tb1 != tb0 || rl1 != rl0 {
+				t.Fatalf("with tunnel_mss the transfers still needed ICMP: %d too-big replies, %d relayed errors", tb1-tb0, rl1-rl0)
+			}
+			if got := routeCacheMTU(t, tp.Client, f.vip); got != 0 {
+				t.Fatalf("the client learned a path MTU %d towards the VIP", got)
+			}
+			t.Logf("tunnel_mss auto (%d): upload %d bytes in %v (%.0f MB/s, backend snd_mss %d, rcv_mss %d), download from %s in %v (%.0f MB/s); no ICMP",
+				auto, rep.Bytes, up.Round(time.Millisecond), float64(rep.Bytes)/up.Seconds()/1e6, rep.SndMSS, rep.RcvMSS,
+				owner, down.Round(time.Millisecond), float64(xferBytes)/down.Seconds()/1e6)
 
-	start := time.Now()
-	rep := xferUpload(t, tp, tp.VIP, xferBytes)
-	up := time.Since(start)
-	// The backend saw the clamped MSS (less the 12 bytes of timestamps).
-	if rep.SndMSS > uint32(auto) || rep.SndMSS < uint32(auto-12) {
-		t.Fatalf("the backend's send MSS is %d, want the clamp %d (less TCP options)", rep.SndMSS, auto)
+			// The clamp alone: the backends advertise their full MSS
+			// again, and the client's segments no longer fit the tunnel.
+			advmss(false)
+			flushRouteCaches(t, tp)
+			xferUpload(t, tp, f.vip, 2<<20)
+			tb2, _ := pmtuStats(t, lb)
+			if tb2 == tb1 {
+				t.Fatal("without the backends' advmss an upload needed no too-big reply: the SYN clamp cannot reach the client's segments")
+			}
+			t.Logf("tunnel_mss alone: a 2 MB upload needed %d too-big replies from the balancer", tb2-tb1)
+		})
 	}
-	start = time.Now()
-	owner := xferDownload(t, tp, tp.VIP, xferBytes)
-	down := time.Since(start)
-	st, err := lb.stats()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if st.Totals.TooBigSent != 0 || st.Totals.ICMPForwarded != 0 {
-		t.Fatalf("with tunnel_mss the transfers still needed ICMP: too_big_sent %d, icmp_forwarded %d", st.Totals.TooBigSent, st.Totals.ICMPForwarded)
-	}
-	if got := routeCacheMTU(t, tp.Client, tp.VIP); got != 0 {
-		t.Fatalf("the client learned a path MTU %d towards the VIP", got)
-	}
-	t.Logf("tunnel_mss auto (%d): upload %d bytes in %v (%.0f MB/s, backend snd_mss %d, rcv_mss %d), download from %s in %v (%.0f MB/s); too_big_sent 0, icmp_forwarded 0",
-		auto, rep.Bytes, up.Round(time.Millisecond), float64(rep.Bytes)/up.Seconds()/1e6, rep.SndMSS, rep.RcvMSS,
-		owner, down.Round(time.Millisecond), float64(xferBytes)/down.Seconds()/1e6)
-
-	// The clamp alone: the backend advertises 1460 again, and the client's
-	// segments no longer fit the tunnel.
-	advmss(false)
-	flushRouteCaches(t, tp)
-	xferUpload(t, tp, tp.VIP, 2<<20)
-	st, _ = lb.stats()
-	if st.Totals.TooBigSent == 0 {
-		t.Fatal("without the backends' advmss an upload needed no too-big reply: the SYN clamp cannot reach the client's segments")
-	}
-	t.Logf("tunnel_mss alone: a 2 MB upload needed %d fragmentation-needed from the balancer", st.Totals.TooBigSent)
 	lb.stop(t)
 }
