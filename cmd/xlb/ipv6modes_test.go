@@ -59,6 +59,10 @@ func v6Config(t *testing.T, tp *netns.Topology, c v6Case) string {
 	if c.dscp != 0 {
 		fmt.Fprintf(&b, "    dscp: %d\n", c.dscp)
 	}
+	if c.mode == "tunnel" || c.mode == "l3dsr" {
+		// Datapath probes (no ordinary check), quick enough to wait for.
+		b.WriteString("    health: {interval: 300ms, timeout: 200ms, rise: 1, fall: 2}\n")
+	}
 	b.WriteString("    backends:\n")
 	for _, be := range tp.Backends {
 		port := 80
@@ -160,6 +164,23 @@ func runV6Case(t *testing.T, tp *netns.Topology, c v6Case) {
 	st, _ := lb.stats()
 	t.Logf("%s: %d requests in %v (%.0f req/s, a new connection each), answers %v, the backends saw %s; lb rx %d B, tx %d B",
 		c.name, requests, elapsed.Round(time.Millisecond), requests/elapsed.Seconds(), seen, want, st.Totals.RxBytes, st.Totals.TxBytes)
+	// The datapath probes pass too: encapsulated or DSCP-marked as the
+	// dataplane forwards, answered from the VIP (4in6: an IPv4 SYN from
+	// lb.tunnel_source inside IPv6).
+	deadline := time.Now().Add(5 * time.Second)
+	for _, bk := range tp.Backends[:len(rss)] {
+		key := netip.AddrPortFrom(bk.Addr6, 80).String()
+		for {
+			h := backendHealth(t, tp, key)
+			if h.Datapath != nil && h.Datapath.State == "up" && h.State == "up" {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("%s: datapath probe not up: %+v %+v", key, h, h.Datapath)
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+	}
 	for _, bk := range tp.Backends[:len(rss)] {
 		m := rsStats(t, bk)
 		for _, k := range []string{"pass_inner_not_vip", "pass_not_local", "pass_dscp_unknown"} {
