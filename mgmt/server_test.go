@@ -110,6 +110,11 @@ func newEnvWith(t testing.TB, yaml string, o Options) *env {
 	state := filepath.Join(t.TempDir(), "state.json")
 	f.API.StateFile = state
 	dp := &fakeDP{}
+	if o.HealthDial.Prober == nil {
+		// Never real raw packets from a unit test (datapath.go probes
+		// tunnel and l3dsr backends with raw sockets by default).
+		o.HealthDial.Prober = newFakeProber()
+	}
 	o.Config, o.Dataplane, o.Token, o.Log = f, dp, "secret", zerolog.Nop()
 	srv, err := New(o)
 	if err != nil {
