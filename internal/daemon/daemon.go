@@ -252,16 +252,50 @@ func (d *Daemon) start() (err error) {
 			d.napiUndo = append(d.napiUndo, undo)
 		}
 	}
-	// Attach last, once sockets are ready to take traffic.
+	// Attach last, once sockets are ready to take traffic. On a BPF
+	// filesystem the link is pinned, so the program outlives the process
+	// (crash, restart, upgrade) and holds the traffic it steers (drops it,
+	// the peers retransmit) until the next xlb replaces it atomically in
+	// the same link, or for steeringHold after xlb last ran; see
+	// dataplane/bpf's package documentation.
+	const steeringHold = 2 * time.Minute
+	pins, perr := bpf.PinDir()
+	if perr != nil {
+		d.log.Warn().Err(perr).Msg("steering programs not pinned: while xlb restarts the kernel gets its traffic, and resets fullnat flows")
+	} else {
+		var names []string
+		for _, ifc := range d.ifaces {
+			names = append(names, ifc.net.Name)
+		}
+		removed, err := bpf.SweepPins(pins, names)
+		if err != nil {
+			d.log.Warn().Err(err).Msg("pinned steering programs not swept")
+		}
+		for _, p := range removed {
+			d.log.Info().Str("pin", p).Msg("removed the pinned steering program of an interface no longer configured or gone")
+		}
+	}
 	for _, ifc := range d.ifaces {
 		mode, err := bpf.ParseAttachMode(ifc.cfg.XDP)
 		if err != nil {
 			return fmt.Errorf("interface %s: xdp: %w", ifc.net.Name, err)
 		}
-		if ifc.attach, err = ifc.steering.Attach(ifc.net.Index, mode); err != nil {
+		if pins == "" {
+			ifc.attach, err = ifc.steering.Attach(ifc.net.Index, mode)
+		} else {
+			ifc.attach, err = ifc.steering.AttachPinned(ifc.net.Index, mode, filepath.Join(pins, ifc.net.Name), steeringHold)
+		}
+		if err != nil {
 			return fmt.Errorf("interface %s: attach xdp (%s): %w", ifc.net.Name, ifc.cfg.XDP, err)
 		}
-		d.log.Info().Str("interface", ifc.net.Name).Str("xdp", attachName(ifc.attach.Mode())).Msg("steering program attached")
+		ev := d.log.Info()
+		if ifc.attach.Takeover() == bpf.ModeChanged {
+			ev = d.log.Warn()
+		}
+		if p := ifc.attach.Pin(); p != "" {
+			ev = ev.Str("pin", p).Str("previous", ifc.attach.Takeover().String())
+		}
+		ev.Str("interface", ifc.net.Name).Str("xdp", attachName(ifc.attach.Mode())).Msg("steering program attached")
 	}
 	for _, r := range d.runners {
 		d.wg.Add(1)
@@ -569,7 +603,9 @@ func (d *Daemon) resolvedLoop() {
 // Snapshot returns the running snapshot.
 func (d *Daemon) Snapshot() *dataplane.Snapshot { return d.snap.Load() }
 
-// Stop stops the workers, detaches the XDP programs and closes everything.
+// Stop stops the workers and closes everything. A pinned steering program
+// stays attached, holding xlb's traffic for the next xlb (see start);
+// one that is not pinned is detached.
 func (d *Daemon) Stop() {
 	close(d.quit)
 	for _, r := range d.runners {
@@ -584,9 +620,19 @@ func (d *Daemon) teardown() {
 	if len(d.added) > 0 {
 		d.unmanageAddrs()
 	}
+	// A pinned program is left attached (Release), also when start-up
+	// failed: a flow the connection table kept is resumed by the next xlb.
+	// The pins are removed by the operator (docs/deployment.md) or swept
+	// by an xlb that no longer has the interface.
 	for _, ifc := range d.ifaces {
 		if ifc.attach != nil {
-			_ = ifc.attach.Close()
+			if p := ifc.attach.Pin(); p != "" {
+				d.log.Info().Str("interface", ifc.net.Name).Str("pin", p).Dur("hold", ifc.attach.Hold()).
+					Msg("steering program left attached: it holds xlb's traffic for the next xlb (rm the pin to detach it)")
+			}
+			if err := ifc.attach.Release(); err != nil {
+				d.log.Warn().Err(err).Str("interface", ifc.net.Name).Msg("steering program")
+			}
 			ifc.attach = nil
 		}
 	}
