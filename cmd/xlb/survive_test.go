@@ -11,6 +11,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strconv"
 	"strings"
 	"sync"
@@ -19,6 +20,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/link"
 	"golang.org/x/sys/unix"
 
 	"github.com/xlb/xlb/internal/netns"
@@ -59,33 +62,86 @@ func stateDir(t *testing.T) string {
 	return t.TempDir()
 }
 
-// blackholeSNATPorts makes the lb's kernel drop, without a reset, TCP to
-// the SNAT address's xlb ports, which only reaches the kernel while no
-// xlb runs (XDP hands it to xlb otherwise): a kernel that answered the
-// backends' packets with RSTs while xlb restarts would kill every fullnat
-// flow, whatever the connection table kept. A policy rule ahead of the
-// local table does it without nftables.
-func blackholeSNATPorts(t *testing.T, tp *netns.Topology, ports string) {
+// survivorFS mounts a BPF filesystem for xlb to pin its steering links
+// in (XLB_BPFFS), outside /sys: `ip netns exec` mounts the namespace's own
+// sysfs on /sys. Each xlb's mount namespace gets a copy of the mount, the
+// same filesystem, so one xlb finds what the last one pinned. Unmounted
+// when the test ends (which drops what is still pinned: the program
+// detaches).
+func survivorFS(t *testing.T) string {
 	t.Helper()
-	ctx := context.Background()
-	for _, args := range [][]string{
-		{"rule", "add", "pref", "100", "table", "local"},
-		{"rule", "del", "pref", "0", "table", "local"},
-		{"rule", "add", "pref", "10", "to", tp.SNAT.String() + "/32", "ipproto", "tcp", "dport", ports, "blackhole"},
-	} {
-		if out, err := tp.LB.Run(ctx, "ip", args...); err != nil {
-			t.Fatalf("ip %v: %v\n%s", args, err, out)
-		}
+	dir := t.TempDir()
+	if err := unix.Mount("bpf", dir, "bpf", 0, ""); err != nil {
+		t.Skipf("cannot mount a BPF filesystem: %v", err)
 	}
+	t.Cleanup(func() { _ = unix.Unmount(dir, unix.MNT_DETACH) })
+	return dir
 }
 
-// startXLBBin is startXLB with another binary (an "upgrade").
-func startXLBBin(t testing.TB, tp *netns.Topology, bin, cfg string) *balancer {
+// startSurvivor starts bin (xlb, or an "upgraded" copy) with its steering
+// links pinned in the BPF filesystem fs.
+func startSurvivor(t testing.TB, tp *netns.Topology, bin, cfg, fs string) *balancer {
 	t.Helper()
 	old := xlbBin
 	xlbBin = bin
 	defer func() { xlbBin = old }()
-	return startXLB(t, tp, cfg)
+	return startXLBEnv(t, tp, cfg, []string{"XLB_BPFFS=" + fs}, "--poll")
+}
+
+// term stops the balancer with SIGTERM and requires exit 0; unlike stop it
+// expects the pinned steering program to stay attached.
+func (lb *balancer) term(t testing.TB) {
+	t.Helper()
+	_ = lb.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case err := <-lb.done:
+		if err != nil {
+			t.Fatalf("xlb exit: %v\n%s", err, lb.logs.String())
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("xlb did not stop on SIGTERM")
+	}
+}
+
+// guard describes the steering program pinned for the balancer's
+// interface: the link's ID and its program's ID; and it requires that the
+// interface shows exactly one XDP program, that one.
+func guard(t testing.TB, tp *netns.Topology, fs string) (link.ID, ebpf.ProgramID) {
+	t.Helper()
+	pin := filepath.Join(fs, "xlb", tp.LB.NS, tp.LBClientIface)
+	l, err := link.LoadPinnedLink(pin, nil)
+	if err != nil {
+		t.Fatalf("no pinned steering link: %v", err)
+	}
+	defer l.Close()
+	info, err := l.Info()
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, err := tp.LB.Run(context.Background(), "ip", "-d", "link", "show", tp.LBClientIface)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ids := regexp.MustCompile(`prog/xdp id (\d+)`).FindAllStringSubmatch(string(out), -1)
+	if len(ids) != 1 || ids[0][1] != strconv.Itoa(int(info.Program)) {
+		t.Fatalf("%s shows XDP programs %v, want only the pinned link's program %d:\n%s", tp.LBClientIface, ids, info.Program, out)
+	}
+	return info.ID, info.Program
+}
+
+// takenOver requires the new balancer to have replaced the program of the
+// pinned link (the same link, another program, one XDP program on the
+// interface) and returns the new program's ID.
+func takenOver(t testing.TB, lb *balancer, fs string, linkID link.ID, prog ebpf.ProgramID) ebpf.ProgramID {
+	t.Helper()
+	if !strings.Contains(lb.logs.String(), "previous=replaced") {
+		t.Fatalf("the new xlb did not take over the pinned steering link:\n%s", lb.logs.String())
+	}
+	id, p := guard(t, lb.tp, fs)
+	if id != linkID || p == prog {
+		t.Fatalf("after the restart: link %d with program %d; want link %d with a program other than %d", id, p, linkID, prog)
+	}
+	return p
 }
 
 // kill9 kills the balancer with SIGKILL and waits for it to be gone.
@@ -188,7 +244,11 @@ const streamBytes = 40 << 20 // 41943040
 // TestFlowsSurviveRestart: a 40 MB download through nat and through
 // fullnat keeps going, byte-exact, across a kill -9 of xlb and a new start,
 // and across a clean stop and the start of an upgraded binary (another
-// path).
+// path). Nothing but xlb keeps the lb's kernel away from the flows while no
+// xlb runs: its steering program, pinned, stays attached and drops what it
+// would have steered (the backends' packets to the SNAT address, which the
+// kernel owns and would answer with resets; the clients' packets to the
+// VIP; nat replies), and the next xlb replaces it in the same link.
 func TestFlowsSurviveRestart(t *testing.T) {
 	if err := netns.Available(); err != nil {
 		t.Skipf("network namespaces unavailable: %v", err)
@@ -203,11 +263,10 @@ func TestFlowsSurviveRestart(t *testing.T) {
 		t.Run(mode, func(t *testing.T) {
 			tp := netns.New(t, netns.Options{Layout: netns.OneArm, Mode: mode, Backends: 2})
 			tp.StartHTTPBackends(t)
-			if mode == "fullnat" {
-				blackholeSNATPorts(t, tp, "10000-30000")
-			}
+			fs := survivorFS(t)
 			cfg := surviveConfig(t, tp, mode, stateDir(t), 65536)
-			lb := startXLB(t, tp, cfg)
+			lb := startSurvivor(t, tp, xlbBin, cfg, fs)
+			linkID, prog := guard(t, tp, fs)
 
 			// kill -9 in the middle of a download, then the same binary again.
 			d := startDownload(tp, streamBytes, 8*time.Millisecond)
@@ -215,11 +274,15 @@ func TestFlowsSurviveRestart(t *testing.T) {
 			at := d.got.Load()
 			killed := time.Now()
 			lb.kill9(t)
-			lb = startXLB(t, tp, cfg)
+			if id, p := guard(t, tp, fs); id != linkID || p != prog {
+				t.Fatalf("after kill -9: link %d program %d, want the same link %d and program %d", id, p, linkID, prog)
+			}
+			lb = startSurvivor(t, tp, xlbBin, cfg, fs)
 			up := time.Since(killed)
 			if !strings.Contains(lb.logs.String(), "connection table reused") {
 				t.Fatalf("the new xlb did not reuse the table:\n%s", lb.logs.String())
 			}
+			prog = takenOver(t, lb, fs, linkID, prog)
 			d.waitBytes(t, at+1<<20)
 			resumed := time.Since(killed)
 			d.wait(t, "download across kill -9")
@@ -232,9 +295,16 @@ func TestFlowsSurviveRestart(t *testing.T) {
 			d.waitBytes(t, 4<<20)
 			at = d.got.Load()
 			stopped := time.Now()
-			lb.stop(t)
-			lb = startXLBBin(t, tp, upgraded, cfg)
+			lb.term(t)
+			if id, p := guard(t, tp, fs); id != linkID || p != prog {
+				t.Fatalf("after SIGTERM: link %d program %d, want the same link %d and program %d", id, p, linkID, prog)
+			}
+			if !strings.Contains(lb.logs.String(), "steering program left attached") {
+				t.Fatalf("SIGTERM did not leave the steering program attached:\n%s", lb.logs.String())
+			}
+			lb = startSurvivor(t, tp, upgraded, cfg, fs)
 			up = time.Since(stopped)
+			takenOver(t, lb, fs, linkID, prog)
 			d.waitBytes(t, at+1<<20)
 			resumed = time.Since(stopped)
 			d.wait(t, "download across an upgrade")
@@ -243,7 +313,20 @@ func TestFlowsSurviveRestart(t *testing.T) {
 			if _, err := get(t, tp, "/"); err != nil {
 				t.Fatalf("new connection after the upgrade: %v", err)
 			}
-			lb.stop(t)
+
+			// Stopping for good: SIGTERM, then the documented cleanup
+			// (docs/deployment.md) removes the pin, which detaches the
+			// program.
+			lb.term(t)
+			guard(t, tp, fs)
+			if err := os.RemoveAll(filepath.Join(fs, "xlb")); err != nil {
+				t.Fatal(err)
+			}
+			// The pin's reference goes after an RCU grace period.
+			waitFor(t, 5*time.Second, "the program detached once its pin is removed", func() bool {
+				out, err := tp.LB.Run(context.Background(), "ip", "link", "show", tp.LBClientIface)
+				return err == nil && !strings.Contains(string(out), "xdp")
+			})
 		})
 	}
 }
@@ -364,9 +447,6 @@ func TestSynFloodSmallTable(t *testing.T) {
 		t.Run(mode, func(t *testing.T) {
 			tp := netns.New(t, netns.Options{Layout: netns.OneArm, Mode: mode, Backends: 2})
 			tp.StartHTTPBackends(t)
-			if mode == "fullnat" {
-				blackholeSNATPorts(t, tp, "10000-30000")
-			}
 			lb := startXLB(t, tp, surviveConfig(t, tp, mode, stateDir(t), 1000))
 			f := newSynFlooder(t, tp)
 
