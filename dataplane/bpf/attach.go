@@ -134,7 +134,7 @@ func (a *Attachment) heartbeat() {
 	a.beating.Add(1)
 	go func() {
 		defer a.beating.Done()
-		t := time.NewTicker(a.holdFor / 4)
+		t := time.NewTicker(max(a.holdFor/4, time.Millisecond))
 		defer t.Stop()
 		for {
 			select {
