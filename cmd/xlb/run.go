@@ -57,6 +57,9 @@ that arrive during start-up are acted on once it finishes.
 
 Environment:
   XLB_API_TOKEN       bearer token for API changes (instead of api.token_file)
+  XLB_BPFFS           the BPF filesystem the steering programs' links are pinned
+                      in (default /sys/fs/bpf), so traffic is held, not handed to
+                      the kernel, while xlb restarts
 %s
 Flags:
 `

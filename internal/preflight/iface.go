@@ -324,7 +324,7 @@ func (c *checker) workers() []Result {
 		r.Detail = fmt.Sprintf("%s (lb.workers: %d; the fewest rx queues: %d on %s)", plural(k, "worker"), k, fewest, on)
 		if k < fewest {
 			r.Status = Warn
-			r.Detail += fmt.Sprintf(": the NIC spreads flows over all %d queues (RSS), and the frames of queues %d-%d reach no worker: they go to the kernel, which drops them (or forwards them, with ip_forward=1)", fewest, k, fewest-1)
+			r.Detail += fmt.Sprintf(": the NIC spreads flows over all %d queues (RSS), and the frames of queues %d-%d reach no worker: the steering program drops them (counted as held, while its pinned link holds) or hands them to the kernel, which drops them (or forwards them, with ip_forward=1)", fewest, k, fewest-1)
 			r.Fix = fmt.Sprintf("ethtool -L %s combined %d, or lb.workers: auto", on, k)
 		}
 	}
