@@ -97,3 +97,18 @@ bench-e2e: build
 	if [ -n "$$missing" ]; then echo "bench-e2e: installing$$missing"; \
 	  export DEBIAN_FRONTEND=noninteractive RUNLEVEL=1; apt-get update -qq && apt-get install -y -qq --no-install-recommends $$missing >/dev/null; fi
 	$(BIN)/xlb bench e2e $(E2EFLAGS)
+
+# The appliance image (docs/appliance.md): a bootable x86-64 GPT disk image
+# (BIOS and UEFI GRUB, A/B root slots, a persistent data partition, the
+# XLBCONF partition for the operator) built with debootstrap from Debian's
+# packages only, into bin/image/. Root; caches the Debian base in
+# /var/cache/xlb-image (XLB_IMAGE_REFRESH=1 rebuilds it).
+# `image-test` boots it under qemu-system-x86_64 (TCG) with three
+# virtio-net NICs and checks first boot, HTTP through the VIP, zero-copy
+# AF_XDP, a SIGKILL restart, an A/B upgrade and a clean power-off.
+.PHONY: image image-test
+image:
+	GO=$(GO) ./image/build.sh
+
+image-test: image build
+	./image/test.sh
