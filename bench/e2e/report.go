@@ -357,6 +357,16 @@ func Markdown(r *Result, svgName string) string {
 			single = append(single, udp[i])
 		}
 	}
+	var others []float64
+	for _, s := range single {
+		if !math.IsNaN(s.OtherCPU.Median) {
+			others = append(others, s.OtherCPU.Median)
+		}
+	}
+	if o := span(others); !math.IsNaN(o.Max) && o.Max > 0.15 {
+		fmt.Fprintf(&b, "**Noisy run:** other work took %s of the balancer's CPU (median per case, %s–%s): the balancer got the rest, so packets/s and the /proc/stat figures are low and vary from run to run. The balancer tasks' ns/packet is the steadier figure.\n\n",
+			pct(o.Median), pct(o.Min), pct(o.Max))
+	}
 	if len(single) > 0 {
 		b.WriteString("| path | forwarded packets/s | offered packets/s | loss | CPU ns/packet (/proc/stat) | ns/packet (balancer tasks) | other load on its CPU |\n|---|---|---|---|---|---|---|\n")
 		for _, s := range single {
