@@ -506,8 +506,9 @@ func find(s []UDPSummary, name string) *UDPSummary {
 
 // ---- SVG ----
 
-// SVG draws the UDP cases as two bar charts side by side: forwarded
-// packets/s and CPU ns/packet, medians with the range as a whisker.
+// SVG draws the UDP cases as three bar charts side by side: forwarded
+// packets/s, CPU ns/packet (/proc/stat) and the balancer tasks' ns/packet,
+// medians with the range as a whisker.
 func SVG(r *Result) string {
 	udp := SummarizeUDP(r.UDP)
 	const (
@@ -521,7 +522,7 @@ func SVG(r *Result) string {
 	for _, s := range udp {
 		labelW = max(labelW, 7*len([]rune(s.Case))+16)
 	}
-	w := labelW + 2*chartW + gap + right
+	w := labelW + 3*chartW + 2*gap + right
 	h := top + rowH*len(udp) + 40
 	var b strings.Builder
 	fmt.Fprintf(&b, `<svg xmlns="http://www.w3.org/2000/svg" width="%d" height="%d" viewBox="0 0 %d %d" font-family="sans-serif" font-size="12">`+"\n", w, h, w, h)
@@ -536,7 +537,8 @@ func SVG(r *Result) string {
 		color string
 	}{
 		{"forwarded packets/s", labelW, func(s UDPSummary) Span { return s.Forwarded }, kpps, "#3b7dd8"},
-		{"CPU ns/packet (lower is better)", labelW + chartW + gap, func(s UDPSummary) Span { return s.NsPerPacket }, ns, "#d8833b"},
+		{"CPU ns/packet, /proc/stat (lower is better)", labelW + chartW + gap, func(s UDPSummary) Span { return s.NsPerPacket }, ns, "#d8833b"},
+		{"ns/packet, balancer tasks (lower is better)", labelW + 2*(chartW+gap), func(s UDPSummary) Span { return s.TaskNsPerPacket }, ns, "#6a9f3a"},
 	}
 	for _, p := range panels {
 		maxV := 0.0
