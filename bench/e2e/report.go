@@ -59,7 +59,8 @@ type UDPRun struct {
 	Mode    string `json:"mode,omitempty"`
 	Poll    bool   `json:"poll,omitempty"`
 	Workers int    `json:"workers"`
-	Rate    int    `json:"rate,omitempty"` // offered rate when paced
+	Rate    int    `json:"rate,omitempty"`     // offered rate when paced
+	SameCPU bool   `json:"same_cpu,omitempty"` // generator on the balancer's CPU, nice 10
 	Rep     int    `json:"rep"`
 
 	Seconds      float64 `json:"seconds"`
@@ -383,12 +384,19 @@ func Markdown(r *Result, svgName string) string {
 		}
 		b.WriteString("\n")
 	}
-	if x, bare := find(udp, "xlb dsr"), find(udp, "bare AF_XDP forwarder"); x != nil && bare != nil && !math.IsNaN(x.Forwarded.Median) && !math.IsNaN(bare.Forwarded.Median) {
+	for _, v := range []struct{ suffix, what string }{
+		{"", "generator on the other CPU"},
+		{SameCPUSuffix, "generator on the balancer's CPU at nice 10"},
+	} {
+		x, bare := find(udp, "xlb dsr"+v.suffix), find(udp, "bare AF_XDP forwarder"+v.suffix)
+		if x == nil || bare == nil || math.IsNaN(x.Forwarded.Median) || math.IsNaN(bare.Forwarded.Median) {
+			continue
+		}
 		pr := x.Forwarded.Median / bare.Forwarded.Median
 		nr := x.NsPerPacket.Median / bare.NsPerPacket.Median
 		tr := x.TaskNsPerPacket.Median / bare.TaskNsPerPacket.Median
-		fmt.Fprintf(&b, "xlb dsr against the bare AF_XDP forwarder (medians): %s the packets/s (target ≥ 0.9×: %s), %s the CPU ns/packet (%s by the balancer's tasks; target ≤ 1.15×: %s).\n\n",
-			ratio(pr), verdict(pr >= 0.9), ratio(nr), ratio(tr), verdict(nr <= 1.15))
+		fmt.Fprintf(&b, "xlb dsr against the bare AF_XDP forwarder, %s (medians): %s the packets/s (target ≥ 0.9×: %s), %s the CPU ns/packet (%s by the balancer's tasks; target ≤ 1.15×: %s).\n\n",
+			v.what, ratio(pr), verdict(pr >= 0.9), ratio(nr), ratio(tr), verdict(nr <= 1.15))
 	}
 	if r.Settings.PacedRate > 0 {
 		suffix := fmt.Sprintf(", paced %s/s", si(float64(r.Settings.PacedRate)))

@@ -44,7 +44,7 @@ func TestReportSummaries(t *testing.T) {
 		t.Fatal(err)
 	}
 	udp := SummarizeUDP(r.UDP)
-	if len(udp) != 13 || udp[0].Case != "xlb dsr" || udp[10].Workers != 2 {
+	if len(udp) != 15 || udp[0].Case != "xlb dsr" || udp[10].Workers != 2 {
 		t.Fatalf("summaries %+v", udp)
 	}
 	if s := udp[0].Forwarded; s.Median != 201e3 || s.Min != 195e3 || s.Max != 210e3 {

@@ -55,7 +55,14 @@ type udpCase struct {
 	Name string
 	pathSpec
 	Rate int // paced rate of this case; 0: Options.Rate
+	// SameCPU runs the generator on the balancer's CPU at nice 10: it
+	// sends only when the balancer leaves it the CPU (closed loop).
+	SameCPU bool
 }
+
+// SameCPUSuffix ends the names of the cases whose generator shares the
+// balancer's CPU.
+const SameCPUSuffix = ", generator on its CPU"
 
 // UDPCases are the forwarding cases in the order they run.
 func udpCases(o Options) []udpCase {
@@ -73,6 +80,13 @@ func udpCases(o Options) []udpCase {
 	}
 	if !o.NoMultiQueue {
 		cs = append(cs, udpCase{Name: MultiQueueCase, pathSpec: pathSpec{Kind: KindXLB, Mode: "dsr", Workers: 2}})
+	}
+	for _, c := range cs[:10] {
+		if c.Name == "xlb dsr" || c.Kind == KindBare {
+			c.Name += SameCPUSuffix
+			c.SameCPU = true
+			cs = append(cs, c)
+		}
 	}
 	if o.PacedRate > 0 {
 		for _, c := range cs[:10] {
@@ -368,7 +382,7 @@ func (r *runner) teardown() {
 
 func (r *runner) newGenerator(b *bed, cpus []int, rate int) (*Generator, error) {
 	nice := 0
-	if len(cpus) > 1 {
+	if len(cpus) > 1 || len(cpus) == 1 && cpus[0] == r.o.LBCPU {
 		nice = genNice()
 	}
 	t := b.topo
@@ -382,21 +396,25 @@ func (r *runner) newGenerator(b *bed, cpus []int, rate int) (*Generator, error) 
 	})
 }
 
-// placement returns the CPUs of the balancer and of the generator.
-func (r *runner) placement(workers int) (lb, gen []int) {
+// placement returns the CPUs of the balancer, of the generator and of
+// the sink's NAPIs.
+func (r *runner) placement(workers int, sameCPU bool) (lb, gen, sink []int) {
 	if workers >= 2 {
 		both := []int{r.o.GenCPU, r.o.LBCPU}
-		return both, both
+		return both, both, both
 	}
-	return []int{r.o.LBCPU}, []int{r.o.GenCPU}
+	if sameCPU {
+		return []int{r.o.LBCPU}, []int{r.o.LBCPU}, []int{r.o.GenCPU}
+	}
+	return []int{r.o.LBCPU}, []int{r.o.GenCPU}, []int{r.o.GenCPU}
 }
 
 // pinNAPIs makes the lb's and the sink's NAPIs threaded and pins them:
 // the lb's with the balancer, the sink's with the generator (each queue's
 // with its worker when there are two).
-func (r *runner) pinNAPIs(ctx context.Context, b *bed, running *running, workers int) (lbThreads, sinkThreads []int, err error) {
+func (r *runner) pinNAPIs(ctx context.Context, b *bed, running *running, workers int, sameCPU bool) (lbThreads, sinkThreads []int, err error) {
 	t := b.topo
-	lbCPUs, genCPUs := r.placement(workers)
+	lbCPUs, _, sinkCPUs := r.placement(workers, sameCPU)
 	for _, ifname := range running.xdpIfs {
 		pids, err := t.SetThreaded(ctx, t.LB, ifname, lbCPUs)
 		if err != nil {
@@ -404,18 +422,18 @@ func (r *runner) pinNAPIs(ctx context.Context, b *bed, running *running, workers
 		}
 		lbThreads = append(lbThreads, pids...)
 	}
-	sinkThreads, err = t.SetThreaded(ctx, t.Sink, SinkIf, genCPUs)
+	sinkThreads, err = t.SetThreaded(ctx, t.Sink, SinkIf, sinkCPUs)
 	return lbThreads, sinkThreads, err
 }
 
 // udp runs one UDP case.
 func (r *runner) udp(ctx context.Context, c udpCase, rep int) UDPRun {
-	run := UDPRun{Case: c.Name, Kind: c.Kind, Mode: c.Mode, Poll: c.Poll, Workers: max(c.Workers, 1), Rep: rep}
+	run := UDPRun{Case: c.Name, Kind: c.Kind, Mode: c.Mode, Poll: c.Poll, Workers: max(c.Workers, 1), SameCPU: c.SameCPU, Rep: rep}
 	fail := func(err error) UDPRun {
 		run.Error = err.Error()
 		return run
 	}
-	lbCPUs, genCPUs := r.placement(run.Workers)
+	lbCPUs, genCPUs, _ := r.placement(run.Workers, c.SameCPU)
 	b, err := r.bed(ctx, run.Workers)
 	if err != nil {
 		return fail(err)
@@ -430,7 +448,7 @@ func (r *runner) udp(ctx context.Context, c udpCase, rep int) UDPRun {
 			run.Error = err.Error()
 		}
 	}()
-	lbThreads, sinkThreads, err := r.pinNAPIs(ctx, b, p, run.Workers)
+	lbThreads, sinkThreads, err := r.pinNAPIs(ctx, b, p, run.Workers, c.SameCPU)
 	if err != nil {
 		return fail(err)
 	}
@@ -498,10 +516,13 @@ func (r *runner) udp(ctx context.Context, c udpCase, rep int) UDPRun {
 	}
 	cpu := s1.cpu.Sub(s0.cpu)
 	busy := cpu.On(lbCPUs)
-	// With two workers the generator and the sink share their CPUs:
-	// take their threads' time out.
+	// With two workers the generator and the sink share their CPUs,
+	// and a SameCPU generator the balancer's: take their threads' time
+	// out.
 	if run.Workers >= 2 {
 		busy -= (s1.gen - s0.gen) + (s1.sinkTasks - s0.sinkTasks)
+	} else if c.SameCPU {
+		busy -= s1.gen - s0.gen
 	}
 	tasks := s1.lbTasks - s0.lbTasks
 	run.CPUSeconds = busy.Seconds()
@@ -588,7 +609,7 @@ func (r *runner) conn(ctx context.Context, c connCase, rep int) []ConnRun {
 		}
 		return runs
 	}
-	lbCPUs, _ := r.placement(1)
+	lbCPUs, _, _ := r.placement(1, false)
 	b := r.beds[1]
 	e := &env{topo: b.topo, xlbBin: r.o.XLB, dir: r.o.Dir, lbCPUs: lbCPUs}
 	p, err := e.start(ctx, c.pathSpec)
@@ -596,7 +617,7 @@ func (r *runner) conn(ctx context.Context, c connCase, rep int) []ConnRun {
 		return fail(err)
 	}
 	defer p.stop()
-	if _, _, err := r.pinNAPIs(ctx, b, p, 1); err != nil {
+	if _, _, err := r.pinNAPIs(ctx, b, p, 1, false); err != nil {
 		return fail(err)
 	}
 	if err := waitTCP(ctx, b.topo.Client, VIP.String()+":80", 5*time.Second); err != nil {
