@@ -31,7 +31,9 @@ to the lb; an XDP program on the sink counts what arrives. On the lb, in
 turn: xlb in each mode (a subprocess, "xlb run"; dsr also with --poll),
 the bare AF_XDP forwarder, an in-kernel XDP forwarder, kernel IP
 forwarding and nftables DNAT, on CPU 1 with their NAPIs, as fast as the
-generator can send (saturation); some of them again paced to --paced-rate;
+generator can send (saturation); xlb dsr and the bare forwarder again
+with the generator on the balancer's CPU at nice 10 (closed loop); some of
+them paced to --paced-rate;
 then xlb with two
 workers on two queues, wrk to nginx through xlb fullnat, haproxy and
 nftables (keep-alive and Connection: close), and the in-process replay with
