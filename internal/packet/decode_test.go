@@ -281,6 +281,11 @@ func FuzzDecode(f *testing.F) {
 	f.Fuzz(func(t *testing.T, b []byte) {
 		var p Parsed
 		r := Decode(b, &p)
+		// The fast path decodes what it takes exactly as the general one.
+		var q Parsed
+		if rq := decode(b, &q); rq != r || q != p {
+			t.Fatalf("Decode: %v %+v\ndecode: %v %+v", r, p, rq, q)
+		}
 		if r >= NumReasons {
 			t.Fatalf("reason %d out of range", r)
 		}
