@@ -2,6 +2,7 @@ package dataplane
 
 import (
 	"encoding/binary"
+	"math/bits"
 
 	"github.com/xlb/xlb/encap"
 )
@@ -21,17 +22,36 @@ type vipEntry struct {
 // Snapshot: a lookup is a hash and one or two probes, no Go map. A second
 // table holds every VIP address (port and protocol ignored) so that ICMP
 // to a VIP is recognised.
+//
+// A slot keeps the address as it is in a packet (IPv4 in the first four
+// bytes, the rest zero) and everything else in one word, so a probe is
+// three compares.
 type vipIndex struct {
 	slots []vipSlot
 	addrs []vipSlot
-	mask  uint64
-	amask uint64
+	shift uint8 // slots: 64 - log2(len)
+	ashft uint8 // addrs
 	seed  uint64
 }
 
 type vipSlot struct {
-	used bool
-	e    vipEntry
+	addr [16]byte
+	meta uint32 // vipMeta; 0: empty
+	svc  uint32
+}
+
+// vipMeta packs the rest of a key into the word a slot stores: port,
+// protocol, family and the fragment mark, with bit 0 set so that no key
+// is 0.
+func vipMeta(v6 bool, port uint16, proto uint8, frag bool) uint32 {
+	m := uint32(port)<<16 | uint32(proto)<<8 | 1
+	if v6 {
+		m |= 2
+	}
+	if frag {
+		m |= 4
+	}
+	return m
 }
 
 func tableSize(n int) int {
@@ -45,22 +65,26 @@ func tableSize(n int) int {
 func newVIPIndex(entries []vipEntry, seed uint64) vipIndex {
 	x := vipIndex{seed: seed}
 	x.slots = make([]vipSlot, tableSize(len(entries)))
-	x.mask = uint64(len(x.slots) - 1)
+	x.shift = uint8(64 - bits.TrailingZeros(uint(len(x.slots))))
 	x.addrs = make([]vipSlot, tableSize(len(entries)))
-	x.amask = uint64(len(x.addrs) - 1)
+	x.ashft = uint8(64 - bits.TrailingZeros(uint(len(x.addrs))))
 	for _, e := range entries {
-		for i := x.hash(&e.addr.IP, e.addr.V6, e.port, e.proto, e.frag) & x.mask; ; i = (i + 1) & x.mask {
-			if !x.slots[i].used {
-				x.slots[i] = vipSlot{true, e}
+		m := vipMeta(e.addr.V6, e.port, e.proto, e.frag)
+		mask := uint64(len(x.slots) - 1)
+		for i := x.hash(&e.addr.IP, m, x.shift); ; i = (i + 1) & mask {
+			if x.slots[i].meta == 0 {
+				x.slots[i] = vipSlot{addr: e.addr.IP, meta: m, svc: e.svc}
 				break
 			}
 		}
-		for i := x.hash(&e.addr.IP, e.addr.V6, 0, 0, false) & x.amask; ; i = (i + 1) & x.amask {
-			if !x.addrs[i].used {
-				x.addrs[i] = vipSlot{true, vipEntry{addr: e.addr}}
+		m = vipMeta(e.addr.V6, 0, 0, false)
+		mask = uint64(len(x.addrs) - 1)
+		for i := x.hash(&e.addr.IP, m, x.ashft); ; i = (i + 1) & mask {
+			if x.addrs[i].meta == 0 {
+				x.addrs[i] = vipSlot{addr: e.addr.IP, meta: m}
 				break
 			}
-			if x.addrs[i].e.addr == e.addr {
+			if x.addrs[i].meta == m && x.addrs[i].addr == e.addr.IP {
 				break
 			}
 		}
@@ -68,19 +92,12 @@ func newVIPIndex(entries []vipEntry, seed uint64) vipIndex {
 	return x
 }
 
-// hash is a cheap multiplicative hash: the table is built from our own
+// hash is a multiplicative hash taking the top bits of the product, which
+// depend on every bit of the key: the table is built from our own
 // configuration, so it needs spread, not resistance to chosen keys.
-func (x *vipIndex) hash(ip *[16]byte, v6 bool, port uint16, proto uint8, frag bool) uint64 {
-	h := x.seed ^ uint64(port)<<8 ^ uint64(proto)
-	if frag {
-		h ^= 1 << 40
-	}
-	h ^= uint64(binary.LittleEndian.Uint32(ip[0:4])) << 24
-	if v6 {
-		h ^= 1<<41 ^ binary.LittleEndian.Uint64(ip[4:12]) ^ uint64(binary.LittleEndian.Uint32(ip[12:16]))<<7
-	}
-	h *= 0x9e3779b97f4a7c15
-	return h ^ h>>29
+func (x *vipIndex) hash(ip *[16]byte, meta uint32, shift uint8) uint64 {
+	h := (binary.LittleEndian.Uint64(ip[0:8])^x.seed)*0x9e3779b97f4a7c15 ^ binary.LittleEndian.Uint64(ip[8:16]) ^ uint64(meta)
+	return (h * 0xbf58476d1ce4e5b9) >> (shift & 63)
 }
 
 // mix is a 64-bit finalizer (the multiply-xorshift of splitmix64).
@@ -96,11 +113,11 @@ func mix(h uint64) uint64 {
 // find returns the service for (addr, port, proto), trying the exact port
 // first and then the every-port (0) service.
 func (x *vipIndex) find(ip *[16]byte, v6 bool, port uint16, proto uint8) (uint32, bool) {
-	if id, ok := x.get(ip, v6, port, proto, false); ok {
+	if id, ok := x.get(ip, vipMeta(v6, port, proto, false)); ok {
 		return id, true
 	}
 	if port != 0 {
-		return x.get(ip, v6, 0, proto, false)
+		return x.get(ip, vipMeta(v6, 0, proto, false))
 	}
 	return 0, false
 }
@@ -109,36 +126,32 @@ func (x *vipIndex) find(ip *[16]byte, v6 bool, port uint16, proto uint8) (uint32
 // for non-first fragments (which carry no port). Build allows one such
 // service per VIP and protocol.
 func (x *vipIndex) findFrag(ip *[16]byte, v6 bool, proto uint8) (uint32, bool) {
-	return x.get(ip, v6, 0, proto, true)
+	return x.get(ip, vipMeta(v6, 0, proto, true))
 }
 
-func (x *vipIndex) get(ip *[16]byte, v6 bool, port uint16, proto uint8, frag bool) (uint32, bool) {
-	if len(x.slots) == 0 {
-		return 0, false
-	}
-	for i := x.hash(ip, v6, port, proto, frag) & x.mask; ; i = (i + 1) & x.mask {
-		s := &x.slots[i]
-		if !s.used {
-			return 0, false
-		}
-		if s.e.port == port && s.e.proto == proto && s.e.frag == frag && s.e.addr.V6 == v6 && s.e.addr.IP == *ip {
-			return s.e.svc, true
-		}
-	}
+func (x *vipIndex) get(ip *[16]byte, meta uint32) (uint32, bool) {
+	return probe(x.slots, ip, meta, x.hash(ip, meta, x.shift))
 }
 
 // isVIP reports whether a is the address of any service.
 func (x *vipIndex) isVIP(ip *[16]byte, v6 bool) bool {
-	if len(x.addrs) == 0 {
-		return false
+	m := vipMeta(v6, 0, 0, false)
+	_, ok := probe(x.addrs, ip, m, x.hash(ip, m, x.ashft))
+	return ok
+}
+
+func probe(slots []vipSlot, ip *[16]byte, meta uint32, i uint64) (uint32, bool) {
+	if len(slots) == 0 {
+		return 0, false
 	}
-	for i := x.hash(ip, v6, 0, 0, false) & x.amask; ; i = (i + 1) & x.amask {
-		s := &x.addrs[i]
-		if !s.used {
-			return false
+	mask := uint64(len(slots) - 1)
+	for i &= mask; ; i = (i + 1) & mask {
+		s := &slots[i]
+		if s.meta == meta && s.addr == *ip {
+			return s.svc, true
 		}
-		if s.e.addr.V6 == v6 && s.e.addr.IP == *ip {
-			return true
+		if s.meta == 0 {
+			return 0, false
 		}
 	}
 }
