@@ -27,33 +27,34 @@ func benchConfig(flows int, v6 bool) Config {
 	return c
 }
 
-// shuffled4 returns n distinct keys in random order.
-func shuffled4(n int, offset int) []Key4 {
-	ks := make([]Key4, n)
+// shuffled4 returns n distinct IPv4 keys in random order.
+func shuffled4(n int, offset int) []Key {
+	ks := make([]Key, n)
 	for i := range ks {
-		ks[i] = key4(offset+i, protoTCP)
+		k := testKey4(offset+i, protoTCP)
+		ks[i] = wide4(&k)
 	}
 	rng := rand.New(rand.NewPCG(1, 2))
 	rng.Shuffle(n, func(i, j int) { ks[i], ks[j] = ks[j], ks[i] })
 	return ks
 }
 
-func prefill4(b *testing.B, tbl *Table, ks []Key4, now int64) {
+func prefill(b *testing.B, tbl *Table, ks []Key, now int64) {
 	b.Helper()
 	for i := range ks {
-		if err := tbl.Insert4(&ks[i], Entry4{Backend: uint32(i), State: StateEstablished}, now); err != nil {
+		if err := tbl.Insert(&ks[i], &Entry{Backend: uint32(i), State: StateEstablished}, now); err != nil {
 			b.Fatalf("prefill %d: %v", i, err)
 		}
 	}
 }
 
-// BenchmarkLookup4Hit looks up existing keys, cycling through all of them
+// BenchmarkLookupHit looks up existing IPv4 keys, cycling through all of them
 // in random order so that a large table is measured from memory, not from
 // cache. The clock stands still, so no entry crosses an LRU granule; the
 // "moving" variant advances it so that every lookup of a 1M-flow table
 // also moves its entry in the LRU list (the worst case: every flow sends
 // about one packet per second).
-func BenchmarkLookup4Hit(b *testing.B) {
+func BenchmarkLookupHit(b *testing.B) {
 	for _, tc := range []struct {
 		name  string
 		flows int
@@ -66,16 +67,17 @@ func BenchmarkLookup4Hit(b *testing.B) {
 		b.Run(tc.name, func(b *testing.B) {
 			tbl := newTable(b, benchConfig(tc.flows, false))
 			ks := shuffled4(tc.flows, 0)
-			prefill4(b, tbl, ks, at(0))
+			prefill(b, tbl, ks, at(0))
 			rng := rand.New(rand.NewPCG(3, 4))
 			rng.Shuffle(len(ks), func(i, j int) { ks[i], ks[j] = ks[j], ks[i] })
 			now := at(0)
+			var e Entry
 			b.ReportAllocs()
 			b.ResetTimer()
 			j := 0
 			for range b.N {
 				now += tc.step
-				if _, ok := tbl.Lookup4(&ks[j], TCPFlagACK, now); !ok {
+				if !tbl.Lookup(&ks[j], tbl.Hash(&ks[j]), TCPFlagACK, now, &e) {
 					b.Fatal("miss")
 				}
 				if j++; j == len(ks) {
@@ -86,26 +88,31 @@ func BenchmarkLookup4Hit(b *testing.B) {
 	}
 }
 
-// BenchmarkLookup4Batch is BenchmarkLookup4Hit the way the dataplane
-// works: batches of 32 keys, Prefetch4 first, then one Lookup4 per key.
-// ns/op is per lookup.
-func BenchmarkLookup4Batch(b *testing.B) {
+// BenchmarkLookupBatch is BenchmarkLookupHit the way the dataplane works:
+// batches of 32 keys, each hashed once, Prefetch first, then one Lookup
+// per key. ns/op is per lookup.
+func BenchmarkLookupBatch(b *testing.B) {
 	for _, flows := range []int{1000, 1_000_000} {
 		b.Run(fmt.Sprintf("flows=%s,batch=32", count(flows)), func(b *testing.B) {
 			tbl := newTable(b, benchConfig(flows, false))
 			ks := shuffled4(flows, 0)
-			prefill4(b, tbl, ks, at(0))
+			prefill(b, tbl, ks, at(0))
 			rng := rand.New(rand.NewPCG(3, 4))
 			rng.Shuffle(len(ks), func(i, j int) { ks[i], ks[j] = ks[j], ks[i] })
 			ks = ks[:len(ks)/32*32]
+			var hs [32]uint64
+			var e Entry
 			b.ReportAllocs()
 			b.ResetTimer()
 			j := 0
 			for n := 0; n < b.N; n += 32 {
 				batch := ks[j : j+32]
-				tbl.Prefetch4(batch)
 				for i := range batch {
-					if _, ok := tbl.Lookup4(&batch[i], TCPFlagACK, at(0)); !ok {
+					hs[i] = tbl.Hash(&batch[i])
+				}
+				tbl.Prefetch(false, hs[:])
+				for i := range batch {
+					if !tbl.Lookup(&batch[i], hs[i], TCPFlagACK, at(0), &e) {
 						b.Fatal("miss")
 					}
 				}
@@ -121,20 +128,22 @@ func BenchmarkLookup6Hit(b *testing.B) {
 	b.Run("flows=1k", func(b *testing.B) {
 		const flows = 1000
 		tbl := newTable(b, benchConfig(flows, true))
-		ks := make([]Key6, flows)
+		ks := make([]Key, flows)
 		for i := range ks {
-			ks[i] = key6(i, protoTCP)
-			if err := tbl.Insert6(&ks[i], Entry6{Backend: uint32(i), State: StateEstablished}, at(0)); err != nil {
+			k := testKey6(i, protoTCP)
+			ks[i] = wide6(&k)
+			if err := tbl.Insert(&ks[i], &Entry{Backend: uint32(i), State: StateEstablished}, at(0)); err != nil {
 				b.Fatal(err)
 			}
 		}
 		rng := rand.New(rand.NewPCG(3, 4))
 		rng.Shuffle(len(ks), func(i, j int) { ks[i], ks[j] = ks[j], ks[i] })
+		var e Entry
 		b.ReportAllocs()
 		b.ResetTimer()
 		j := 0
 		for range b.N {
-			if _, ok := tbl.Lookup6(&ks[j], TCPFlagACK, at(0)); !ok {
+			if !tbl.Lookup(&ks[j], tbl.Hash(&ks[j]), TCPFlagACK, at(0), &e) {
 				b.Fatal("miss")
 			}
 			if j++; j == len(ks) {
@@ -144,16 +153,18 @@ func BenchmarkLookup6Hit(b *testing.B) {
 	})
 }
 
-func BenchmarkLookupMiss4(b *testing.B) {
+func BenchmarkLookupMiss(b *testing.B) {
 	for _, flows := range []int{1000, 1_000_000} {
 		b.Run(fmt.Sprintf("flows=%s", count(flows)), func(b *testing.B) {
 			tbl := newTable(b, benchConfig(flows, false))
-			prefill4(b, tbl, shuffled4(flows, 0), at(0))
+			prefill(b, tbl, shuffled4(flows, 0), at(0))
 			miss := shuffled4(1<<16, 1<<22) // never inserted
+			var e Entry
 			b.ReportAllocs()
 			b.ResetTimer()
 			for i := range b.N {
-				if _, ok := tbl.Lookup4(&miss[i&(1<<16-1)], TCPFlagACK, at(0)); ok {
+				k := &miss[i&(1<<16-1)]
+				if tbl.Lookup(k, tbl.Hash(k), TCPFlagACK, at(0), &e) {
 					b.Fatal("hit")
 				}
 			}
@@ -161,24 +172,25 @@ func BenchmarkLookupMiss4(b *testing.B) {
 	}
 }
 
-// BenchmarkInsert4 inserts new flows into a full 64k-entry table in the
+// BenchmarkInsert inserts new IPv4 flows into a full 64k-entry table in the
 // steady state of a busy load balancer: 10k new flows per second of
 // clock, UDP timeout 3s, EvictMinIdle 1s, Expire(now, 32) every 32
 // inserts. Most inserts evict the LRU entry; the sweep removes the rest.
-func BenchmarkInsert4(b *testing.B) {
+func BenchmarkInsert(b *testing.B) {
 	c := benchConfig(1<<16, false)
 	c.UDP = 3 * time.Second
 	c.EvictMinIdle = time.Second
 	tbl := newTable(b, c)
-	ks := make([]Key4, 1<<20)
+	ks := make([]Key, 1<<20)
 	for i := range ks {
-		ks[i] = key4(i, protoUDP)
+		k := testKey4(i, protoUDP)
+		ks[i] = wide4(&k)
 	}
 	now := at(0)
 	step := int64(100 * time.Microsecond)
 	for i := range 1 << 17 { // warm up into the steady state
 		now += step
-		_ = tbl.Insert4(&ks[i], Entry4{Backend: uint32(i)}, now)
+		_ = tbl.Insert(&ks[i], &Entry{Backend: uint32(i)}, now)
 		if i&31 == 0 {
 			tbl.Expire(now, 32)
 		}
@@ -189,7 +201,7 @@ func BenchmarkInsert4(b *testing.B) {
 	for i := range b.N {
 		now += step
 		j := (i + 1<<17) & (1<<20 - 1)
-		if err := tbl.Insert4(&ks[j], Entry4{Backend: uint32(i)}, now); err != nil {
+		if err := tbl.Insert(&ks[j], &Entry{Backend: uint32(i)}, now); err != nil {
 			b.Fatal(err)
 		}
 		if i&31 == 0 {
@@ -204,17 +216,18 @@ func BenchmarkInsert4(b *testing.B) {
 	}
 }
 
-func BenchmarkParallelLookup4(b *testing.B) {
+func BenchmarkParallelLookup(b *testing.B) {
 	const flows = 1 << 16
 	tbl := newTable(b, benchConfig(flows, false))
 	ks := shuffled4(flows, 0)
-	prefill4(b, tbl, ks, at(0))
+	prefill(b, tbl, ks, at(0))
 	b.ReportAllocs()
 	b.ResetTimer()
 	b.RunParallel(func(pb *testing.PB) {
 		j := rand.IntN(flows)
+		var e Entry
 		for pb.Next() {
-			if _, ok := tbl.Lookup4(&ks[j], TCPFlagACK, at(0)); !ok {
+			if !tbl.Lookup(&ks[j], tbl.Hash(&ks[j]), TCPFlagACK, at(0), &e) {
 				b.Error("miss")
 				return
 			}
@@ -223,12 +236,12 @@ func BenchmarkParallelLookup4(b *testing.B) {
 	})
 }
 
-// BenchmarkExpire4 is one worker's per-batch Expire call (budget 64) on a
+// BenchmarkExpire is one worker's per-batch Expire call (budget 64) on a
 // full 1M-entry table where nothing is expired: the cost of the sweep
 // itself.
-func BenchmarkExpire4(b *testing.B) {
+func BenchmarkExpire(b *testing.B) {
 	tbl := newTable(b, benchConfig(1_000_000, false))
-	prefill4(b, tbl, shuffled4(1_000_000, 0), at(0))
+	prefill(b, tbl, shuffled4(1_000_000, 0), at(0))
 	b.ReportAllocs()
 	b.ResetTimer()
 	for range b.N {
@@ -240,7 +253,7 @@ func BenchmarkAllocFreeSNAT(b *testing.B) {
 	tbl := newTable(b, smallConfig())
 	b.ReportAllocs()
 	for i := range b.N {
-		idx, p, ok := tbl.AllocSNAT4(uint32(i), 0)
+		idx, p, ok := tbl.AllocSNAT(false, uint32(i))
 		if !ok {
 			b.Fatal("exhausted")
 		}

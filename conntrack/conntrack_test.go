@@ -95,62 +95,62 @@ func TestCapacityRounding(t *testing.T) {
 
 func TestInsertLookupDelete4(t *testing.T) {
 	tbl := newTable(t, smallConfig())
-	k := key4(1, protoTCP)
-	e := Entry4{Backend: 42, Service: 3, VPort: 80, State: StateEstablished}
-	if _, ok := tbl.Lookup4(&k, TCPFlagACK, at(0)); ok {
+	k := testKey4(1, protoTCP)
+	e := entry4{Backend: 42, Service: 3, VPort: 80, State: StateEstablished}
+	if _, ok := tbl.lookup4(&k, TCPFlagACK, at(0)); ok {
 		t.Fatal("hit on an empty table")
 	}
-	if err := tbl.Insert4(&k, e, at(0)); err != nil {
+	if err := tbl.insert4(&k, e, at(0)); err != nil {
 		t.Fatal(err)
 	}
-	got, ok := tbl.Lookup4(&k, TCPFlagACK, at(time.Second))
+	got, ok := tbl.lookup4(&k, TCPFlagACK, at(time.Second))
 	if !ok || got != e {
 		t.Fatalf("Lookup4 = %+v, %v; want %+v", got, ok, e)
 	}
-	rk := Key4{SrcIP: k.DstIP, DstIP: k.SrcIP, SrcPort: k.DstPort, DstPort: k.SrcPort, Proto: k.Proto}
-	if _, ok := tbl.Lookup4(&rk, TCPFlagACK, at(time.Second)); ok {
+	rk := key4{SrcIP: k.DstIP, DstIP: k.SrcIP, SrcPort: k.DstPort, DstPort: k.SrcPort, Proto: k.Proto}
+	if _, ok := tbl.lookup4(&rk, TCPFlagACK, at(time.Second)); ok {
 		t.Fatal("reverse tuple hit: keys must be directional")
 	}
-	for _, other := range []Key4{
+	for _, other := range []key4{
 		{SrcIP: k.SrcIP, DstIP: k.DstIP, SrcPort: k.SrcPort, DstPort: k.DstPort, Proto: protoUDP},
 		{SrcIP: k.SrcIP, DstIP: k.DstIP, SrcPort: k.SrcPort + 1, DstPort: k.DstPort, Proto: k.Proto},
 	} {
-		if _, ok := tbl.Lookup4(&other, 0, at(time.Second)); ok {
+		if _, ok := tbl.lookup4(&other, 0, at(time.Second)); ok {
 			t.Fatalf("%+v hit", other)
 		}
 	}
 	// Overwrite.
 	e2 := e
 	e2.Backend = 43
-	if err := tbl.Insert4(&k, e2, at(2*time.Second)); err != nil {
+	if err := tbl.insert4(&k, e2, at(2*time.Second)); err != nil {
 		t.Fatal(err)
 	}
-	if got, _ := tbl.Lookup4(&k, 0, at(2*time.Second)); got.Backend != 43 {
+	if got, _ := tbl.lookup4(&k, 0, at(2*time.Second)); got.Backend != 43 {
 		t.Fatalf("after overwrite Backend = %d", got.Backend)
 	}
 	if tbl.Len() != 1 {
 		t.Fatalf("Len = %d, want 1", tbl.Len())
 	}
-	if !tbl.Delete4(&k) {
+	if !tbl.delete4(&k) {
 		t.Fatal("Delete4 = false")
 	}
-	if tbl.Delete4(&k) {
+	if tbl.delete4(&k) {
 		t.Fatal("second Delete4 = true")
 	}
-	if _, ok := tbl.Lookup4(&k, 0, at(3*time.Second)); ok {
+	if _, ok := tbl.lookup4(&k, 0, at(3*time.Second)); ok {
 		t.Fatal("hit after delete")
 	}
 	st := tbl.Stats()
 	if st.Inserts != 1 || st.Updates != 1 || st.Deletes != 1 || st.Entries4 != 0 {
 		t.Fatalf("stats %+v", st)
 	}
-	tbl.Prefetch4(nil)
-	tbl.Range4(nil)
-	tbl.Range6(nil)
-	if tbl.Insert4(nil, e, 0) != ErrNilKey || tbl.Delete4(nil) {
+	tbl.prefetch4(nil)
+	tbl.range4(nil)
+	tbl.range6(nil)
+	if tbl.insert4(nil, e, 0) != ErrNilKey || tbl.delete4(nil) {
 		t.Fatal("nil key accepted")
 	}
-	if _, ok := tbl.Lookup4(nil, 0, 0); ok {
+	if _, ok := tbl.lookup4(nil, 0, 0); ok {
 		t.Fatal("nil key hit")
 	}
 	checkTable(t, tbl)
@@ -160,38 +160,38 @@ func TestInsertLookupDelete6(t *testing.T) {
 	c := smallConfig()
 	c.Capacity = 256 // no shard fills up
 	tbl := newTable(t, c)
-	var keys []Key6
+	var keys []key6
 	for i := range 40 {
-		k := key6(i, protoTCP)
+		k := testKey6(i, protoTCP)
 		keys = append(keys, k)
-		if err := tbl.Insert6(&k, Entry6{Backend: uint32(i), State: StateEstablished}, at(0)); err != nil {
+		if err := tbl.insert6(&k, entry6{Backend: uint32(i), State: StateEstablished}, at(0)); err != nil {
 			t.Fatalf("insert %d: %v", i, err)
 		}
 	}
 	for i, k := range keys {
-		e, ok := tbl.Lookup6(&k, TCPFlagACK, at(time.Second))
+		e, ok := tbl.lookup6(&k, TCPFlagACK, at(time.Second))
 		if !ok || e.Backend != uint32(i) || e.State != StateEstablished {
 			t.Fatalf("key %d: %+v %v", i, e, ok)
 		}
-		rk := Key6{SrcIP: k.DstIP, DstIP: k.SrcIP, SrcPort: k.DstPort, DstPort: k.SrcPort, Proto: k.Proto}
-		if _, ok := tbl.Lookup6(&rk, 0, at(time.Second)); ok {
+		rk := key6{SrcIP: k.DstIP, DstIP: k.SrcIP, SrcPort: k.DstPort, DstPort: k.SrcPort, Proto: k.Proto}
+		if _, ok := tbl.lookup6(&rk, 0, at(time.Second)); ok {
 			t.Fatal("reverse tuple hit")
 		}
 	}
 	for i, k := range keys {
-		if i%2 == 0 && !tbl.Delete6(&k) {
+		if i%2 == 0 && !tbl.delete6(&k) {
 			t.Fatalf("delete %d", i)
 		}
 	}
 	for i, k := range keys {
-		if _, ok := tbl.Lookup6(&k, 0, at(2*time.Second)); ok != (i%2 == 1) {
+		if _, ok := tbl.lookup6(&k, 0, at(2*time.Second)); ok != (i%2 == 1) {
 			t.Fatalf("key %d after deletes: hit=%v", i, ok)
 		}
 	}
 	if st := tbl.Stats(); st.Entries6 != 20 || st.Entries4 != 0 {
 		t.Fatalf("entries %d/%d", st.Entries4, st.Entries6)
 	}
-	if tbl.Insert6(nil, Entry6{}, 0) != ErrNilKey || tbl.Delete6(nil) {
+	if tbl.insert6(nil, entry6{}, 0) != ErrNilKey || tbl.delete6(nil) {
 		t.Fatal("nil key accepted")
 	}
 	checkTable(t, tbl)
@@ -312,17 +312,17 @@ func TestTimeouts(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			tbl := newTable(t, c)
-			k := key4(7, tt.proto)
-			k6 := key6(7, tt.proto)
-			if err := tbl.Insert4(&k, Entry4{Backend: 1, State: tt.state}, at(0)); err != nil {
+			k := testKey4(7, tt.proto)
+			k6 := testKey6(7, tt.proto)
+			if err := tbl.insert4(&k, entry4{Backend: 1, State: tt.state}, at(0)); err != nil {
 				t.Fatal(err)
 			}
-			if err := tbl.Insert6(&k6, Entry6{Backend: 1, State: tt.state}, at(0)); err != nil {
+			if err := tbl.insert6(&k6, entry6{Backend: 1, State: tt.state}, at(0)); err != nil {
 				t.Fatal(err)
 			}
 			for _, p := range tt.pkts {
-				e, ok := tbl.Lookup4(&k, p.flags, at(p.at))
-				e6, ok6 := tbl.Lookup6(&k6, p.flags, at(p.at))
+				e, ok := tbl.lookup4(&k, p.flags, at(p.at))
+				e6, ok6 := tbl.lookup6(&k6, p.flags, at(p.at))
 				if ok != p.hit || ok6 != p.hit {
 					t.Fatalf("at %v flags %#x: hit v4=%v v6=%v, want %v", p.at, p.flags, ok, ok6, p.hit)
 				}
@@ -339,18 +339,18 @@ func TestTimeouts(t *testing.T) {
 // see a fresh entry as expired, nor move its timestamp back.
 func TestClockSkew(t *testing.T) {
 	tbl := newTable(t, smallConfig())
-	k := key4(1, protoUDP)
-	if err := tbl.Insert4(&k, Entry4{}, at(10*time.Second)); err != nil {
+	k := testKey4(1, protoUDP)
+	if err := tbl.insert4(&k, entry4{}, at(10*time.Second)); err != nil {
 		t.Fatal(err)
 	}
-	if _, ok := tbl.Lookup4(&k, 0, at(9*time.Second)); !ok {
+	if _, ok := tbl.lookup4(&k, 0, at(9*time.Second)); !ok {
 		t.Fatal("miss for an older now")
 	}
-	if _, ok := tbl.Lookup4(&k, 0, at(19900*time.Millisecond)); !ok {
+	if _, ok := tbl.lookup4(&k, 0, at(19900*time.Millisecond)); !ok {
 		t.Fatal("older now moved the timestamp back")
 	}
 	// A now before the table's creation counts as its creation.
-	if _, ok := tbl.Lookup4(&k, 0, t0-int64(time.Hour)); !ok {
+	if _, ok := tbl.lookup4(&k, 0, t0-int64(time.Hour)); !ok {
 		t.Fatal("miss for a now before New")
 	}
 }
@@ -363,20 +363,20 @@ func TestExpireIncremental(t *testing.T) {
 	// 100 UDP flows (10s) inserted at 0, 50 established TCP (100s) at 0,
 	// 30 v6 UDP at 0 and 20 v6 UDP at 15s.
 	for i := range 100 {
-		k := key4(i, protoUDP)
-		mustInsert4(t, tbl, &k, Entry4{}, at(0))
+		k := testKey4(i, protoUDP)
+		mustInsert4(t, tbl, &k, entry4{}, at(0))
 	}
 	for i := 100; i < 150; i++ {
-		k := key4(i, protoTCP)
-		mustInsert4(t, tbl, &k, Entry4{State: StateEstablished}, at(0))
+		k := testKey4(i, protoTCP)
+		mustInsert4(t, tbl, &k, entry4{State: StateEstablished}, at(0))
 	}
 	for i := range 50 {
-		k := key6(i, protoUDP)
+		k := testKey6(i, protoUDP)
 		when := at(0)
 		if i >= 30 {
 			when = at(15 * time.Second)
 		}
-		if err := tbl.Insert6(&k, Entry6{}, when); err != nil {
+		if err := tbl.insert6(&k, entry6{}, when); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -408,7 +408,7 @@ func TestExpireIncremental(t *testing.T) {
 	if st.Expired != 130 {
 		t.Fatalf("Expired = %d, want 130", st.Expired)
 	}
-	tbl.Range4(func(k Key4, e Entry4) bool {
+	tbl.range4(func(k key4, e entry4) bool {
 		if k.Proto != protoTCP {
 			t.Errorf("survivor %+v is not an established flow", k)
 		}
@@ -424,9 +424,9 @@ func TestExpireIncremental(t *testing.T) {
 	checkTable(t, tbl)
 }
 
-func mustInsert4(tb testing.TB, tbl *Table, k *Key4, e Entry4, now int64) {
+func mustInsert4(tb testing.TB, tbl *Table, k *key4, e entry4, now int64) {
 	tb.Helper()
-	if err := tbl.Insert4(k, e, now); err != nil {
+	if err := tbl.insert4(k, e, now); err != nil {
 		tb.Fatalf("Insert4(%+v): %v", *k, err)
 	}
 }
@@ -437,19 +437,19 @@ func TestEvictLRU(t *testing.T) {
 	tbl := newTable(t, smallConfig()) // 16 slots per shard, EvictMinIdle 1s
 	keys := keysInShard4(tbl, 2, 16+8, protoTCP)
 	for i := range 16 {
-		mustInsert4(t, tbl, &keys[i], Entry4{Backend: uint32(i), State: StateEstablished}, at(time.Duration(i)*time.Second))
+		mustInsert4(t, tbl, &keys[i], entry4{Backend: uint32(i), State: StateEstablished}, at(time.Duration(i)*time.Second))
 	}
 	// Touch 0, 5 and 3 (in that order) at 20s, 21s, 22s: the LRU order is
 	// now 1 2 4 6 7 ... 15 0 5 3.
 	for i, j := range []int{0, 5, 3} {
-		if _, ok := tbl.Lookup4(&keys[j], TCPFlagACK, at(time.Duration(20+i)*time.Second)); !ok {
+		if _, ok := tbl.lookup4(&keys[j], TCPFlagACK, at(time.Duration(20+i)*time.Second)); !ok {
 			t.Fatalf("miss for %d", j)
 		}
 	}
 	want := []int{1, 2, 4, 6, 7, 8, 9, 10}
 	for n, victim := range want {
 		now := at(time.Duration(30+n) * time.Second)
-		if err := tbl.Insert4(&keys[16+n], Entry4{Backend: uint32(16 + n)}, now); err != nil {
+		if err := tbl.insert4(&keys[16+n], entry4{Backend: uint32(16 + n)}, now); err != nil {
 			t.Fatalf("insert %d: %v", n, err)
 		}
 		for i := range 16 + n + 1 {
@@ -470,8 +470,8 @@ func TestEvictLRU(t *testing.T) {
 }
 
 // peek4 finds k without refreshing it or changing its state.
-func peek4(tbl *Table, k *Key4) (e Entry4, ok bool) {
-	tbl.Range4(func(k2 Key4, e2 Entry4) bool {
+func peek4(tbl *Table, k *key4) (e entry4, ok bool) {
+	tbl.range4(func(k2 key4, e2 entry4) bool {
 		if k2 == *k {
 			e, ok = e2, true
 			return false
@@ -482,8 +482,8 @@ func peek4(tbl *Table, k *Key4) (e Entry4, ok bool) {
 }
 
 // peek6 finds k without refreshing it or changing its state.
-func peek6(tbl *Table, k *Key6) (e Entry6, ok bool) {
-	tbl.Range6(func(k2 Key6, e2 Entry6) bool {
+func peek6(tbl *Table, k *key6) (e entry6, ok bool) {
+	tbl.range6(func(k2 key6, e2 entry6) bool {
 		if k2 == *k {
 			e, ok = e2, true
 			return false
@@ -497,18 +497,18 @@ func TestFullRefuses(t *testing.T) {
 	tbl := newTable(t, smallConfig())
 	keys := keysInShard4(tbl, 1, 20, protoTCP)
 	for i := range 16 {
-		mustInsert4(t, tbl, &keys[i], Entry4{Backend: uint32(i), State: StateEstablished}, at(time.Duration(i)*100*time.Millisecond))
+		mustInsert4(t, tbl, &keys[i], entry4{Backend: uint32(i), State: StateEstablished}, at(time.Duration(i)*100*time.Millisecond))
 	}
 	// At 2s the oldest has been idle 2s >= 1s: evictable.
 	// At 1.6s + 0.5s... use a time where every entry is fresh instead.
 	now := at(1600 * time.Millisecond) // oldest idle 1.6s, but touch all first
 	for i := range 16 {
-		if _, ok := tbl.Lookup4(&keys[i], TCPFlagACK, now); !ok {
+		if _, ok := tbl.lookup4(&keys[i], TCPFlagACK, now); !ok {
 			t.Fatalf("miss %d", i)
 		}
 	}
 	for n := range 4 {
-		err := tbl.Insert4(&keys[16+n], Entry4{Backend: 99}, now+int64(500*time.Millisecond))
+		err := tbl.insert4(&keys[16+n], entry4{Backend: 99}, now+int64(500*time.Millisecond))
 		if !errors.Is(err, ErrFull) {
 			t.Fatalf("insert into a full fresh shard: %v, want ErrFull", err)
 		}
@@ -519,10 +519,10 @@ func TestFullRefuses(t *testing.T) {
 	}
 	// Other shards still take inserts.
 	other := keysInShard4(tbl, 0, 1, protoTCP)
-	mustInsert4(t, tbl, &other[0], Entry4{}, now)
+	mustInsert4(t, tbl, &other[0], entry4{}, now)
 	// Survivors are intact.
 	for i := range 16 {
-		e, ok := tbl.Lookup4(&keys[i], TCPFlagACK, now+int64(600*time.Millisecond))
+		e, ok := tbl.lookup4(&keys[i], TCPFlagACK, now+int64(600*time.Millisecond))
 		if !ok || e.Backend != uint32(i) {
 			t.Fatalf("survivor %d: %+v %v", i, e, ok)
 		}
@@ -535,15 +535,15 @@ func TestFullRefuses(t *testing.T) {
 	// A closing entry at the LRU tail is evictable even when fresh. FIN on
 	// key 7 at 2.3s, then packets on all others a granule later (3.0s) so
 	// that key 7 is the tail.
-	if _, ok := tbl.Lookup4(&keys[7], TCPFlagFIN|TCPFlagACK, now+int64(700*time.Millisecond)); !ok {
+	if _, ok := tbl.lookup4(&keys[7], TCPFlagFIN|TCPFlagACK, now+int64(700*time.Millisecond)); !ok {
 		t.Fatal("miss")
 	}
 	for i := range 16 {
 		if i != 7 {
-			tbl.Lookup4(&keys[i], TCPFlagACK, now+int64(1400*time.Millisecond))
+			tbl.lookup4(&keys[i], TCPFlagACK, now+int64(1400*time.Millisecond))
 		}
 	}
-	if err := tbl.Insert4(&keys[16], Entry4{Backend: 16}, now+int64(1500*time.Millisecond)); err != nil {
+	if err := tbl.insert4(&keys[16], entry4{Backend: 16}, now+int64(1500*time.Millisecond)); err != nil {
 		t.Fatalf("insert with a closing entry at the tail: %v", err)
 	}
 	if _, ok := peek4(tbl, &keys[7]); ok {
@@ -559,7 +559,7 @@ func TestEvictMinIdleZero(t *testing.T) {
 	tbl := newTable(t, c)
 	keys := keysInShard4(tbl, 3, 40, protoUDP)
 	for i, k := range keys {
-		mustInsert4(t, tbl, &k, Entry4{Backend: uint32(i)}, at(0))
+		mustInsert4(t, tbl, &k, entry4{Backend: uint32(i)}, at(0))
 	}
 	if st := tbl.Stats(); st.Evictions != 24 || st.Full != 0 || st.Entries4 != 16 {
 		t.Fatalf("stats %+v", st)
@@ -582,7 +582,7 @@ func TestSNATAllocator(t *testing.T) {
 	}
 	got := map[port]bool{}
 	for i := range 20 {
-		idx, p, ok := tbl.AllocSNAT4(uint32(i)*0x9e3779b9, 0)
+		idx, p, ok := tbl.allocSNAT4(uint32(i)*0x9e3779b9, 0)
 		if !ok {
 			t.Fatalf("alloc %d failed", i)
 		}
@@ -594,10 +594,10 @@ func TestSNATAllocator(t *testing.T) {
 		}
 		got[port{idx, p}] = true
 	}
-	if _, _, ok := tbl.AllocSNAT4(1, 0); ok {
+	if _, _, ok := tbl.allocSNAT4(1, 0); ok {
 		t.Fatal("alloc beyond the pool succeeded")
 	}
-	if _, _, ok := tbl.AllocSNAT4(2, 0); ok {
+	if _, _, ok := tbl.allocSNAT4(2, 0); ok {
 		t.Fatal("alloc beyond the pool succeeded")
 	}
 	st := tbl.Stats()
@@ -605,14 +605,14 @@ func TestSNATAllocator(t *testing.T) {
 		t.Fatalf("stats %+v", st)
 	}
 	// IPv6 addresses are independent and indexed after the IPv4 ones.
-	idx, p, ok := tbl.AllocSNAT6(7, 0)
+	idx, p, ok := tbl.allocSNAT6(7, 0)
 	if !ok || idx != 2 {
 		t.Fatalf("AllocSNAT6 = %d %d %v", idx, p, ok)
 	}
-	if ip, ok := tbl.SNATIP6(idx); !ok || ip != snat6a {
+	if ip, ok := tbl.snatIP6(idx); !ok || ip != snat6a {
 		t.Fatalf("SNATIP6(%d) = %v %v", idx, ip, ok)
 	}
-	if _, ok := tbl.SNATIP4(idx); ok {
+	if _, ok := tbl.snatIP4(idx); ok {
 		t.Fatal("SNATIP4 accepted an IPv6 index")
 	}
 	// Free: double frees and foreign ports are refused.
@@ -626,7 +626,7 @@ func TestSNATAllocator(t *testing.T) {
 		t.Fatal("out of range free accepted")
 	}
 	// The freed port is the only free IPv4 one: it comes back.
-	idx, p, ok = tbl.AllocSNAT4(12345, 0)
+	idx, p, ok = tbl.allocSNAT4(12345, 0)
 	if !ok || idx != 0 || p != 5003 {
 		t.Fatalf("realloc = %d %d %v, want 0 5003 true", idx, p, ok)
 	}
@@ -634,7 +634,7 @@ func TestSNATAllocator(t *testing.T) {
 	tbl.FreeSNAT(1, 5007)
 	tbl.FreeSNAT(1, 5001)
 	for _, want := range []uint16{5007, 5001} {
-		if idx, p, ok := tbl.AllocSNAT4(0xffffffff, 0); !ok || idx != 1 || p != want {
+		if idx, p, ok := tbl.allocSNAT4(0xffffffff, 0); !ok || idx != 1 || p != want {
 			t.Fatalf("FIFO order: got %d %d %v, want 1 %d", idx, p, ok, want)
 		}
 	}
@@ -643,10 +643,10 @@ func TestSNATAllocator(t *testing.T) {
 	// No SNAT addresses: allocation fails without counting.
 	c.SNATIPs4, c.SNATIPs6 = nil, nil
 	tbl = newTable(t, c)
-	if _, _, ok := tbl.AllocSNAT4(1, 0); ok {
+	if _, _, ok := tbl.allocSNAT4(1, 0); ok {
 		t.Fatal("alloc without addresses succeeded")
 	}
-	if _, _, ok := tbl.AllocSNAT6(1, 0); ok {
+	if _, _, ok := tbl.allocSNAT6(1, 0); ok {
 		t.Fatal("alloc without addresses succeeded")
 	}
 	if tbl.Stats().SNATExhausted != 0 || tbl.FreeSNAT(0, 1000) {
@@ -662,13 +662,13 @@ func TestSNATAllocatorFullRange(t *testing.T) {
 	tbl := newTable(t, c)
 	seen := make([]bool, 65536)
 	for range 65535 {
-		_, p, ok := tbl.AllocSNAT4(0, 0)
+		_, p, ok := tbl.allocSNAT4(0, 0)
 		if !ok || p == 0 || seen[p] {
 			t.Fatalf("alloc: port %d ok %v (seen %v)", p, ok, seen[p])
 		}
 		seen[p] = true
 	}
-	if _, _, ok := tbl.AllocSNAT4(0, 0); ok {
+	if _, _, ok := tbl.allocSNAT4(0, 0); ok {
 		t.Fatal("65536th alloc succeeded")
 	}
 	if !tbl.FreeSNAT(0, 65535) || !tbl.FreeSNAT(0, 1) {
@@ -683,12 +683,12 @@ func TestFullNATTeardown(t *testing.T) {
 	c := smallConfig()
 	type env struct {
 		tbl        *Table
-		fwd, rev   Key4
-		fe, re     Entry4
+		fwd, rev   key4
+		fe, re     entry4
 		idx        uint8
 		port       uint16
-		fwd6, rev6 Key6
-		fe6, re6   Entry6
+		fwd6, rev6 key6
+		fe6, re6   entry6
 		idx6       uint8
 		port6      uint16
 	}
@@ -696,30 +696,30 @@ func TestFullNATTeardown(t *testing.T) {
 		tbl := newTable(t, c)
 		en := &env{tbl: tbl}
 		var ok bool
-		en.idx, en.port, ok = tbl.AllocSNAT4(99, at(0))
+		en.idx, en.port, ok = tbl.allocSNAT4(99, at(0))
 		if !ok {
 			t.Fatal("alloc")
 		}
-		en.fwd, en.fe, en.rev, en.re = fullNATPair4(tbl, key4(5, proto), en.idx, en.port, 3)
+		en.fwd, en.fe, en.rev, en.re = fullNATPair4(tbl, testKey4(5, proto), en.idx, en.port, 3)
 		en.fe.State = InitialState(proto, TCPFlagSYN)
 		en.re.State = en.fe.State
-		if err := tbl.InsertNAT4(&en.fwd, en.fe, &en.rev, en.re, at(0)); err != nil {
+		if err := tbl.insertNAT4(&en.fwd, en.fe, &en.rev, en.re, at(0)); err != nil {
 			t.Fatalf("InsertNAT4: %v", err)
 		}
-		en.idx6, en.port6, ok = tbl.AllocSNAT6(99, at(0))
+		en.idx6, en.port6, ok = tbl.allocSNAT6(99, at(0))
 		if !ok {
 			t.Fatal("alloc6")
 		}
-		en.fwd6, en.fe6, en.rev6, en.re6 = fullNATPair6(tbl, key6(5, proto), en.idx6, en.port6, 3)
+		en.fwd6, en.fe6, en.rev6, en.re6 = fullNATPair6(tbl, testKey6(5, proto), en.idx6, en.port6, 3)
 		en.fe6.State, en.re6.State = en.fe.State, en.fe.State
-		if err := tbl.InsertNAT6(&en.fwd6, en.fe6, &en.rev6, en.re6, at(0)); err != nil {
+		if err := tbl.insertNAT6(&en.fwd6, en.fe6, &en.rev6, en.re6, at(0)); err != nil {
 			t.Fatalf("InsertNAT6: %v", err)
 		}
 		if st := tbl.Stats(); st.SNATInUse != 2 || st.Entries4 != 2 || st.Entries6 != 2 {
 			t.Fatalf("after InsertNAT: %+v", st)
 		}
 		// The reverse entry is found under the reply tuple.
-		if e, ok := tbl.Lookup4(&en.rev, TCPFlagSYN|TCPFlagACK, at(0)); !ok || e.PeerIP != en.fwd.SrcIP || e.PeerPort != en.fwd.SrcPort {
+		if e, ok := tbl.lookup4(&en.rev, TCPFlagSYN|TCPFlagACK, at(0)); !ok || e.PeerIP != en.fwd.SrcIP || e.PeerPort != en.fwd.SrcPort {
 			t.Fatalf("reverse lookup: %+v %v", e, ok)
 		}
 		checkPairs(t, tbl)
@@ -735,7 +735,7 @@ func TestFullNATTeardown(t *testing.T) {
 			t.Error("reverse entry still present")
 		}
 		found6 := 0
-		tbl.Range6(func(Key6, Entry6) bool { found6++; return true })
+		tbl.range6(func(key6, entry6) bool { found6++; return true })
 		if found6 != 0 {
 			t.Errorf("%d IPv6 entries still present", found6)
 		}
@@ -762,27 +762,27 @@ func TestFullNATTeardown(t *testing.T) {
 		remove func(t *testing.T, en *env)
 	}{
 		{"delete forward", protoTCP, func(t *testing.T, en *env) {
-			if !en.tbl.Delete4(&en.fwd) || !en.tbl.Delete6(&en.fwd6) {
+			if !en.tbl.delete4(&en.fwd) || !en.tbl.delete6(&en.fwd6) {
 				t.Fatal("delete")
 			}
 		}},
 		{"delete reverse", protoTCP, func(t *testing.T, en *env) {
-			if !en.tbl.Delete4(&en.rev) || !en.tbl.Delete6(&en.rev6) {
+			if !en.tbl.delete4(&en.rev) || !en.tbl.delete6(&en.rev6) {
 				t.Fatal("delete")
 			}
 		}},
 		{"forward expires on lookup", protoUDP, func(t *testing.T, en *env) {
 			now := at(11 * time.Second)
-			_, ok := en.tbl.Lookup4(&en.fwd, 0, now)
-			_, ok6 := en.tbl.Lookup6(&en.fwd6, 0, now)
+			_, ok := en.tbl.lookup4(&en.fwd, 0, now)
+			_, ok6 := en.tbl.lookup6(&en.fwd6, 0, now)
 			if ok || ok6 {
 				t.Fatal("hit after expiry")
 			}
 		}},
 		{"reverse expires on lookup", protoUDP, func(t *testing.T, en *env) {
 			now := at(11 * time.Second)
-			_, ok := en.tbl.Lookup4(&en.rev, 0, now)
-			_, ok6 := en.tbl.Lookup6(&en.rev6, 0, now)
+			_, ok := en.tbl.lookup4(&en.rev, 0, now)
+			_, ok6 := en.tbl.lookup6(&en.rev6, 0, now)
 			if ok || ok6 {
 				t.Fatal("hit after expiry")
 			}
@@ -794,10 +794,10 @@ func TestFullNATTeardown(t *testing.T) {
 			}
 		}},
 		{"rst then expiry", protoTCP, func(t *testing.T, en *env) {
-			en.tbl.Lookup4(&en.fwd, TCPFlagACK, at(time.Second))
-			en.tbl.Lookup6(&en.fwd6, TCPFlagACK, at(time.Second))
-			e, _ := en.tbl.Lookup4(&en.rev, TCPFlagRST, at(2*time.Second))
-			e6, _ := en.tbl.Lookup6(&en.rev6, TCPFlagRST, at(2*time.Second))
+			en.tbl.lookup4(&en.fwd, TCPFlagACK, at(time.Second))
+			en.tbl.lookup6(&en.fwd6, TCPFlagACK, at(time.Second))
+			e, _ := en.tbl.lookup4(&en.rev, TCPFlagRST, at(2*time.Second))
+			e6, _ := en.tbl.lookup6(&en.rev6, TCPFlagRST, at(2*time.Second))
 			if e.State != StateClosed || e6.State != StateClosed {
 				t.Fatalf("state after RST %d/%d", e.State, e6.State)
 			}
@@ -805,13 +805,13 @@ func TestFullNATTeardown(t *testing.T) {
 			en.tbl.Expire(now, 1<<20)
 		}},
 		{"overwrite forward", protoTCP, func(t *testing.T, en *env) {
-			if err := en.tbl.Insert4(&en.fwd, Entry4{Backend: 9}, at(time.Second)); err != nil {
+			if err := en.tbl.insert4(&en.fwd, entry4{Backend: 9}, at(time.Second)); err != nil {
 				t.Fatal(err)
 			}
-			if err := en.tbl.Insert6(&en.fwd6, Entry6{Backend: 9}, at(time.Second)); err != nil {
+			if err := en.tbl.insert6(&en.fwd6, entry6{Backend: 9}, at(time.Second)); err != nil {
 				t.Fatal(err)
 			}
-			if !en.tbl.Delete4(&en.fwd) || !en.tbl.Delete6(&en.fwd6) {
+			if !en.tbl.delete4(&en.fwd) || !en.tbl.delete6(&en.fwd6) {
 				t.Fatal("plain entry missing")
 			}
 		}},
@@ -831,7 +831,7 @@ func TestFullNATTeardown(t *testing.T) {
 		// that it is the LRU victim.
 		fs, _ := tbl.v4.locate(hash4(&en.fwd, tbl.seed))
 		si := uint32((uintptr(unsafe.Pointer(fs)) - uintptr(unsafe.Pointer(&tbl.v4.shards[0]))) / unsafe.Sizeof(shard{}))
-		var fill []Key4
+		var fill []key4
 		for _, k := range keysInShard4(tbl, si, 40, protoUDP) {
 			if k != en.fwd && k != en.rev {
 				fill = append(fill, k)
@@ -839,7 +839,7 @@ func TestFullNATTeardown(t *testing.T) {
 		}
 		now := at(2 * time.Second)
 		for i := 0; ; i++ {
-			mustInsert4(t, tbl, &fill[i], Entry4{}, now)
+			mustInsert4(t, tbl, &fill[i], entry4{}, now)
 			if _, ok := peek4(tbl, &en.fwd); !ok {
 				break
 			}
@@ -859,8 +859,8 @@ func TestFullNATTeardown(t *testing.T) {
 
 	t.Run("bad pair", func(t *testing.T) {
 		tbl := newTable(t, c)
-		idx, port, _ := tbl.AllocSNAT4(0, 0)
-		fwd, fe, rev, re := fullNATPair4(tbl, key4(1, protoTCP), idx, port, 1)
+		idx, port, _ := tbl.allocSNAT4(0, 0)
+		fwd, fe, rev, re := fullNATPair4(tbl, testKey4(1, protoTCP), idx, port, 1)
 		for name, mut := range map[string]func(){
 			"rev key":      func() { rev.SrcPort++ },
 			"rev not rev":  func() { re.Flags &^= FlagReverse },
@@ -869,9 +869,9 @@ func TestFullNATTeardown(t *testing.T) {
 			"peer port":    func() { re.PeerPort++ },
 			"snat idx bad": func() { fe.SNATAddr = 2 },
 		} {
-			fwd, fe, rev, re = fullNATPair4(tbl, key4(1, protoTCP), idx, port, 1)
+			fwd, fe, rev, re = fullNATPair4(tbl, testKey4(1, protoTCP), idx, port, 1)
 			mut()
-			if err := tbl.InsertNAT4(&fwd, fe, &rev, re, 0); !errors.Is(err, ErrBadPair) {
+			if err := tbl.insertNAT4(&fwd, fe, &rev, re, 0); !errors.Is(err, ErrBadPair) {
 				t.Errorf("%s: %v, want ErrBadPair", name, err)
 			}
 			// The port was consumed (freed) by the failed InsertNAT4, unless
@@ -883,35 +883,35 @@ func TestFullNATTeardown(t *testing.T) {
 			} else if !tbl.FreeSNAT(idx, port) {
 				t.Errorf("%s: port freed though the entry did not name it", name)
 			}
-			idx, port, _ = tbl.AllocSNAT4(0, 0)
+			idx, port, _ = tbl.allocSNAT4(0, 0)
 		}
 		if tbl.Len() != 0 {
 			t.Fatalf("Len = %d after bad pairs", tbl.Len())
 		}
-		if err := tbl.InsertNAT4(nil, fe, &rev, re, 0); err != ErrNilKey {
+		if err := tbl.insertNAT4(nil, fe, &rev, re, 0); err != ErrNilKey {
 			t.Fatal(err)
 		}
-		if err := tbl.InsertNAT6(nil, Entry6{}, nil, Entry6{}, 0); err != ErrNilKey {
+		if err := tbl.insertNAT6(nil, entry6{}, nil, entry6{}, 0); err != ErrNilKey {
 			t.Fatal(err)
 		}
 	})
 
 	t.Run("reverse insert fails", func(t *testing.T) {
 		tbl := newTable(t, c)
-		idx, port, _ := tbl.AllocSNAT4(0, 0)
-		var fwd, rev Key4
-		var fe, re Entry4
+		idx, port, _ := tbl.allocSNAT4(0, 0)
+		var fwd, rev key4
+		var fe, re entry4
 		var rs, fs *shard
 		for i := 1; rs == fs; i++ { // find a pair whose halves are in different shards
-			fwd, fe, rev, re = fullNATPair4(tbl, key4(i, protoTCP), idx, port, 1)
+			fwd, fe, rev, re = fullNATPair4(tbl, testKey4(i, protoTCP), idx, port, 1)
 			rs, _ = tbl.v4.locate(hash4(&rev, tbl.seed))
 			fs, _ = tbl.v4.locate(hash4(&fwd, tbl.seed))
 		}
 		si := uint32((uintptr(unsafe.Pointer(rs)) - uintptr(unsafe.Pointer(&tbl.v4.shards[0]))) / unsafe.Sizeof(shard{}))
 		for _, k := range keysInShard4(tbl, si, 16, protoTCP) {
-			mustInsert4(t, tbl, &k, Entry4{State: StateEstablished}, at(time.Second))
+			mustInsert4(t, tbl, &k, entry4{State: StateEstablished}, at(time.Second))
 		}
-		err := tbl.InsertNAT4(&fwd, fe, &rev, re, at(time.Second))
+		err := tbl.insertNAT4(&fwd, fe, &rev, re, at(time.Second))
 		if !errors.Is(err, ErrFull) {
 			t.Fatalf("InsertNAT4 = %v, want ErrFull", err)
 		}
@@ -933,24 +933,24 @@ func TestFullNATTeardown(t *testing.T) {
 // backend -> client.
 func TestNATPair(t *testing.T) {
 	tbl := newTable(t, smallConfig())
-	fwd := key4(3, protoTCP)
+	fwd := testKey4(3, protoTCP)
 	bip := [4]byte{192, 0, 2, 12}
-	fe := Entry4{Backend: 2, PeerIP: bip, PeerPort: 8080, VIP: fwd.DstIP, VPort: fwd.DstPort, Flags: FlagNAT}
-	rev, ok := tbl.PairKey4(&fwd, &fe)
-	want := Key4{SrcIP: bip, SrcPort: 8080, DstIP: fwd.SrcIP, DstPort: fwd.SrcPort, Proto: protoTCP}
+	fe := entry4{Backend: 2, PeerIP: bip, PeerPort: 8080, VIP: fwd.DstIP, VPort: fwd.DstPort, Flags: FlagNAT}
+	rev, ok := tbl.pairKey4(&fwd, &fe)
+	want := key4{SrcIP: bip, SrcPort: 8080, DstIP: fwd.SrcIP, DstPort: fwd.SrcPort, Proto: protoTCP}
 	if !ok || rev != want {
 		t.Fatalf("PairKey4 = %+v %v, want %+v", rev, ok, want)
 	}
-	re := Entry4{Backend: 2, PeerIP: fwd.SrcIP, PeerPort: fwd.SrcPort, VIP: fwd.DstIP, VPort: fwd.DstPort, Flags: FlagNAT | FlagReverse}
-	if back, _ := tbl.PairKey4(&rev, &re); back != fwd {
+	re := entry4{Backend: 2, PeerIP: fwd.SrcIP, PeerPort: fwd.SrcPort, VIP: fwd.DstIP, VPort: fwd.DstPort, Flags: FlagNAT | FlagReverse}
+	if back, _ := tbl.pairKey4(&rev, &re); back != fwd {
 		t.Fatalf("PairKey4(rev) = %+v", back)
 	}
-	if err := tbl.InsertNAT4(&fwd, fe, &rev, re, at(0)); err != nil {
+	if err := tbl.insertNAT4(&fwd, fe, &rev, re, at(0)); err != nil {
 		t.Fatal(err)
 	}
 	checkPairs(t, tbl)
 	// Overwriting with the same pair keeps both halves.
-	if err := tbl.InsertNAT4(&fwd, fe, &rev, re, at(time.Second)); err != nil {
+	if err := tbl.insertNAT4(&fwd, fe, &rev, re, at(time.Second)); err != nil {
 		t.Fatal(err)
 	}
 	if tbl.Len() != 2 {
@@ -958,7 +958,7 @@ func TestNATPair(t *testing.T) {
 	}
 	// Replacing the reverse entry by a plain one tears the pair down: the
 	// forward entry goes, the new plain entry stays.
-	mustInsert4(t, tbl, &rev, Entry4{Backend: 77}, at(0))
+	mustInsert4(t, tbl, &rev, entry4{Backend: 77}, at(0))
 	if _, ok := peek4(tbl, &fwd); ok {
 		t.Fatal("forward entry survived the replacement of its reverse entry")
 	}
@@ -968,20 +968,20 @@ func TestNATPair(t *testing.T) {
 	// A plain entry under the reverse key that does not name fwd is left
 	// alone when fwd goes.
 	mustInsert4(t, tbl, &fwd, fe, at(0))
-	tbl.Delete4(&fwd)
+	tbl.delete4(&fwd)
 	if e, ok := peek4(tbl, &rev); !ok || e.Backend != 77 {
 		t.Fatal("unrelated entry under the reverse key was removed")
 	}
 	if tbl.Len() != 1 || tbl.Stats().PairRemovals != 1 {
 		t.Fatalf("Len %d, stats %+v", tbl.Len(), tbl.Stats())
 	}
-	if _, ok := tbl.PairKey4(&fwd, &Entry4{}); ok {
+	if _, ok := tbl.pairKey4(&fwd, &entry4{}); ok {
 		t.Fatal("PairKey4 of a plain entry")
 	}
-	if _, ok := tbl.PairKey4(nil, nil); ok {
+	if _, ok := tbl.pairKey4(nil, nil); ok {
 		t.Fatal("PairKey4(nil)")
 	}
-	if _, ok := tbl.PairKey6(nil, nil); ok {
+	if _, ok := tbl.pairKey6(nil, nil); ok {
 		t.Fatal("PairKey6(nil)")
 	}
 	checkTable(t, tbl)
@@ -994,17 +994,17 @@ func TestRange(t *testing.T) {
 	c.Capacity = 256 // no shard fills up
 	tbl := newTable(t, c)
 	for i := range 50 {
-		k := key4(i, protoTCP)
-		mustInsert4(t, tbl, &k, Entry4{Backend: uint32(i)}, at(0))
-		k6 := key6(i, protoTCP)
-		if err := tbl.Insert6(&k6, Entry6{Backend: uint32(i)}, at(0)); err != nil {
+		k := testKey4(i, protoTCP)
+		mustInsert4(t, tbl, &k, entry4{Backend: uint32(i)}, at(0))
+		k6 := testKey6(i, protoTCP)
+		if err := tbl.insert6(&k6, entry6{Backend: uint32(i)}, at(0)); err != nil {
 			t.Fatal(err)
 		}
 	}
-	k := key4(3, protoTCP)
-	tbl.Lookup4(&k, TCPFlagACK, at(time.Second))
-	seen := map[Key4]bool{}
-	tbl.Range4(func(k Key4, e Entry4) bool {
+	k := testKey4(3, protoTCP)
+	tbl.lookup4(&k, TCPFlagACK, at(time.Second))
+	seen := map[key4]bool{}
+	tbl.range4(func(k key4, e entry4) bool {
 		if seen[k] {
 			t.Errorf("%+v visited twice", k)
 		}
@@ -1022,13 +1022,13 @@ func TestRange(t *testing.T) {
 		t.Fatalf("visited %d", len(seen))
 	}
 	n := 0
-	tbl.Range6(func(Key6, Entry6) bool { n++; return n < 10 })
+	tbl.range6(func(key6, entry6) bool { n++; return n < 10 })
 	if n != 10 {
 		t.Fatalf("Range6 did not stop: %d", n)
 	}
 	// fn may use the table.
-	tbl.Range4(func(k Key4, e Entry4) bool {
-		tbl.Delete4(&k)
+	tbl.range4(func(k key4, e entry4) bool {
+		tbl.delete4(&k)
 		return true
 	})
 	if st := tbl.Stats(); st.Entries4 != 0 || st.Entries6 != 50 {
@@ -1040,7 +1040,7 @@ func TestBytesPerEntry(t *testing.T) {
 	tbl := newTable(t, smallConfig())
 	b4, b6 := tbl.BytesPerEntry4(), tbl.BytesPerEntry6()
 	t.Logf("bytes per entry: IPv4 %d, IPv6 %d (slot %d/%d + 4 bucket + 4 link); shard header %d",
-		b4, b6, unsafe.Sizeof(slot[Key4, Entry4]{}), unsafe.Sizeof(slot[Key6, Entry6]{}), unsafe.Sizeof(shard{}))
+		b4, b6, unsafe.Sizeof(slot[key4, entry4]{}), unsafe.Sizeof(slot[key6, entry6]{}), unsafe.Sizeof(shard{}))
 	if b4 > 64 {
 		t.Errorf("IPv4 entry costs %d bytes, want <= 64", b4)
 	}
@@ -1052,47 +1052,59 @@ func TestBytesPerEntry(t *testing.T) {
 	}
 }
 
+// TestZeroAllocs calls the public API the way the dataplane does: keys,
+// entries and results in the caller's variables, nothing allocated.
 func TestZeroAllocs(t *testing.T) {
 	tbl := newTable(t, smallConfig())
-	k := key4(1, protoTCP)
-	k6 := key6(1, protoTCP)
-	mustInsert4(t, tbl, &k, Entry4{Backend: 1}, at(0))
-	if err := tbl.Insert6(&k6, Entry6{Backend: 1}, at(0)); err != nil {
+	k4, k6 := testKey4(1, protoTCP), testKey6(1, protoTCP)
+	k, k6w := wide4(&k4), wide6(&k6)
+	if err := tbl.Insert(&k, &Entry{Backend: 1}, at(0)); err != nil {
 		t.Fatal(err)
 	}
-	miss := key4(2, protoTCP)
-	fwd := key4(9, protoTCP)
-	var sink Entry4
+	if err := tbl.Insert(&k6w, &Entry{Backend: 1}, at(0)); err != nil {
+		t.Fatal(err)
+	}
+	m4 := testKey4(2, protoTCP)
+	miss := wide4(&m4)
+	f4 := testKey4(9, protoTCP)
+	var e, pe Entry
+	var pk Key
+	hs := []uint64{tbl.Hash(&k), tbl.Hash(&miss)}
+	h6 := []uint64{tbl.Hash(&k6w)}
 	now := at(time.Second)
 	for name, fn := range map[string]func(){
-		"Lookup4":     func() { sink, _ = tbl.Lookup4(&k, TCPFlagACK, now) },
-		"Lookup4Miss": func() { sink, _ = tbl.Lookup4(&miss, TCPFlagACK, now) },
-		"Lookup6":     func() { e, _ := tbl.Lookup6(&k6, TCPFlagACK, now); sink.Backend = e.Backend },
-		"Insert4":     func() { _ = tbl.Insert4(&k, Entry4{Backend: 2}, now) },
-		"Insert6":     func() { _ = tbl.Insert6(&k6, Entry6{Backend: 2}, now) },
+		"Hash":       func() { hs[0] = tbl.Hash(&k) },
+		"Lookup4":    func() { tbl.Lookup(&k, hs[0], TCPFlagACK, now, &e) },
+		"LookupMiss": func() { tbl.Lookup(&miss, hs[1], TCPFlagACK, now, &e) },
+		"Lookup6":    func() { tbl.Lookup(&k6w, h6[0], TCPFlagACK, now, &e) },
+		"Peek":       func() { tbl.Peek(&k, hs[0], now, &e) },
+		"Insert4":    func() { e = Entry{Backend: 2}; _ = tbl.Insert(&k, &e, now) },
+		"Insert6":    func() { e = Entry{Backend: 2}; _ = tbl.Insert(&k6w, &e, now) },
 		"InsertDelete4": func() {
-			_ = tbl.Insert4(&miss, Entry4{}, now)
-			tbl.Delete4(&miss)
+			_ = tbl.Insert(&miss, &Entry{}, now)
+			tbl.Delete(&miss)
 		},
 		"AllocFreeSNAT": func() {
-			idx, p, _ := tbl.AllocSNAT4(7, now)
+			idx, p, _ := tbl.AllocSNAT(false, 7)
 			tbl.FreeSNAT(idx, p)
 		},
-		"InsertNAT4Delete": func() {
-			idx, p, _ := tbl.AllocSNAT4(7, now)
-			f, fe, r, re := fullNATPair4(tbl, fwd, idx, p, 1)
-			_ = tbl.InsertNAT4(&f, fe, &r, re, now)
-			tbl.Delete4(&f)
+		"InsertNATDelete": func() {
+			idx, p, _ := tbl.AllocSNAT(false, 7)
+			f, fe, r, re := fullNATPair4(tbl, f4, idx, p, 1)
+			fk, fw, rk, rw := wide4(&f), wideE4(&fe), wide4(&r), wideE4(&re)
+			_ = tbl.InsertNAT(&fk, &fw, &rk, &rw, now)
+			tbl.Lookup(&fk, tbl.Hash(&fk), TCPFlagACK, now, &pe)
+			tbl.PairKey(&fk, &pe, &pk)
+			tbl.Delete(&fk)
 		},
 		"Expire":    func() { tbl.Expire(now, 16) },
-		"Prefetch4": func() { batch := [2]Key4{k, miss}; tbl.Prefetch4(batch[:]) },
-		"Prefetch6": func() { batch := [1]Key6{k6}; tbl.Prefetch6(batch[:]) },
+		"Prefetch4": func() { tbl.Prefetch(false, hs) },
+		"Prefetch6": func() { tbl.Prefetch(true, h6) },
 	} {
 		if n := testing.AllocsPerRun(200, fn); n != 0 {
 			t.Errorf("%s: %v allocs/op", name, n)
 		}
 	}
-	_ = sink
 	checkTable(t, tbl)
 	checkPairs(t, tbl)
 }
@@ -1129,38 +1141,38 @@ func testConcurrent(t *testing.T, budget int) {
 				}
 				now += int64(rng.IntN(3)) * int64(time.Millisecond) * 5
 				n := rng.IntN(700) // more keys than slots: evictions and ErrFull
-				k, k6 := key4(n, protoTCP), key6(n, protoUDP)
+				k, k6 := testKey4(n, protoTCP), testKey6(n, protoUDP)
 				switch op := rng.IntN(16); {
 				case op < 6:
-					tbl.Lookup4(&k, []uint8{TCPFlagSYN, TCPFlagACK, TCPFlagFIN, TCPFlagRST}[rng.IntN(4)], now)
-					tbl.Lookup6(&k6, 0, now)
+					tbl.lookup4(&k, []uint8{TCPFlagSYN, TCPFlagACK, TCPFlagFIN, TCPFlagRST}[rng.IntN(4)], now)
+					tbl.lookup6(&k6, 0, now)
 				case op < 10:
-					_ = tbl.Insert4(&k, Entry4{Backend: uint32(n)}, now)
-					_ = tbl.Insert6(&k6, Entry6{Backend: uint32(n)}, now)
+					_ = tbl.insert4(&k, entry4{Backend: uint32(n)}, now)
+					_ = tbl.insert6(&k6, entry6{Backend: uint32(n)}, now)
 				case op < 12:
-					tbl.Delete4(&k)
-					tbl.Delete6(&k6)
+					tbl.delete4(&k)
+					tbl.delete6(&k6)
 				case op < 14:
 					// fullnat pairs on their own client range
-					f4 := key4(100000+n%300, protoTCP)
-					if idx, p, ok := tbl.AllocSNAT4(uint32(n), now); ok {
+					f4 := testKey4(100000+n%300, protoTCP)
+					if idx, p, ok := tbl.allocSNAT4(uint32(n), now); ok {
 						f, fe, r, re := fullNATPair4(tbl, f4, idx, p, uint32(n))
-						_ = tbl.InsertNAT4(&f, fe, &r, re, now)
+						_ = tbl.insertNAT4(&f, fe, &r, re, now)
 					}
-					f6 := key6(100000+n%300, protoTCP)
-					if idx, p, ok := tbl.AllocSNAT6(uint32(n), now); ok {
+					f6 := testKey6(100000+n%300, protoTCP)
+					if idx, p, ok := tbl.allocSNAT6(uint32(n), now); ok {
 						f, fe, r, re := fullNATPair6(tbl, f6, idx, p, uint32(n))
-						_ = tbl.InsertNAT6(&f, fe, &r, re, now)
+						_ = tbl.insertNAT6(&f, fe, &r, re, now)
 					}
 					if rng.IntN(4) == 0 {
-						tbl.Delete4(&f4)
+						tbl.delete4(&f4)
 					}
 				case op < 15:
 					tbl.Expire(now, 32)
 				default:
-					batch := [4]Key4{k, key4(n+1, protoTCP), key4(100000+n%300, protoTCP), {}}
-					tbl.Prefetch4(batch[:])
-					tbl.Prefetch6([]Key6{k6})
+					batch := [4]key4{k, testKey4(n+1, protoTCP), testKey4(100000+n%300, protoTCP), {}}
+					tbl.prefetch4(batch[:])
+					tbl.prefetch6([]key6{k6})
 					if n%8 == 0 {
 						_ = tbl.Stats()
 					}
@@ -1171,8 +1183,8 @@ func testConcurrent(t *testing.T, budget int) {
 	wg.Wait()
 	checkTable(t, tbl)
 	n := 0
-	tbl.Range4(func(Key4, Entry4) bool { n++; return true })
-	tbl.Range6(func(Key6, Entry6) bool { n++; return true })
+	tbl.range4(func(key4, entry4) bool { n++; return true })
+	tbl.range6(func(key6, entry6) bool { n++; return true })
 	st := tbl.Stats()
 	if n != tbl.Len() || n != st.Entries4+st.Entries6 {
 		t.Fatalf("Range found %d entries, Len %d, Stats %d+%d", n, tbl.Len(), st.Entries4, st.Entries6)
@@ -1184,13 +1196,13 @@ func testConcurrent(t *testing.T, budget int) {
 		port uint16
 	}
 	held := map[port]int{}
-	tbl.Range4(func(k Key4, e Entry4) bool {
+	tbl.range4(func(k key4, e entry4) bool {
 		if e.Flags&(FlagFullNAT|FlagReverse) == FlagFullNAT {
 			held[port{e.SNATAddr, e.SNATPort}]++
 		}
 		return true
 	})
-	tbl.Range6(func(k Key6, e Entry6) bool {
+	tbl.range6(func(k key6, e entry6) bool {
 		if e.Flags&(FlagFullNAT|FlagReverse) == FlagFullNAT {
 			held[port{e.SNATAddr, e.SNATPort}]++
 		}
@@ -1218,25 +1230,25 @@ func TestBackendFlows(t *testing.T) {
 		}
 		checkTable(t, tbl)
 	}
-	k1, k2, k3 := key4(1, protoTCP), key4(2, protoUDP), key6(3, protoTCP)
-	mustInsert4(t, tbl, &k1, Entry4{Backend: 1}, at(0))
-	mustInsert4(t, tbl, &k2, Entry4{Backend: 1}, at(0))
-	if err := tbl.Insert6(&k3, Entry6{Backend: 2}, at(0)); err != nil {
+	k1, k2, k3 := testKey4(1, protoTCP), testKey4(2, protoUDP), testKey6(3, protoTCP)
+	mustInsert4(t, tbl, &k1, entry4{Backend: 1}, at(0))
+	mustInsert4(t, tbl, &k2, entry4{Backend: 1}, at(0))
+	if err := tbl.insert6(&k3, entry6{Backend: 2}, at(0)); err != nil {
 		t.Fatal(err)
 	}
 	flows(0, 2, 1)
-	mustInsert4(t, tbl, &k2, Entry4{Backend: 2}, at(0)) // moves to backend 2
+	mustInsert4(t, tbl, &k2, entry4{Backend: 2}, at(0)) // moves to backend 2
 	flows(0, 1, 2)
 	// A NAT pair counts once.
-	idx, port, _ := tbl.AllocSNAT4(0, at(0))
-	fwd, fe, rev, re := fullNATPair4(tbl, key4(4, protoTCP), idx, port, 0)
-	if err := tbl.InsertNAT4(&fwd, fe, &rev, re, at(0)); err != nil {
+	idx, port, _ := tbl.allocSNAT4(0, at(0))
+	fwd, fe, rev, re := fullNATPair4(tbl, testKey4(4, protoTCP), idx, port, 0)
+	if err := tbl.insertNAT4(&fwd, fe, &rev, re, at(0)); err != nil {
 		t.Fatal(err)
 	}
 	flows(1, 1, 2)
-	tbl.Delete4(&rev) // takes the forward entry with it
+	tbl.delete4(&rev) // takes the forward entry with it
 	flows(0, 1, 2)
-	tbl.Delete4(&k1)
+	tbl.delete4(&k1)
 	flows(0, 0, 2)
 	tbl.Expire(at(time.Hour), 1<<20)
 	flows(0, 0, 0)
@@ -1244,12 +1256,12 @@ func TestBackendFlows(t *testing.T) {
 		t.Fatal("uncounted ID has flows")
 	}
 	// Uncounted IDs do not disturb anything.
-	mustInsert4(t, tbl, &k1, Entry4{Backend: 5000}, at(0))
-	tbl.Delete4(&k1)
+	mustInsert4(t, tbl, &k1, entry4{Backend: 5000}, at(0))
+	tbl.delete4(&k1)
 	c := smallConfig()
 	c.MaxBackends = 0
 	tbl = newTable(t, c)
-	mustInsert4(t, tbl, &k1, Entry4{Backend: 0}, at(0))
+	mustInsert4(t, tbl, &k1, entry4{Backend: 0}, at(0))
 	if tbl.BackendFlows(0) != 0 {
 		t.Fatal("counted with MaxBackends 0")
 	}
@@ -1262,15 +1274,15 @@ func TestNATPairLiveness(t *testing.T) {
 	for _, sweep := range []bool{false, true} {
 		t.Run(fmt.Sprintf("sweep=%v", sweep), func(t *testing.T) {
 			tbl := newTable(t, smallConfig()) // udp 10s
-			idx, port, _ := tbl.AllocSNAT4(1, at(0))
-			fwd, fe, rev, re := fullNATPair4(tbl, key4(1, protoUDP), idx, port, 1)
-			if err := tbl.InsertNAT4(&fwd, fe, &rev, re, at(0)); err != nil {
+			idx, port, _ := tbl.allocSNAT4(1, at(0))
+			fwd, fe, rev, re := fullNATPair4(tbl, testKey4(1, protoUDP), idx, port, 1)
+			if err := tbl.insertNAT4(&fwd, fe, &rev, re, at(0)); err != nil {
 				t.Fatal(err)
 			}
 			// Only the backend talks, every 5s for 25s.
 			for s := 5; s <= 25; s += 5 {
 				now := at(time.Duration(s) * time.Second)
-				if _, ok := tbl.Lookup4(&rev, 0, now); !ok {
+				if _, ok := tbl.lookup4(&rev, 0, now); !ok {
 					t.Fatalf("reverse miss at %ds", s)
 				}
 				if sweep {
@@ -1278,7 +1290,7 @@ func TestNATPairLiveness(t *testing.T) {
 				}
 			}
 			// The forward entry (idle 26s > 10s) is still there, refreshed.
-			if e, ok := tbl.Lookup4(&fwd, 0, at(26*time.Second)); !ok || e.Backend != 1 {
+			if e, ok := tbl.lookup4(&fwd, 0, at(26*time.Second)); !ok || e.Backend != 1 {
 				t.Fatalf("forward entry lost while the reverse direction was active: %+v %v", e, ok)
 			}
 			// Both idle for 10.5s: the pair goes, with its port.
@@ -1287,7 +1299,7 @@ func TestNATPairLiveness(t *testing.T) {
 				if n := tbl.Expire(now, 1<<20); n != 2 {
 					t.Fatalf("Expire removed %d, want 2", n)
 				}
-			} else if _, ok := tbl.Lookup4(&rev, 0, now); ok {
+			} else if _, ok := tbl.lookup4(&rev, 0, now); ok {
 				t.Fatal("reverse hit after the pair idled out")
 			}
 			if tbl.Len() != 0 || tbl.Stats().SNATInUse != 0 {
@@ -1299,14 +1311,14 @@ func TestNATPairLiveness(t *testing.T) {
 	// FIN on one half makes the pair closing even though the other half
 	// was established: it goes TCPClosing after the last packet.
 	tbl := newTable(t, smallConfig()) // established 100s, closing 2s
-	idx, port, _ := tbl.AllocSNAT4(1, at(0))
-	fwd, fe, rev, re := fullNATPair4(tbl, key4(1, protoTCP), idx, port, 1)
+	idx, port, _ := tbl.allocSNAT4(1, at(0))
+	fwd, fe, rev, re := fullNATPair4(tbl, testKey4(1, protoTCP), idx, port, 1)
 	fe.State, re.State = StateEstablished, StateEstablished
-	if err := tbl.InsertNAT4(&fwd, fe, &rev, re, at(0)); err != nil {
+	if err := tbl.insertNAT4(&fwd, fe, &rev, re, at(0)); err != nil {
 		t.Fatal(err)
 	}
-	tbl.Lookup4(&fwd, TCPFlagFIN|TCPFlagACK, at(time.Second))
-	tbl.Lookup4(&rev, TCPFlagACK, at(1500*time.Millisecond))
+	tbl.lookup4(&fwd, TCPFlagFIN|TCPFlagACK, at(time.Second))
+	tbl.lookup4(&rev, TCPFlagACK, at(1500*time.Millisecond))
 	if n := tbl.Expire(at(3400*time.Millisecond), 1<<20); n != 0 {
 		t.Fatalf("Expire at 3.4s removed %d (pair closing, last packet 1.5s)", n)
 	}
@@ -1323,16 +1335,16 @@ func TestPeekHasNoSideEffects(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	k := Key4{SrcIP: [4]byte{1, 2, 3, 4}, DstIP: [4]byte{5, 6, 7, 8}, SrcPort: 1, DstPort: 80, Proto: 6}
-	if err := tb.Insert4(&k, Entry4{Backend: 7, State: StateSynSent}, 0); err != nil {
+	k := key4{SrcIP: [4]byte{1, 2, 3, 4}, DstIP: [4]byte{5, 6, 7, 8}, SrcPort: 1, DstPort: 80, Proto: 6}
+	if err := tb.insert4(&k, entry4{Backend: 7, State: StateSynSent}, 0); err != nil {
 		t.Fatal(err)
 	}
 	syn := int64(cfg.TCPSyn)
 	// Peeking just before expiry neither refreshes the entry nor moves its state.
-	if e, ok := tb.Peek4(&k, syn-int64(Tick)*3); !ok || e.Backend != 7 || e.State != StateSynSent {
+	if e, ok := tb.peekKey4(&k, syn-int64(Tick)*3); !ok || e.Backend != 7 || e.State != StateSynSent {
 		t.Fatalf("peek: %+v %v", e, ok)
 	}
-	if _, ok := tb.Peek4(&k, syn+int64(Tick)*3); ok {
+	if _, ok := tb.peekKey4(&k, syn+int64(Tick)*3); ok {
 		t.Fatal("peek found an entry past its timeout (was it refreshed?)")
 	}
 	if tb.Len() != 1 {

@@ -4,6 +4,18 @@
 // Lookup, Insert, Delete and AllocSNAT allocate nothing, use no maps and no
 // interface calls.
 //
+// # API
+//
+// One set of methods serves both families: a [Key] and an [Entry] carry
+// 16-byte addresses (IPv4 in the first four bytes) and Key.V6 says which
+// family's table an operation goes to. Results are written into the
+// caller's variables (Lookup, Peek, PairKey, Range), so nothing is
+// returned by value or allocated. The table stores each family in its own
+// compact form (a generic family[K, E, F] over its key and entry types),
+// and converts at the edge. [Table.Hash] hashes a key once for a packet's
+// Prefetch and Lookup, and callers may use that hash for their own
+// decisions (xlb's Maglev lookup, SNAT address and tunnel flow label).
+//
 // # Layout
 //
 // Each address family has its own table of Config.Shards shards. A shard
@@ -24,20 +36,37 @@
 //
 // In a table much larger than the CPU caches a lookup costs two dependent
 // cache misses (bucket, slot), most of it TLB and DRAM latency. A worker
-// that calls [Table.Prefetch4] for its rx batch first makes those misses
+// that calls [Table.Prefetch] for its rx batch first makes those misses
 // overlap across the batch.
 //
 // # Locking
 //
-// Every shard has its own sync.Mutex and counters, padded to 128 bytes so
-// that shards never share a cache line. The one shared structure written on
-// the packet path is the per-backend flow counter read by
-// [Table.BackendFlows] (least-connection scheduling): an atomic add when a
-// flow entry is stored or removed, never on a lookup. An operation locks exactly one
-// shard at a time and never nests locks: work on a second shard (the other
-// half of a NAT pair) happens after the first lock is released. Stats, Len
-// and Range take the shard locks one after the other and are not for the
-// per-packet path.
+// Every shard has its own sync.Mutex, a sequence count and counters,
+// padded to 128 bytes so that shards never share a cache line. Writers
+// (Insert, Delete, expiry, state changes) take the mutex, and around any
+// change a reader could see (chains, keys, entries, states) they make the
+// sequence count odd and then even again.
+//
+// Lookups of established flows take no lock: a lookup is a seqlock read.
+// It loads the shard's count, walks the chain and copies the entry, and
+// keeps the copy only if the count was even and has not moved; otherwise
+// (a writer was busy) it takes the lock. A hit whose only effect would be
+// a new timestamp stays lock-free and writes nothing shared: the timestamp
+// is stored with a compare-and-swap, and only once per tick (10 ms) per
+// flow. Hits that change the entry (a TCP state change, an expired entry,
+// a move in the LRU list, once per 640 ms granule) are done under the
+// lock. So workers reading the same shard never write its cache lines,
+// and a Range or Stats holding a lock never stalls them. Peek reads the
+// same way. The sequence counts live in the table's memory with the rest
+// of the shard headers; Attach resets them (a crash may leave one odd).
+//
+// The one shared structure written on the packet path is the per-backend
+// flow counter read by [Table.BackendFlows] (least-connection
+// scheduling): an atomic add when a flow entry is stored or removed, never
+// on a lookup. An operation locks exactly one shard at a time and never
+// nests locks: work on a second shard (the other half of a NAT pair)
+// happens after the first lock is released. Stats, Len and Range take the
+// shard locks one after the other and are not for the per-packet path.
 //
 // # Time and expiry
 //
@@ -53,7 +82,8 @@
 // they meet them, and incrementally by Expire, which the workers call once
 // per batch with a small budget: it examines at most that many slots,
 // continuing from a shared cursor, so there is never a stop-the-world
-// sweep.
+// sweep; a stretch of slots in which nothing looks expired is passed over
+// without taking the lock.
 //
 // # Eviction and the full table
 //
@@ -103,7 +133,7 @@
 //
 // nat and fullnat flows have a forward entry (client to VIP) and a reverse
 // entry (backend replies), stored under two keys that name each other (see
-// [Entry4]; [Table.InsertNAT4] stores both). The two halves are one
+// [Entry]; [Table.InsertNAT] stores both). The two halves are one
 // connection and live and die together. Each half is refreshed by the
 // packets of its own direction; when one idles past its timeout it stays
 // as long as the pair is alive, judged on the later timestamp of the two

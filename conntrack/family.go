@@ -2,6 +2,7 @@ package conntrack
 
 import (
 	"sync"
+	"sync/atomic"
 	"unsafe"
 )
 
@@ -42,7 +43,12 @@ type slot[K comparable, E comparable] struct {
 // memory for a persistent table), so it holds no Go pointers; Attach
 // rebuilds everything in it but the counters from the slots.
 type shardData struct {
-	mu   sync.Mutex
+	mu sync.Mutex
+	// seq is the shard's sequence count for the lock-free readers (see
+	// read): odd while a writer, holding mu, changes what they read (the
+	// chains, and the keys, entries, states and marks of the slots). A
+	// crash may leave it odd; Attach resets it with the rest of the header.
+	seq  atomic.Uint64
 	free int32 // head of the free list (slot index), -1 if empty
 	head int32 // most recently linked entry that is not half-open
 	tail int32 // least recently linked one: the eviction candidate
@@ -100,6 +106,8 @@ type flavor[K comparable, E comparable] interface {
 	flow(e E) (backend uint32, counted bool)
 	// service returns the entry's service ID (for ServiceStats).
 	service(e E) uint32
+	state(e E) uint8
+	flags(e E) uint8
 }
 
 type rangeItem[K, E any] struct {
@@ -169,9 +177,16 @@ func (f *family[K, E, F]) place(t *Table, mem []byte, fl familyLayout, ps, shard
 // reset empties a shard header but for its counters.
 func (s *shard) reset() {
 	s.mu = sync.Mutex{}
+	s.seq.Store(0)
 	s.free, s.head, s.tail, s.synHead, s.synTail = -1, -1, -1, -1, -1
 	s.n, s.next, s.synN = 0, 0, 0
 }
+
+// wbegin and wend bracket, under s.mu, a change that the lock-free
+// readers can see: they make seq odd and then even again, so that a read
+// that overlapped the change sees seq move and takes the lock.
+func (s *shard) wbegin() { s.seq.Add(1) }
+func (s *shard) wend()   { s.seq.Add(1) }
 
 // halfOpen reports whether an entry in state st is on the half-open LRU
 // list (always false with the SYN budget off).
@@ -189,11 +204,13 @@ func (f *family[K, E, F]) list(s *shard, st uint8) (head, tail *int32) {
 // locate returns the shard of hash h and the global index of its bucket.
 func (f *family[K, E, F]) locate(h uint64) (*shard, uint32) {
 	si := uint32(h>>32) & f.shardMask
-	return &f.shards[si], si<<f.bits | uint32(h)&f.bucketMask
+	return &f.shards[si], si<<(f.bits&31) | uint32(h)&f.bucketMask
 }
 
 // tag is the part of hash h kept in the words that point to its slot.
-func (f *family[K, E, F]) tag(h uint64) uint32 { return uint32(h >> f.tagShift) }
+// (The shift counts are masked, which they never need, so that the
+// compiler can leave out its checks for counts beyond the width.)
+func (f *family[K, E, F]) tag(h uint64) uint32 { return uint32(h >> (f.tagShift & 63)) }
 
 // word encodes a pointer to slot i (in the shard starting at base) with tag.
 func (f *family[K, E, F]) word(tag uint32, i, base int32) uint32 {
@@ -220,7 +237,7 @@ func (f *family[K, E, F]) find(k *K, b, tag uint32) int32 {
 	base := int32(b &^ f.bucketMask)
 	for w := f.buckets[b]; w&f.idxMask != 0; {
 		i := base + int32(w&f.idxMask) - 1
-		if w>>f.ib == tag && f.slots[i].k == *k {
+		if w>>(f.ib&31) == tag && f.slots[i].k == *k {
 			return i
 		}
 		w = f.links[i]
@@ -233,10 +250,123 @@ func (f *family[K, E, F]) find(k *K, b, tag uint32) int32 {
 // costs a store-forwarding stall on the caller's side). An expired entry is
 // removed and reported as a miss.
 //
+// A hit on an entry that needs nothing but a new timestamp (the common
+// case: an established flow's next packet) takes no lock and writes
+// nothing shared but, once per tick, that timestamp (see read); anything
+// else is done under the shard's lock by lookupLocked.
+func (f *family[K, E, F]) lookup(k *K, h uint64, tcpFlags uint8, tcp bool, now uint32, out *E) (st uint8, ok bool) {
+	st, r := f.read(k, h, now, tcpFlags, tcp, true, out)
+	if r == readSlow {
+		return f.lookupLocked(k, h, tcpFlags, tcp, now, out, true)
+	}
+	return st, r == readHit
+}
+
+// Results of read.
+const (
+	readHit uint8 = iota
+	readMiss
+	readSlow // the lock is needed: a writer was busy, or the hit has work to do
+)
+
+// maxReadChain bounds read's chain walk: a chain torn by a concurrent
+// writer may look endless. Real chains in a table with a keyed hash are a
+// few links long; a longer one is walked under the lock.
+const maxReadChain = 32
+
+// read is the lock-free half of lookup and peek, a seqlock read: it loads
+// the shard's seq, walks the chain, copies the entry of the slot whose key
+// matches, and trusts the copy only if seq was even and has not moved
+// meanwhile.
+// Writers make seq odd while they change chains or slots (wbegin, wend).
+// Everything read before the second load of seq may be torn, so it is only
+// used, bounds-checked, to find the next word or slot to read. A reader
+// never writes the shard's header or blocks its writers.
+//
+// With refresh (lookup), a hit is read's only if it leaves the entry as it
+// is but for its timestamp: not expired, no TCP state change, no move in
+// the LRU list (once per granule). The timestamp is then set with a
+// compare-and-swap, and only when the tick has changed, so that a flow's
+// packets write its slot at most once per tick and never wait for a lock;
+// a swap that loses to a writer loses nothing (the writer stored a time at
+// least as recent, or freed the slot). Anything else returns readSlow.
+// Without refresh (peek), an expired entry is a miss.
+//
+// In race-detector builds the timestamp is left to the locked path: the
+// writers store it without atomics, which is safe on the hardware (an
+// aligned 32-bit store) but a race by the detector's rules.
+//
+//go:norace
+func (f *family[K, E, F]) read(k *K, h uint64, now uint32, tcpFlags uint8, tcp, refresh bool, out *E) (uint8, uint8) {
+	si := uint32(h>>32) & f.shardMask
+	s := &f.shards[si]
+	seq := s.seq.Load()
+	if seq&1 != 0 {
+		return 0, readSlow
+	}
+	base := si << (f.bits & 31)
+	tag := f.tag(h)
+	var buf slot[K, E]
+	var e E
+	var st, mark uint8
+	var seen uint32
+	i := int32(-1)
+	w := ld32(&f.buckets[base|uint32(h)&f.bucketMask])
+	for n := 0; w&f.idxMask != 0; n++ {
+		off := w & f.idxMask
+		if off > f.bucketMask+1 || n == maxReadChain {
+			return 0, readSlow
+		}
+		j := int32(base + off - 1)
+		if w>>(f.ib&31) == tag {
+			if sl := view(&f.slots[j], &buf); sl.k == *k {
+				e, st, mark, seen = sl.e, sl.state, sl.mark, sl.seen
+				i = j
+				break
+			}
+		}
+		w = ld32(&f.links[j])
+	}
+	if s.seq.Load() != seq {
+		return 0, readSlow
+	}
+	if i < 0 {
+		return 0, readMiss
+	}
+	if mark&markUsed == 0 {
+		return 0, readSlow
+	}
+	if age(now, seen) > f.t.timeouts[st&7] {
+		if refresh {
+			return 0, readSlow // removed, or kept alive by its NAT partner
+		}
+		return 0, readMiss
+	}
+	if refresh {
+		if tcp && nextState(st, tcpFlags) != st {
+			return 0, readSlow
+		}
+		if int32(now-seen) > 0 {
+			if (now^seen)>>lruShift != 0 || raceEnabled {
+				return 0, readSlow
+			}
+			atomic.CompareAndSwapUint32(&f.slots[i].seen, seen, now)
+		}
+	}
+	*out = e
+	return st, readHit
+}
+
+// lookupLocked is lookup under the shard's lock: the hits that change the
+// entry (its state, its place in the LRU list), expired entries, and reads
+// that met a writer.
+//
 // An expired half of a NAT pair is not a miss while its partner is alive
 // (see expirePaired); pairCheck false skips that check (used for the retry
 // after it).
-func (f *family[K, E, F]) lookup(k *K, h uint64, tcpFlags uint8, tcp bool, now uint32, out *E, pairCheck bool) (st uint8, ok bool) {
+//
+//go:noinline
+func (f *family[K, E, F]) lookupLocked(k *K, h uint64, tcpFlags uint8, tcp bool, now uint32, out *E, pairCheck bool) (st uint8, ok bool) {
 	s, b := f.locate(h)
 	s.mu.Lock()
 	i := f.find(k, b, f.tag(h))
@@ -257,15 +387,12 @@ func (f *family[K, E, F]) lookup(k *K, h uint64, tcpFlags uint8, tcp bool, now u
 			if sl.mark&markPaired != 0 && st == StateEstablished && f.halfOpen(sl.state) {
 				return f.lookupEstablishPair(s, i, st, now, out)
 			}
+			s.wbegin()
 			f.setState(s, i, st)
+			s.wend()
 		}
 	}
-	if int32(now-sl.seen) > 0 { // touchLocked, inlined by hand
-		if (now^sl.seen)>>lruShift != 0 {
-			f.moveToFront(s, i)
-		}
-		sl.seen = now
-	}
+	f.touchLocked(s, i, now)
 	*out, st = sl.e, sl.state
 	s.mu.Unlock()
 	return st, true
@@ -283,7 +410,9 @@ func (f *family[K, E, F]) lookup(k *K, h uint64, tcpFlags uint8, tcp bool, now u
 func (f *family[K, E, F]) lookupEstablishPair(s *shard, i int32, st uint8, now uint32, out *E) (uint8, bool) {
 	var fl F
 	sl := &f.slots[i]
+	s.wbegin()
 	f.setState(s, i, st)
+	s.wend()
 	f.touchLocked(s, i, now)
 	*out = sl.e
 	info := fl.pair(f.t, sl.k, sl.e)
@@ -297,7 +426,9 @@ func (f *family[K, E, F]) lookupEstablishPair(s *shard, i int32, st uint8, now u
 	ps.mu.Lock()
 	if j := f.find(&info.partner, b, f.tag(h)); j >= 0 && f.slots[j].state == StateSynSent && f.slots[j].mark&markPaired != 0 {
 		if back := fl.pair(f.t, f.slots[j].k, f.slots[j].e); back.what&pairPartner != 0 && back.partner == k {
+			ps.wbegin()
 			f.setState(ps, j, StateEstablished)
+			ps.wend()
 		}
 	}
 	ps.mu.Unlock()
@@ -316,7 +447,7 @@ func (f *family[K, E, F]) lookupExpiredPair(s *shard, i int32, k *K, h uint64, t
 	if f.expirePaired(k, &info, now) > 0 {
 		return 0, false
 	}
-	return f.lookup(k, h, tcpFlags, tcp, now, out, false)
+	return f.lookupLocked(k, h, tcpFlags, tcp, now, out, false)
 }
 
 // expirePaired handles an entry k, half of a NAT pair described by info,
@@ -364,13 +495,17 @@ func (f *family[K, E, F]) expirePaired(k *K, info *pairInfo[K], now uint32) (rem
 			seen = pSeen
 		}
 		if age(now, seen) <= f.t.timeouts[st&7] {
+			s.wbegin()
 			f.setState(s, i, st)
+			s.wend()
 			f.touchLocked(s, i, seen) // also moves it in the LRU list
 			s.mu.Unlock()
 			return 0
 		}
 	}
+	s.wbegin()
 	p := f.removeLocked(s, i, b)
+	s.wend()
 	s.expired++
 	s.mu.Unlock()
 	return 1 + f.settle(&p)
@@ -397,7 +532,9 @@ func pairState(a uint8, aSeen uint32, b uint8, bSeen uint32) uint8 {
 //
 //go:noinline
 func (f *family[K, E, F]) expireLocked(s *shard, i int32, b uint32) {
+	s.wbegin()
 	p := f.removeLocked(s, i, b)
+	s.wend()
 	s.expired++
 	s.mu.Unlock()
 	if p.what != 0 {
@@ -417,6 +554,7 @@ func (f *family[K, E, F]) insert(k *K, h uint64, e *E, st uint8, paired bool, no
 	s, b := f.locate(h)
 	tag := f.tag(h)
 	s.mu.Lock()
+	s.wbegin()
 	if i := f.find(k, b, tag); i >= 0 {
 		sl := &f.slots[i]
 		if sl.mark&markPaired != 0 {
@@ -440,6 +578,7 @@ func (f *family[K, E, F]) insert(k *K, h uint64, e *E, st uint8, paired bool, no
 		}
 		sl.e, sl.mark = *e, mark
 		f.touchLocked(s, i, now)
+		s.wend()
 		s.mu.Unlock()
 		return p, nil
 	}
@@ -448,6 +587,7 @@ func (f *family[K, E, F]) insert(k *K, h uint64, e *E, st uint8, paired bool, no
 		v := f.victim(s, st, now)
 		if v < 0 {
 			s.full++
+			s.wend()
 			s.mu.Unlock()
 			var fl F
 			f.t.countRefused(fl.service(*e))
@@ -485,6 +625,7 @@ func (f *family[K, E, F]) insert(k *K, h uint64, e *E, st uint8, paired bool, no
 	}
 	s.n++
 	s.inserts++
+	s.wend()
 	s.mu.Unlock()
 	return p, nil
 }
@@ -661,7 +802,9 @@ func (f *family[K, E, F]) remove(k *K, h uint64, match *E) bool {
 		s.mu.Unlock()
 		return false
 	}
+	s.wbegin()
 	p := f.removeLocked(s, i, b)
+	s.wend()
 	s.deletes++
 	s.mu.Unlock()
 	if p.what != 0 {
@@ -685,7 +828,9 @@ func (f *family[K, E, F]) settle(p *pending[K]) (removed int) {
 		if i := f.find(&p.partner, b, f.tag(h)); i >= 0 && f.slots[i].mark&markPaired != 0 {
 			back := fl.pair(f.t, f.slots[i].k, f.slots[i].e)
 			if back.what&pairPartner != 0 && back.partner == p.from {
+				s.wbegin()
 				q = f.removeLocked(s, i, b)
+				s.wend()
 				s.pairRemovals++
 				removed = 1
 			}
@@ -703,16 +848,24 @@ func (f *family[K, E, F]) settle(p *pending[K]) (removed int) {
 
 // expireRange removes the expired entries among slots [lo, hi), locking
 // one shard at a time, and returns how many entries it removed (NAT
-// partners included). Expired NAT entries are collected and handed to
-// expirePaired once the shard's lock is released.
+// partners included). A shard's part of the range is first looked over
+// without the lock (anyExpired) and locked only if it holds a candidate,
+// so that the workers' per-batch sweep does not contend with the writers
+// or make the lock-free readers retry. Expired NAT entries are collected
+// and handed to expirePaired once the shard's lock is released.
 func (f *family[K, E, F]) expireRange(lo, hi int, now uint32) (removed int) {
 	var cand [16]pending[K]
 	var fl F
 	for lo < hi {
 		si := lo >> f.bits
 		end := min(hi, (si+1)<<f.bits)
+		if !f.anyExpired(lo, end, now) {
+			lo = end
+			continue
+		}
 		s := &f.shards[si]
 		n := 0
+		writing := false
 		s.mu.Lock()
 		// Slots above the high-water mark have never been used.
 		for i := lo; i < min(end, si<<f.bits+int(s.next)); i++ {
@@ -724,6 +877,10 @@ func (f *family[K, E, F]) expireRange(lo, hi int, now uint32) (removed int) {
 				cand[n].pairInfo = fl.pair(f.t, sl.k, sl.e)
 				cand[n].from = sl.k
 				if n++; n == len(cand) {
+					if writing {
+						s.wend()
+						writing = false
+					}
 					s.mu.Unlock()
 					for j := range cand {
 						removed += f.expirePaired(&cand[j].from, &cand[j].pairInfo, now)
@@ -733,10 +890,17 @@ func (f *family[K, E, F]) expireRange(lo, hi int, now uint32) (removed int) {
 				}
 				continue
 			}
+			if !writing {
+				s.wbegin()
+				writing = true
+			}
 			_, b := f.locate(fl.hash(sl.k, f.t.seed))
 			f.removeLocked(s, int32(i), b) // no obligations: not paired
 			s.expired++
 			removed++
+		}
+		if writing {
+			s.wend()
 		}
 		s.mu.Unlock()
 		for j := range cand[:n] {
@@ -745,6 +909,28 @@ func (f *family[K, E, F]) expireRange(lo, hi int, now uint32) (removed int) {
 		lo = end
 	}
 	return removed
+}
+
+// anyExpired reports whether a slot among [lo, hi) (of one shard) looked
+// like an expired entry, read without the lock: a hint for expireRange,
+// which decides under the lock. Reads of a slot that a writer is changing
+// may be torn; the worst outcome is a sweep that locks for nothing or
+// leaves an entry to the next sweep (or to the lookup that meets it).
+//
+// Like expireRange it stops at the shard's high-water mark, so that the
+// never-used part of a table in a sparse file is never touched.
+//
+//go:norace
+func (f *family[K, E, F]) anyExpired(lo, hi int, now uint32) bool {
+	si := lo >> f.bits
+	hi = min(hi, si<<f.bits+int(f.shards[si].next))
+	for i := lo; i < hi; i++ {
+		sl := &f.slots[i]
+		if sl.mark&markUsed != 0 && age(now, sl.seen) > f.t.timeouts[sl.state&7] {
+			return true
+		}
+	}
+	return false
 }
 
 // rangeAll calls fn for every stored entry, copying up to 32 entries under

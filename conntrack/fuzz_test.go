@@ -111,39 +111,39 @@ func fuzzTable(t *testing.T, data []byte) {
 		c.Capacity = 256 // 64 per shard: more than all keys of a family
 	}
 	tbl := newTable(t, c)
-	m4 := model[Key4, Entry4]{m: map[Key4]*modelEntry[Entry4]{}}
-	m6 := model[Key6, Entry6]{m: map[Key6]*modelEntry[Entry6]{}}
+	m4 := model[key4, entry4]{m: map[key4]*modelEntry[entry4]{}}
+	m6 := model[key6, entry6]{m: map[key6]*modelEntry[entry6]{}}
 	now := at(0)
 	for n := 0; len(data) >= 3; n++ {
 		op, a, b := data[0], int(data[1]), data[2]
 		data = data[3:]
 		switch op % 11 {
 		case 0: // Insert4
-			k := key4(a%24, fuzzProto(a))
-			e := Entry4{Backend: uint32(b), Service: uint32(a), VPort: uint16(b) << 4, State: b % 9}
+			k := testKey4(a%24, fuzzProto(a))
+			e := entry4{Backend: uint32(b), Service: uint32(a), VPort: uint16(b) << 4, State: b % 9}
 			_, stored := peek4(tbl, &k)
-			err := tbl.Insert4(&k, e, now)
+			err := tbl.insert4(&k, e, now)
 			fuzzInsert(t, &m4, k, e, k.Proto, stored, err, evicting, now)
 		case 1: // Lookup4
-			k := key4(a%24, fuzzProto(a))
-			e, ok := tbl.Lookup4(&k, b, now)
-			fuzzLookup(t, &m4, k, e, ok, b, k.Proto == protoTCP, evicting, now, func(e *Entry4) *uint8 { return &e.State })
+			k := testKey4(a%24, fuzzProto(a))
+			e, ok := tbl.lookup4(&k, b, now)
+			fuzzLookup(t, &m4, k, e, ok, b, k.Proto == protoTCP, evicting, now, func(e *entry4) *uint8 { return &e.State })
 		case 2: // Delete4
-			k := key4(a%24, fuzzProto(a))
-			fuzzDelete(t, &m4, k, tbl.Delete4(&k), evicting, now)
+			k := testKey4(a%24, fuzzProto(a))
+			fuzzDelete(t, &m4, k, tbl.delete4(&k), evicting, now)
 		case 3: // Insert6
-			k := key6(a%24, fuzzProto(a))
-			e := Entry6{Backend: uint32(b), Service: uint32(a), VPort: uint16(b) << 4, State: b % 9}
+			k := testKey6(a%24, fuzzProto(a))
+			e := entry6{Backend: uint32(b), Service: uint32(a), VPort: uint16(b) << 4, State: b % 9}
 			_, stored := peek6(tbl, &k)
-			err := tbl.Insert6(&k, e, now)
+			err := tbl.insert6(&k, e, now)
 			fuzzInsert(t, &m6, k, e, k.Proto, stored, err, evicting, now)
 		case 4: // Lookup6
-			k := key6(a%24, fuzzProto(a))
-			e, ok := tbl.Lookup6(&k, b, now)
-			fuzzLookup(t, &m6, k, e, ok, b, k.Proto == protoTCP, evicting, now, func(e *Entry6) *uint8 { return &e.State })
+			k := testKey6(a%24, fuzzProto(a))
+			e, ok := tbl.lookup6(&k, b, now)
+			fuzzLookup(t, &m6, k, e, ok, b, k.Proto == protoTCP, evicting, now, func(e *entry6) *uint8 { return &e.State })
 		case 5: // Delete6
-			k := key6(a%24, fuzzProto(a))
-			fuzzDelete(t, &m6, k, tbl.Delete6(&k), evicting, now)
+			k := testKey6(a%24, fuzzProto(a))
+			fuzzDelete(t, &m6, k, tbl.delete6(&k), evicting, now)
 		case 6: // time passes
 			now += int64(b)*int64(50*time.Millisecond) + int64(a%10)*int64(time.Millisecond)
 		case 7: // Expire; b == 255: a full sweep, then compare counts
@@ -157,42 +157,42 @@ func fuzzTable(t *testing.T, data []byte) {
 			tbl.Expire(now, st.Capacity4+st.Capacity6)
 			live4, live6 := m4.sweep(now), m6.sweep(now)
 			got4, got6 := 0, 0
-			tbl.Range4(func(k Key4, e Entry4) bool {
+			tbl.range4(func(k key4, e entry4) bool {
 				if e.Flags == 0 {
 					got4++
 				}
 				return true
 			})
-			tbl.Range6(func(Key6, Entry6) bool { got6++; return true })
+			tbl.range6(func(key6, entry6) bool { got6++; return true })
 			if !evicting && (got4 != live4 || got6 != live6) {
 				t.Fatalf("op %d: after a full sweep the table holds %d/%d plain entries, the model %d/%d", n, got4, got6, live4, live6)
 			}
 		case 8: // InsertNAT4 of a fullnat pair for client a%16
-			idx, port, ok := tbl.AllocSNAT4(uint32(b)*0x9e3779b9, now)
+			idx, port, ok := tbl.allocSNAT4(uint32(b)*0x9e3779b9, now)
 			if !ok {
 				break
 			}
-			fwd, fe, rev, re := fullNATPair4(tbl, key4(1000+a%16, fuzzProto(a)), idx, port, uint32(b))
+			fwd, fe, rev, re := fullNATPair4(tbl, testKey4(1000+a%16, fuzzProto(a)), idx, port, uint32(b))
 			fe.State, re.State = b%9, b%9
-			err := tbl.InsertNAT4(&fwd, fe, &rev, re, now)
+			err := tbl.insertNAT4(&fwd, fe, &rev, re, now)
 			if err != nil && (!evicting || !errors.Is(err, ErrFull)) {
 				t.Fatalf("op %d: InsertNAT4: %v", n, err)
 			}
 		case 9: // Lookup4 on a NAT client key or a reverse key
-			k := key4(1000+a%16, fuzzProto(a))
-			if e, ok := tbl.Lookup4(&k, b, now); ok {
-				if rev, ok := tbl.PairKey4(&k, &e); ok {
-					tbl.Lookup4(&rev, b, now)
+			k := testKey4(1000+a%16, fuzzProto(a))
+			if e, ok := tbl.lookup4(&k, b, now); ok {
+				if rev, ok := tbl.pairKey4(&k, &e); ok {
+					tbl.lookup4(&rev, b, now)
 				}
 			}
 		case 10: // Delete4 of either half of a NAT pair
-			k := key4(1000+a%16, fuzzProto(a))
+			k := testKey4(1000+a%16, fuzzProto(a))
 			if e, ok := peek4(tbl, &k); ok && b&1 == 1 {
-				if rev, ok := tbl.PairKey4(&k, &e); ok {
+				if rev, ok := tbl.pairKey4(&k, &e); ok {
 					k = rev
 				}
 			}
-			tbl.Delete4(&k)
+			tbl.delete4(&k)
 		}
 		if n%16 == 15 {
 			checkTable(t, tbl)
@@ -208,9 +208,9 @@ func fuzzInsert[K comparable, E any](t *testing.T, m *model[K, E], k K, e E, pro
 	t.Helper()
 	var st *uint8
 	switch e := any(&e).(type) {
-	case *Entry4:
+	case *entry4:
 		st = &e.State
-	case *Entry6:
+	case *entry6:
 		st = &e.State
 	}
 	if err != nil {

@@ -24,17 +24,36 @@ func mix(a, b uint64) uint64 {
 	return hi ^ lo
 }
 
-func hash4(k *Key4, seed uint64) uint64 {
-	a := uint64(binary.LittleEndian.Uint32(k.SrcIP[:])) | uint64(binary.LittleEndian.Uint32(k.DstIP[:]))<<32
-	b := uint64(k.SrcPort) | uint64(k.DstPort)<<16 | uint64(k.Proto)<<32
+func hash4(k *key4, seed uint64) uint64 {
+	return hashV4(k.SrcIP, k.DstIP, k.SrcPort, k.DstPort, k.Proto, seed)
+}
+
+func hashV4(src, dst [4]byte, sport, dport uint16, proto uint8, seed uint64) uint64 {
+	a := uint64(binary.LittleEndian.Uint32(src[:])) | uint64(binary.LittleEndian.Uint32(dst[:]))<<32
+	b := uint64(sport) | uint64(dport)<<16 | uint64(proto)<<32
 	return mix(mix(a^seed, b^k2), k3)
 }
 
-func hash6(k *Key6, seed uint64) uint64 {
-	h1 := mix(binary.LittleEndian.Uint64(k.SrcIP[:8])^seed, binary.LittleEndian.Uint64(k.SrcIP[8:])^k2)
-	h2 := mix(binary.LittleEndian.Uint64(k.DstIP[:8])^seed^k3, binary.LittleEndian.Uint64(k.DstIP[8:])^k4)
-	p := uint64(k.SrcPort) | uint64(k.DstPort)<<16 | uint64(k.Proto)<<32
+func hash6(k *key6, seed uint64) uint64 {
+	return hashV6(&k.SrcIP, &k.DstIP, k.SrcPort, k.DstPort, k.Proto, seed)
+}
+
+func hashV6(src, dst *[16]byte, sport, dport uint16, proto uint8, seed uint64) uint64 {
+	h1 := mix(binary.LittleEndian.Uint64(src[:8])^seed, binary.LittleEndian.Uint64(src[8:])^k2)
+	h2 := mix(binary.LittleEndian.Uint64(dst[:8])^seed^k3, binary.LittleEndian.Uint64(dst[8:])^k4)
+	p := uint64(sport) | uint64(dport)<<16 | uint64(proto)<<32
 	return mix(h1^p^k5, h2^k2)
+}
+
+// Hash returns the flow hash of k: what Lookup, Peek and Prefetch take, so
+// that a packet's key is hashed once. It is a keyed hash (Config.Seed) of
+// good quality in every bit, so callers may use it for their own decisions
+// about the flow too (xlb's Maglev lookup and SNAT address choice).
+func (t *Table) Hash(k *Key) uint64 {
+	if !k.V6 {
+		return hashV4([4]byte(k.SrcIP[:4]), [4]byte(k.DstIP[:4]), k.SrcPort, k.DstPort, k.Proto, t.seed)
+	}
+	return hashV6(&k.SrcIP, &k.DstIP, k.SrcPort, k.DstPort, k.Proto, t.seed)
 }
 
 // hashSeed turns Config.Seed into the seed argument of hash4 and hash6.

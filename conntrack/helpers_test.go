@@ -52,8 +52,8 @@ func newTable(tb testing.TB, c Config) *Table {
 }
 
 // key4 returns a distinct client→VIP key for every i.
-func key4(i int, proto uint8) Key4 {
-	return Key4{
+func testKey4(i int, proto uint8) key4 {
+	return key4{
 		SrcIP:   [4]byte{10, byte(i >> 16), byte(i >> 8), byte(i)},
 		DstIP:   vip4,
 		SrcPort: uint16(1024 + i%50000),
@@ -63,8 +63,8 @@ func key4(i int, proto uint8) Key4 {
 }
 
 // key6 returns a distinct client→VIP key for every i.
-func key6(i int, proto uint8) Key6 {
-	return Key6{
+func testKey6(i int, proto uint8) key6 {
+	return key6{
 		SrcIP:   [16]byte{0: 0xfd, 1: 1, 12: byte(i >> 24), 13: byte(i >> 16), 14: byte(i >> 8), 15: byte(i)},
 		DstIP:   vip6,
 		SrcPort: uint16(1024 + i%50000),
@@ -75,10 +75,10 @@ func key6(i int, proto uint8) Key6 {
 
 // keysInShard4 returns n distinct keys of the given protocol that hash to
 // IPv4 shard si.
-func keysInShard4(tbl *Table, si uint32, n int, proto uint8) []Key4 {
-	var ks []Key4
+func keysInShard4(tbl *Table, si uint32, n int, proto uint8) []key4 {
+	var ks []key4
 	for i := 0; len(ks) < n; i++ {
-		k := key4(i, proto)
+		k := testKey4(i, proto)
 		if s, _ := tbl.v4.locate(hash4(&k, tbl.seed)); s == &tbl.v4.shards[si] {
 			ks = append(ks, k)
 		}
@@ -88,24 +88,24 @@ func keysInShard4(tbl *Table, si uint32, n int, proto uint8) []Key4 {
 
 // fullNATPair4 builds a consistent fullnat pair for client key fwd: the
 // backend is 192.0.2.11:8080, the SNAT address idx and port as given.
-func fullNATPair4(tbl *Table, fwd Key4, idx uint8, port uint16, backend uint32) (Key4, Entry4, Key4, Entry4) {
+func fullNATPair4(tbl *Table, fwd key4, idx uint8, port uint16, backend uint32) (key4, entry4, key4, entry4) {
 	bip := [4]byte{192, 0, 2, 11}
-	sip, _ := tbl.SNATIP4(idx)
-	fe := Entry4{Backend: backend, Service: 7, PeerIP: bip, PeerPort: 8080, VIP: fwd.DstIP, VPort: fwd.DstPort,
+	sip, _ := tbl.snatIP4(idx)
+	fe := entry4{Backend: backend, Service: 7, PeerIP: bip, PeerPort: 8080, VIP: fwd.DstIP, VPort: fwd.DstPort,
 		SNATAddr: idx, SNATPort: port, Flags: FlagFullNAT}
-	rev := Key4{SrcIP: bip, SrcPort: 8080, DstIP: sip, DstPort: port, Proto: fwd.Proto}
-	re := Entry4{Backend: backend, Service: 7, PeerIP: fwd.SrcIP, PeerPort: fwd.SrcPort, VIP: fwd.DstIP, VPort: fwd.DstPort,
+	rev := key4{SrcIP: bip, SrcPort: 8080, DstIP: sip, DstPort: port, Proto: fwd.Proto}
+	re := entry4{Backend: backend, Service: 7, PeerIP: fwd.SrcIP, PeerPort: fwd.SrcPort, VIP: fwd.DstIP, VPort: fwd.DstPort,
 		SNATAddr: idx, SNATPort: port, Flags: FlagFullNAT | FlagReverse}
 	return fwd, fe, rev, re
 }
 
-func fullNATPair6(tbl *Table, fwd Key6, idx uint8, port uint16, backend uint32) (Key6, Entry6, Key6, Entry6) {
+func fullNATPair6(tbl *Table, fwd key6, idx uint8, port uint16, backend uint32) (key6, entry6, key6, entry6) {
 	bip := [16]byte{0x20, 0x01, 0x0d, 0xb8, 2, 15: 11}
-	sip, _ := tbl.SNATIP6(idx)
-	fe := Entry6{Backend: backend, Service: 7, PeerIP: bip, PeerPort: 8080, VIP: fwd.DstIP, VPort: fwd.DstPort,
+	sip, _ := tbl.snatIP6(idx)
+	fe := entry6{Backend: backend, Service: 7, PeerIP: bip, PeerPort: 8080, VIP: fwd.DstIP, VPort: fwd.DstPort,
 		SNATAddr: idx, SNATPort: port, Flags: FlagFullNAT}
-	rev := Key6{SrcIP: bip, SrcPort: 8080, DstIP: sip, DstPort: port, Proto: fwd.Proto}
-	re := Entry6{Backend: backend, Service: 7, PeerIP: fwd.SrcIP, PeerPort: fwd.SrcPort, VIP: fwd.DstIP, VPort: fwd.DstPort,
+	rev := key6{SrcIP: bip, SrcPort: 8080, DstIP: sip, DstPort: port, Proto: fwd.Proto}
+	re := entry6{Backend: backend, Service: 7, PeerIP: fwd.SrcIP, PeerPort: fwd.SrcPort, VIP: fwd.DstIP, VPort: fwd.DstPort,
 		SNATAddr: idx, SNATPort: port, Flags: FlagFullNAT | FlagReverse}
 	return fwd, fe, rev, re
 }
@@ -127,8 +127,8 @@ func checkTable(tb testing.TB, tbl *Table) {
 			want[backend]++
 		}
 	}
-	tbl.Range4(func(_ Key4, e Entry4) bool { count(e.Backend, e.Flags); return true })
-	tbl.Range6(func(_ Key6, e Entry6) bool { count(e.Backend, e.Flags); return true })
+	tbl.range4(func(_ key4, e entry4) bool { count(e.Backend, e.Flags); return true })
+	tbl.range6(func(_ key6, e entry6) bool { count(e.Backend, e.Flags); return true })
 	for id, w := range want {
 		if got := tbl.BackendFlows(uint32(id)); got != w {
 			tb.Fatalf("BackendFlows(%d) = %d, %d entries stored", id, got, w)
@@ -273,25 +273,25 @@ func checkPairs(tb testing.TB, tbl *Table) {
 		port uint16
 	}
 	held := map[port]bool{}
-	tbl.Range4(func(k Key4, e Entry4) bool {
+	tbl.range4(func(k key4, e entry4) bool {
 		if !isPaired(e.Flags) {
 			return true
 		}
-		pk, ok := tbl.PairKey4(&k, &e)
+		pk, ok := tbl.pairKey4(&k, &e)
 		if !ok {
 			tb.Errorf("v4 %v: NAT entry without partner key", k)
 			return true
 		}
-		var pe Entry4
+		var pe entry4
 		found := false
-		tbl.Range4(func(k2 Key4, e2 Entry4) bool {
+		tbl.range4(func(k2 key4, e2 entry4) bool {
 			if k2 == pk {
 				pe, found = e2, true
 				return false
 			}
 			return true
 		})
-		if back, _ := tbl.PairKey4(&pk, &pe); !found || back != k {
+		if back, _ := tbl.pairKey4(&pk, &pe); !found || back != k {
 			tb.Errorf("v4 %v: partner %v missing or not pointing back (found %v)", k, pk, found)
 		}
 		if e.Flags&(FlagFullNAT|FlagReverse) == FlagFullNAT {
@@ -303,7 +303,7 @@ func checkPairs(tb testing.TB, tbl *Table) {
 		}
 		return true
 	})
-	tbl.Range6(func(k Key6, e Entry6) bool {
+	tbl.range6(func(k key6, e entry6) bool {
 		if e.Flags&(FlagFullNAT|FlagReverse) == FlagFullNAT {
 			held[port{e.SNATAddr, e.SNATPort}] = true
 		}
@@ -318,4 +318,191 @@ func checkPairs(tb testing.TB, tbl *Table) {
 			}
 		}
 	}
+}
+
+// Most tests are written with the table's stored types (key4, entry4, key6,
+// entry6); these adapters run them through the public API (Key, Entry,
+// one method per operation for both families).
+
+func wide4(k *key4) Key {
+	var w Key
+	wideKey4(k, &w)
+	return w
+}
+
+func wide6(k *key6) Key {
+	var w Key
+	wideKey6(k, &w)
+	return w
+}
+
+func wideE4(e *entry4) Entry {
+	var w Entry
+	wideEntry4(e, e.State, &w)
+	return w
+}
+
+func wideE6(e *entry6) Entry {
+	var w Entry
+	wideEntry6(e, e.State, &w)
+	return w
+}
+
+func (t *Table) lookup4(k *key4, tcpFlags uint8, now int64) (entry4, bool) {
+	if k == nil {
+		return entry4{}, false
+	}
+	w := wide4(k)
+	var e Entry
+	ok := t.Lookup(&w, t.Hash(&w), tcpFlags, now, &e)
+	return narrowEntry4(&e), ok
+}
+
+func (t *Table) lookup6(k *key6, tcpFlags uint8, now int64) (entry6, bool) {
+	if k == nil {
+		return entry6{}, false
+	}
+	w := wide6(k)
+	var e Entry
+	ok := t.Lookup(&w, t.Hash(&w), tcpFlags, now, &e)
+	return narrowEntry6(&e), ok
+}
+
+func (t *Table) peekKey4(k *key4, now int64) (entry4, bool) {
+	if k == nil {
+		return entry4{}, false
+	}
+	w := wide4(k)
+	var e Entry
+	ok := t.Peek(&w, t.Hash(&w), now, &e)
+	return narrowEntry4(&e), ok
+}
+
+func (t *Table) insert4(k *key4, e entry4, now int64) error {
+	if k == nil {
+		return t.Insert(nil, &Entry{}, now)
+	}
+	w, we := wide4(k), wideE4(&e)
+	return t.Insert(&w, &we, now)
+}
+
+func (t *Table) insert6(k *key6, e entry6, now int64) error {
+	if k == nil {
+		return t.Insert(nil, &Entry{}, now)
+	}
+	w, we := wide6(k), wideE6(&e)
+	return t.Insert(&w, &we, now)
+}
+
+func (t *Table) delete4(k *key4) bool {
+	if k == nil {
+		return t.Delete(nil)
+	}
+	w := wide4(k)
+	return t.Delete(&w)
+}
+
+func (t *Table) delete6(k *key6) bool {
+	if k == nil {
+		return t.Delete(nil)
+	}
+	w := wide6(k)
+	return t.Delete(&w)
+}
+
+func (t *Table) insertNAT4(fwd *key4, fe entry4, rev *key4, re entry4, now int64) error {
+	var fk, rk *Key
+	if fwd != nil {
+		w := wide4(fwd)
+		fk = &w
+	}
+	if rev != nil {
+		w := wide4(rev)
+		rk = &w
+	}
+	wf, wr := wideE4(&fe), wideE4(&re)
+	return t.InsertNAT(fk, &wf, rk, &wr, now)
+}
+
+func (t *Table) insertNAT6(fwd *key6, fe entry6, rev *key6, re entry6, now int64) error {
+	var fk, rk *Key
+	if fwd != nil {
+		w := wide6(fwd)
+		fk = &w
+	}
+	if rev != nil {
+		w := wide6(rev)
+		rk = &w
+	}
+	wf, wr := wideE6(&fe), wideE6(&re)
+	return t.InsertNAT(fk, &wf, rk, &wr, now)
+}
+
+func (t *Table) pairKey4(k *key4, e *entry4) (key4, bool) {
+	if k == nil || e == nil {
+		return key4{}, t.PairKey(nil, nil, nil)
+	}
+	w, we := wide4(k), wideE4(e)
+	var out Key
+	ok := t.PairKey(&w, &we, &out)
+	return narrowKey4(&out), ok
+}
+
+func (t *Table) pairKey6(k *key6, e *entry6) (key6, bool) {
+	if k == nil || e == nil {
+		return key6{}, t.PairKey(nil, nil, nil)
+	}
+	w, we := wide6(k), wideE6(e)
+	var out Key
+	ok := t.PairKey(&w, &we, &out)
+	return narrowKey6(&out), ok
+}
+
+func (t *Table) allocSNAT4(hash uint32, _ int64) (uint8, uint16, bool) {
+	return t.AllocSNAT(false, hash)
+}
+func (t *Table) allocSNAT6(hash uint32, _ int64) (uint8, uint16, bool) {
+	return t.AllocSNAT(true, hash)
+}
+
+func (t *Table) range4(fn func(k key4, e entry4) bool) {
+	if fn == nil {
+		t.Range(nil)
+		return
+	}
+	t.Range(func(k *Key, e *Entry) bool {
+		if k.V6 {
+			return false
+		}
+		return fn(narrowKey4(k), narrowEntry4(e))
+	})
+}
+
+func (t *Table) range6(fn func(k key6, e entry6) bool) {
+	if fn == nil {
+		t.Range(nil)
+		return
+	}
+	t.Range(func(k *Key, e *Entry) bool {
+		if !k.V6 {
+			return true
+		}
+		return fn(narrowKey6(k), narrowEntry6(e))
+	})
+}
+
+func (t *Table) prefetch4(keys []key4) {
+	hs := make([]uint64, len(keys))
+	for i := range keys {
+		hs[i] = hash4(&keys[i], t.seed)
+	}
+	t.Prefetch(false, hs)
+}
+
+func (t *Table) prefetch6(keys []key6) {
+	hs := make([]uint64, len(keys))
+	for i := range keys {
+		hs[i] = hash6(&keys[i], t.seed)
+	}
+	t.Prefetch(true, hs)
 }

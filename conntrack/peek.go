@@ -2,8 +2,13 @@ package conntrack
 
 // peek copies k's entry to *out without refreshing it, advancing its state
 // or removing it when expired (an expired entry is a miss). For the flow
-// lookup of the management API, which must not keep flows alive.
+// lookup of the management API, which must not keep flows alive. Like a
+// lookup it takes the shard's lock only when a writer was busy.
 func (f *family[K, E, F]) peek(k *K, h uint64, now uint32, out *E) (st uint8, ok bool) {
+	st, r := f.read(k, h, now, 0, false, false, out)
+	if r != readSlow {
+		return st, r == readHit
+	}
 	s, b := f.locate(h)
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -13,26 +18,4 @@ func (f *family[K, E, F]) peek(k *K, h uint64, now uint32, out *E) (st uint8, ok
 	}
 	*out, st = f.slots[i].e, f.slots[i].state
 	return st, true
-}
-
-// Peek4 is Lookup4 without side effects: the entry is not refreshed, its
-// TCP state does not move and an expired entry is not removed. Not for the
-// per-packet path.
-func (t *Table) Peek4(k *Key4, now int64) (e Entry4, ok bool) {
-	if k == nil {
-		return e, false
-	}
-	st, ok := t.v4.peek(k, hash4(k, t.seed), t.tick(now), &e)
-	e.State = st
-	return e, ok
-}
-
-// Peek6 is Peek4 for IPv6.
-func (t *Table) Peek6(k *Key6, now int64) (e Entry6, ok bool) {
-	if k == nil {
-		return e, false
-	}
-	st, ok := t.v6.peek(k, hash6(k, t.seed), t.tick(now), &e)
-	e.State = st
-	return e, ok
 }

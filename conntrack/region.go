@@ -23,7 +23,7 @@ const (
 	// FormatVersion is the version of the table's memory format. Bump it
 	// whenever the meaning of stored bytes changes in a way the layout
 	// checksum cannot see (a new state, a different hash).
-	FormatVersion = 2
+	FormatVersion = 3
 	pageSize      = 4096
 )
 
@@ -88,8 +88,8 @@ func newLayout(cfg Config) layout {
 		return o
 	}
 	n4, n6 := l.ps4*l.shards, l.ps6*l.shards
-	l.f4 = familyLayout{place(l.shards, unsafe.Sizeof(shard{})), place(n4, unsafe.Sizeof(slot[Key4, Entry4]{})), place(n4, 4), place(n4, 4)}
-	l.f6 = familyLayout{place(l.shards, unsafe.Sizeof(shard{})), place(n6, unsafe.Sizeof(slot[Key6, Entry6]{})), place(n6, 4), place(n6, 4)}
+	l.f4 = familyLayout{place(l.shards, unsafe.Sizeof(shard{})), place(n4, unsafe.Sizeof(slot[key4, entry4]{})), place(n4, 4), place(n4, 4)}
+	l.f6 = familyLayout{place(l.shards, unsafe.Sizeof(shard{})), place(n6, unsafe.Sizeof(slot[key6, entry6]{})), place(n6, 4), place(n6, 4)}
 	l.size = (off + pageSize - 1) &^ (pageSize - 1)
 	return l
 }
@@ -100,12 +100,12 @@ func newLayout(cfg Config) layout {
 // keys), which decides where an entry lives. A binary whose sum differs
 // cannot read a table another binary left.
 func layoutSum() uint64 {
-	var s4 slot[Key4, Entry4]
-	var s6 slot[Key6, Entry6]
-	var e4 Entry4
-	var e6 Entry6
-	var k4 Key4
-	var k6 Key6
+	var s4 slot[key4, entry4]
+	var s6 slot[key6, entry6]
+	var e4 entry4
+	var e6 entry6
+	var k4 key4
+	var k6 key6
 	var sh shard
 	var h header
 	v := []uintptr{
@@ -123,13 +123,13 @@ func layoutSum() uint64 {
 		unsafe.Offsetof(e6.SNATAddr), unsafe.Offsetof(e6.Flags),
 		unsafe.Sizeof(k4), unsafe.Offsetof(k4.DstIP), unsafe.Offsetof(k4.SrcPort), unsafe.Offsetof(k4.DstPort), unsafe.Offsetof(k4.Proto),
 		unsafe.Sizeof(k6), unsafe.Offsetof(k6.DstIP), unsafe.Offsetof(k6.SrcPort), unsafe.Offsetof(k6.DstPort), unsafe.Offsetof(k6.Proto),
-		unsafe.Sizeof(sh), unsafe.Sizeof(sh.mu), unsafe.Offsetof(sh.free), unsafe.Offsetof(sh.head), unsafe.Offsetof(sh.tail),
+		unsafe.Sizeof(sh), unsafe.Sizeof(sh.mu), unsafe.Offsetof(sh.seq), unsafe.Offsetof(sh.free), unsafe.Offsetof(sh.head), unsafe.Offsetof(sh.tail),
 		unsafe.Offsetof(sh.n), unsafe.Offsetof(sh.next), unsafe.Offsetof(sh.synHead), unsafe.Offsetof(sh.synTail),
 		unsafe.Offsetof(sh.synN), unsafe.Offsetof(sh.inserts), unsafe.Offsetof(sh.pairRemovals),
 		unsafe.Sizeof(h), unsafe.Offsetof(h.Seed), unsafe.Offsetof(h.BootBase), unsafe.Offsetof(h.SNAT), unsafe.Offsetof(h.Sum),
 	}
-	k4 = Key4{SrcIP: [4]byte{192, 0, 2, 1}, DstIP: [4]byte{198, 51, 100, 1}, SrcPort: 1234, DstPort: 80, Proto: protoTCP}
-	k6 = Key6{SrcIP: [16]byte{0x20, 0x01, 0x0d, 0xb8, 15: 1}, DstIP: [16]byte{0x20, 0x01, 0x0d, 0xb8, 15: 2}, SrcPort: 1234, DstPort: 443, Proto: protoUDP}
+	k4 = key4{SrcIP: [4]byte{192, 0, 2, 1}, DstIP: [4]byte{198, 51, 100, 1}, SrcPort: 1234, DstPort: 80, Proto: protoTCP}
+	k6 = key6{SrcIP: [16]byte{0x20, 0x01, 0x0d, 0xb8, 15: 1}, DstIP: [16]byte{0x20, 0x01, 0x0d, 0xb8, 15: 2}, SrcPort: 1234, DstPort: 443, Proto: protoUDP}
 	hf := fnv.New64a()
 	var b [8]byte
 	for _, x := range v {
@@ -475,9 +475,9 @@ func (f *family[K, E, F]) fixEntry(sl *slot[K, E], fix *snatFix) bool {
 	var port uint16
 	var flags uint8
 	switch e := any(&sl.e).(type) {
-	case *Entry4:
+	case *entry4:
 		idx, port, flags = &e.SNATAddr, e.SNATPort, e.Flags
-	case *Entry6:
+	case *entry6:
 		idx, port, flags = &e.SNATAddr, e.SNATPort, e.Flags
 	default:
 		return false

@@ -69,8 +69,8 @@ func TestAttachHeader(t *testing.T) {
 			if info.Reused || info.Reason != "" {
 				t.Fatalf("fresh: %+v", info)
 			}
-			k := key4(1, protoTCP)
-			mustInsert4(t, tbl, &k, Entry4{Backend: 3, State: StateEstablished}, at(0))
+			k := testKey4(1, protoTCP)
+			mustInsert4(t, tbl, &k, entry4{Backend: 3, State: StateEstablished}, at(0))
 			cfg := base
 			mem2 := restart(mem)
 			tc.change(&cfg, mem2)
@@ -81,7 +81,7 @@ func TestAttachHeader(t *testing.T) {
 				t.Fatalf("Check = %q, want %q", got, tc.reason)
 			}
 			tbl2, info := attach(t, cfg, mem2, Persist{Now: 77 * t0, Boot: 5e9, BootID: bootA, Instance: 8})
-			_, found := tbl2.Peek4(&k, 77*t0)
+			_, found := tbl2.peekKey4(&k, 77*t0)
 			if tc.reason == "" {
 				if !info.Reused || !found || info.Entries != 1 || tbl2.Instance() != 7 {
 					t.Fatalf("not reused: %+v, found %v, instance %d", info, found, tbl2.Instance())
@@ -103,19 +103,19 @@ func TestAttachAfterCrash(t *testing.T) {
 	mem := region(t, cfg)
 	// Process 1: its own clock starts at t0 while the boot clock reads 50s.
 	tbl, _ := attach(t, cfg, mem, Persist{Now: t0, Boot: 50e9, BootID: bootA, Fresh: true, Pid: 100})
-	var fwd []Key4
+	var fwd []key4
 	for i := range 40 {
-		k := key4(i, protoTCP)
+		k := testKey4(i, protoTCP)
 		if i%2 == 0 {
-			mustInsert4(t, tbl, &k, Entry4{Backend: uint32(i % 5), State: StateEstablished}, at(time.Duration(i)*time.Second))
+			mustInsert4(t, tbl, &k, entry4{Backend: uint32(i % 5), State: StateEstablished}, at(time.Duration(i)*time.Second))
 			continue
 		}
-		idx, port, ok := tbl.AllocSNAT4(uint32(i), at(0))
+		idx, port, ok := tbl.allocSNAT4(uint32(i), at(0))
 		if !ok {
 			t.Fatal("snat")
 		}
 		f, fe, r, re := fullNATPair4(tbl, k, idx, port, uint32(i%5))
-		if err := tbl.InsertNAT4(&f, fe, &r, re, at(time.Duration(i)*time.Second)); err != nil {
+		if err := tbl.insertNAT4(&f, fe, &r, re, at(time.Duration(i)*time.Second)); err != nil {
 			t.Fatal(err)
 		}
 		fwd = append(fwd, f)
@@ -124,7 +124,7 @@ func TestAttachAfterCrash(t *testing.T) {
 	flows := tbl.BackendFlows(1)
 	half := fwd[0]
 	halfEntry, _ := peek4(tbl, &half)
-	pk, _ := tbl.PairKey4(&half, &halfEntry)
+	pk, _ := tbl.pairKey4(&half, &halfEntry)
 	// The crash: two shards locked, one slot torn (used, garbage key), one
 	// NAT half whose partner is gone, LRU and free-list heads scribbled.
 	tbl.v4.shards[0].mu.Lock()
@@ -134,7 +134,7 @@ func TestAttachAfterCrash(t *testing.T) {
 	torn := int32(0)*int32(tbl.v4.bucketMask+1) + s0.next
 	tbl.v4.slots[torn].mark = markUsed
 	tbl.v4.slots[torn].state = StateEstablished
-	tbl.v4.slots[torn].k = Key4{SrcIP: [4]byte{1, 2, 3, 4}} // hashes to some shard, rarely 0
+	tbl.v4.slots[torn].k = key4{SrcIP: [4]byte{1, 2, 3, 4}} // hashes to some shard, rarely 0
 	s0.next++
 	h := hash4(&pk, tbl.seed)
 	s, b := tbl.v4.locate(h)
@@ -149,21 +149,21 @@ func TestAttachAfterCrash(t *testing.T) {
 	if want := before.Entries4 - 2; info.Entries != want || info.Dropped < 1 {
 		t.Fatalf("kept %d entries (dropped %d), want %d", info.Entries, info.Dropped, want)
 	}
-	if _, ok := tbl2.Peek4(&half, now2); ok {
+	if _, ok := tbl2.peekKey4(&half, now2); ok {
 		t.Fatal("NAT half without its partner kept")
 	}
 	// Established entry i was last seen at i s (process 1), i.e. boot
 	// clock 50+i s; now the boot clock is 120s: idle 70-i s.
-	k := key4(0, protoTCP)
-	if e, ok := tbl2.Lookup4(&k, TCPFlagACK, now2); !ok || e.Backend != 0 {
+	k := testKey4(0, protoTCP)
+	if e, ok := tbl2.lookup4(&k, TCPFlagACK, now2); !ok || e.Backend != 0 {
 		t.Fatalf("entry 0: %+v %v", e, ok)
 	}
 	// With a 100s timeout, entry 2 (idle 68s) expires 32s later, not before.
-	k2 := key4(2, protoTCP)
-	if _, ok := tbl2.Peek4(&k2, now2+int64(31*time.Second)); !ok {
+	k2 := testKey4(2, protoTCP)
+	if _, ok := tbl2.peekKey4(&k2, now2+int64(31*time.Second)); !ok {
 		t.Fatal("entry 2 expired early")
 	}
-	if _, ok := tbl2.Peek4(&k2, now2+int64(33*time.Second)); ok {
+	if _, ok := tbl2.peekKey4(&k2, now2+int64(33*time.Second)); ok {
 		t.Fatal("entry 2 outlived its timeout")
 	}
 	// Locks are free, the SNAT ports of kept pairs are held, others free.
@@ -178,8 +178,8 @@ func TestAttachAfterCrash(t *testing.T) {
 		t.Fatalf("flows of backend 1: %d, were %d", got, flows)
 	}
 	for i := range 40 {
-		k := key4(100+i, protoTCP)
-		mustInsert4(t, tbl2, &k, Entry4{Backend: 1}, now2)
+		k := testKey4(100+i, protoTCP)
+		mustInsert4(t, tbl2, &k, entry4{Backend: 1}, now2)
 	}
 	tbl2.Expire(now2, 1<<20)
 	checkTable(t, tbl2)
@@ -205,9 +205,9 @@ func TestAttachClock(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			mem := region(t, cfg)
 			tbl, _ := attach(t, cfg, mem, Persist{Now: t0, Boot: 50e9, BootID: bootA, Fresh: true})
-			old, fresh := key4(1, protoTCP), key4(2, protoTCP)
-			mustInsert4(t, tbl, &old, Entry4{State: StateEstablished}, at(0))
-			mustInsert4(t, tbl, &fresh, Entry4{State: StateEstablished}, at(30*time.Second)) // boot 80s
+			old, fresh := testKey4(1, protoTCP), testKey4(2, protoTCP)
+			mustInsert4(t, tbl, &old, entry4{State: StateEstablished}, at(0))
+			mustInsert4(t, tbl, &fresh, entry4{State: StateEstablished}, at(30*time.Second)) // boot 80s
 			now := int64(3) * t0
 			tbl2, info := attach(t, cfg, restart(mem), Persist{Now: now, Boot: tc.boot, BootID: tc.id})
 			if info.Rebased != tc.rebase {
@@ -218,17 +218,17 @@ func TestAttachClock(t *testing.T) {
 				idleFresh = 0 // the newest entry is as old as when left
 			}
 			left := 100*time.Second - idleFresh
-			if _, ok := tbl2.Peek4(&fresh, now+int64(left-time.Second)); !ok {
+			if _, ok := tbl2.peekKey4(&fresh, now+int64(left-time.Second)); !ok {
 				t.Fatal("fresh entry expired early")
 			}
-			if _, ok := tbl2.Peek4(&fresh, now+int64(left+time.Second)); ok {
+			if _, ok := tbl2.peekKey4(&fresh, now+int64(left+time.Second)); ok {
 				t.Fatal("fresh entry outlived its timeout")
 			}
 			// The old entry stays 30s older than the fresh one.
-			if _, ok := tbl2.Peek4(&old, now+int64(left-31*time.Second)); !ok {
+			if _, ok := tbl2.peekKey4(&old, now+int64(left-31*time.Second)); !ok {
 				t.Fatal("old entry expired early")
 			}
-			if _, ok := tbl2.Peek4(&old, now+int64(left-29*time.Second)); ok {
+			if _, ok := tbl2.peekKey4(&old, now+int64(left-29*time.Second)); ok {
 				t.Fatal("old entry outlived its timeout")
 			}
 		})
@@ -243,7 +243,7 @@ func TestAttachSNATChange(t *testing.T) {
 	mem := region(t, cfg)
 	tbl, _ := attach(t, cfg, mem, Persist{Now: t0, Boot: t0, BootID: bootA, Fresh: true})
 	type pair struct {
-		fwd  Key4
+		fwd  key4
 		addr [4]byte
 		port uint16
 	}
@@ -253,11 +253,11 @@ func TestAttachSNATChange(t *testing.T) {
 		if !tbl.snat[a].releaseAllocated(port - 1000) {
 			t.Fatal("alloc")
 		}
-		f, fe, r, re := fullNATPair4(tbl, key4(i, protoTCP), a, port, 1)
-		if err := tbl.InsertNAT4(&f, fe, &r, re, at(0)); err != nil {
+		f, fe, r, re := fullNATPair4(tbl, testKey4(i, protoTCP), a, port, 1)
+		if err := tbl.insertNAT4(&f, fe, &r, re, at(0)); err != nil {
 			t.Fatal(err)
 		}
-		ip, _ := tbl.SNATIP4(a)
+		ip, _ := tbl.snatIP4(a)
 		pairs = append(pairs, pair{f, ip, port})
 	}
 	// snat4a is gone, snat4b now first; ports 1000-1050.
@@ -269,13 +269,13 @@ func TestAttachSNATChange(t *testing.T) {
 		t.Fatalf("%+v", info)
 	}
 	for i, p := range pairs {
-		e, ok := tbl2.Peek4(&p.fwd, t0)
+		e, ok := tbl2.peekKey4(&p.fwd, t0)
 		want := p.addr == snat4b && p.port <= 1050
 		if ok != want {
 			t.Fatalf("pair %d (%v:%d): kept %v, want %v", i, p.addr, p.port, ok, want)
 		}
 		if ok {
-			if ip, _ := tbl2.SNATIP4(e.SNATAddr); ip != p.addr || e.SNATPort != p.port {
+			if ip, _ := tbl2.snatIP4(e.SNATAddr); ip != p.addr || e.SNATPort != p.port {
 				t.Fatalf("pair %d: SNAT %v:%d, want %v:%d", i, ip, e.SNATPort, p.addr, p.port)
 			}
 		}
@@ -311,12 +311,12 @@ func TestSynBudget(t *testing.T) {
 	keys := keysInShard4(tbl, 0, 200, protoTCP)
 	est := keys[:12]
 	for i := range est {
-		mustInsert4(t, tbl, &est[i], Entry4{Service: 1, State: StateEstablished}, at(0))
+		mustInsert4(t, tbl, &est[i], entry4{Service: 1, State: StateEstablished}, at(0))
 	}
 	// A flood of 100 SYNs into the shard: 12 established + 4 half-open fill it.
 	flood := keys[12:112]
 	for i := range flood {
-		mustInsert4(t, tbl, &flood[i], Entry4{Service: 2, State: StateSynSent}, at(time.Duration(i)*time.Millisecond))
+		mustInsert4(t, tbl, &flood[i], entry4{Service: 2, State: StateSynSent}, at(time.Duration(i)*time.Millisecond))
 		if n := tbl.v4.shards[0].synN; n > 4 {
 			t.Fatalf("after SYN %d: %d half-open entries", i, n)
 		}
@@ -345,8 +345,8 @@ func TestSynBudget(t *testing.T) {
 	}
 	// A real handshake completes: its ACK moves it out of the budget.
 	real := keys[150]
-	mustInsert4(t, tbl, &real, Entry4{Service: 2, State: StateSynSent}, at(time.Second))
-	if e, ok := tbl.Lookup4(&real, TCPFlagACK, at(time.Second)); !ok || e.State != StateEstablished {
+	mustInsert4(t, tbl, &real, entry4{Service: 2, State: StateSynSent}, at(time.Second))
+	if e, ok := tbl.lookup4(&real, TCPFlagACK, at(time.Second)); !ok || e.State != StateEstablished {
 		t.Fatal("handshake")
 	}
 	checkTable(t, tbl)
@@ -369,28 +369,28 @@ func TestEvictionOrder(t *testing.T) {
 		if i < 4 {
 			d = 0
 		}
-		mustInsert4(t, tbl, &keys[i], Entry4{Service: 1, State: StateEstablished}, at(d))
+		mustInsert4(t, tbl, &keys[i], entry4{Service: 1, State: StateEstablished}, at(d))
 	}
-	mustInsert4(t, tbl, &keys[14], Entry4{Service: 2, State: StateSynSent}, at(5*time.Second))
-	mustInsert4(t, tbl, &keys[15], Entry4{Service: 2, State: StateSynSent}, at(6*time.Second))
+	mustInsert4(t, tbl, &keys[14], entry4{Service: 2, State: StateSynSent}, at(5*time.Second))
+	mustInsert4(t, tbl, &keys[15], entry4{Service: 2, State: StateSynSent}, at(6*time.Second))
 	now := at(10 * time.Second)
 	// Full: an established insert evicts the half-open entries, oldest first.
-	mustInsert4(t, tbl, &keys[16], Entry4{Service: 3, State: StateEstablished}, now)
+	mustInsert4(t, tbl, &keys[16], entry4{Service: 3, State: StateEstablished}, now)
 	if _, ok := peek4(tbl, &keys[14]); ok {
 		t.Fatal("oldest half-open entry not evicted first")
 	}
-	mustInsert4(t, tbl, &keys[17], Entry4{Service: 3, State: StateEstablished}, now)
+	mustInsert4(t, tbl, &keys[17], entry4{Service: 3, State: StateEstablished}, now)
 	if _, ok := peek4(tbl, &keys[15]); ok {
 		t.Fatal("second half-open entry not evicted")
 	}
 	// No half-open left: the LRU entry idle >= 1s (keys[0]) goes.
-	mustInsert4(t, tbl, &keys[18], Entry4{Service: 3, State: StateSynSent}, now)
+	mustInsert4(t, tbl, &keys[18], entry4{Service: 3, State: StateSynSent}, now)
 	if _, ok := peek4(tbl, &keys[0]); ok {
 		t.Fatal("LRU entry not evicted")
 	}
 	// Now the shard holds one half-open entry (keys[18]): the next SYN
 	// replaces it rather than an established flow.
-	mustInsert4(t, tbl, &keys[19], Entry4{Service: 3, State: StateSynSent}, now)
+	mustInsert4(t, tbl, &keys[19], entry4{Service: 3, State: StateSynSent}, now)
 	if _, ok := peek4(tbl, &keys[18]); ok {
 		t.Fatal("half-open entry not replaced by the next SYN")
 	}
@@ -401,9 +401,9 @@ func TestEvictionOrder(t *testing.T) {
 	}
 	// Refresh everything: nothing is evictable, an established insert is refused.
 	for i := range keys[:20] {
-		tbl.Lookup4(&keys[i], TCPFlagACK, now)
+		tbl.lookup4(&keys[i], TCPFlagACK, now)
 	}
-	if err := tbl.Insert4(&keys[30], Entry4{Service: 4, State: StateEstablished}, now); err != ErrFull {
+	if err := tbl.insert4(&keys[30], entry4{Service: 4, State: StateEstablished}, now); err != ErrFull {
 		t.Fatalf("insert into a full shard of fresh flows: %v", err)
 	}
 	if ss := tbl.ServiceStats(4); ss.Refused != 1 {
@@ -427,8 +427,8 @@ func TestSparse(t *testing.T) {
 	mem := region(t, cfg)
 	tbl, _ := attach(t, cfg, mem, Persist{Now: t0, Boot: t0, Fresh: true})
 	for i := range 10 {
-		k := key4(i, protoTCP)
-		mustInsert4(t, tbl, &k, Entry4{}, at(0))
+		k := testKey4(i, protoTCP)
+		mustInsert4(t, tbl, &k, entry4{}, at(0))
 	}
 	tbl.Expire(at(time.Second), 1<<20)
 	lay := newLayout(cfg)
@@ -455,7 +455,7 @@ func BenchmarkAttach(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	prefill4(b, tbl, shuffled4(1_000_000, 0), at(0))
+	prefill(b, tbl, shuffled4(1_000_000, 0), at(0))
 	b.ResetTimer()
 	for range b.N {
 		if _, info, err := Attach(cfg, mem, Persist{Now: t0, Boot: t0, BootID: bootA}); err != nil || info.Entries != 1_000_000 {
@@ -471,25 +471,25 @@ func TestSynBudgetEstablishedPair(t *testing.T) {
 	cfg := smallConfig()
 	cfg.SynBudget = 25
 	tbl := newTable(t, cfg)
-	fwd := key4(1, protoTCP)
-	idx, port, _ := tbl.AllocSNAT4(1, at(0))
+	fwd := testKey4(1, protoTCP)
+	idx, port, _ := tbl.allocSNAT4(1, at(0))
 	f, fe, r, re := fullNATPair4(tbl, fwd, idx, port, 1)
 	fe.State, re.State = StateSynSent, StateSynSent
-	if err := tbl.InsertNAT4(&f, fe, &r, re, at(0)); err != nil {
+	if err := tbl.insertNAT4(&f, fe, &r, re, at(0)); err != nil {
 		t.Fatal(err)
 	}
-	tbl.Lookup4(&r, TCPFlagSYN|TCPFlagACK, at(0)) // the backend's SYN-ACK: still half-open
+	tbl.lookup4(&r, TCPFlagSYN|TCPFlagACK, at(0)) // the backend's SYN-ACK: still half-open
 	if e, _ := peek4(tbl, &r); e.State != StateSynSent {
 		t.Fatalf("reverse half after SYN-ACK: state %d", e.State)
 	}
-	tbl.Lookup4(&f, TCPFlagACK, at(0)) // the client's ACK
+	tbl.lookup4(&f, TCPFlagACK, at(0)) // the client's ACK
 	if e, _ := peek4(tbl, &r); e.State != StateEstablished {
 		t.Fatalf("reverse half after the client's ACK: state %d", e.State)
 	}
 	h := hash4(&r, tbl.seed)
 	si := uint32(h>>32) & tbl.v4.shardMask
 	for i, k := range keysInShard4(tbl, si, 100, protoTCP) {
-		mustInsert4(t, tbl, &k, Entry4{State: StateSynSent}, at(time.Duration(i)*time.Millisecond))
+		mustInsert4(t, tbl, &k, entry4{State: StateSynSent}, at(time.Duration(i)*time.Millisecond))
 	}
 	if _, ok := peek4(tbl, &f); !ok {
 		t.Fatal("established pair evicted by a SYN flood")
@@ -516,7 +516,7 @@ func TestPointerFree(t *testing.T) {
 			}
 		}
 	}
-	for _, v := range []any{header{}, shard{}, slot[Key4, Entry4]{}, slot[Key6, Entry6]{}} {
+	for _, v := range []any{header{}, shard{}, slot[key4, entry4]{}, slot[key6, entry6]{}} {
 		check(reflect.TypeOf(v).String(), reflect.TypeOf(v))
 	}
 }

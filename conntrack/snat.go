@@ -1,6 +1,7 @@
 package conntrack
 
 import (
+	"net/netip"
 	"sync"
 	"unsafe"
 )
@@ -83,22 +84,17 @@ func (p *snatPool) release(off uint16) bool {
 	return true
 }
 
-// AllocSNAT4 allocates a SNAT source port on one of the IPv4 SNAT
-// addresses. hash (e.g. the flow hash) picks the address tried first;
-// when it has no free port the others are tried in turn. It returns the
-// address index (for Entry4.SNATAddr, see [Table.SNATIP4]) and the port,
+// AllocSNAT allocates a SNAT source port on one of the SNAT addresses of
+// a family (v6 or IPv4). hash (e.g. the flow hash) picks the address tried
+// first; when it has no free port the others are tried in turn. It returns
+// the address index (for Entry.SNATAddr, see [Table.SNATIP]) and the port,
 // or ok=false, counted in Stats.SNATExhausted, when every address is out
-// of ports (or none is configured, which is not counted). now is accepted
-// for a future reuse quarantine; the FIFO order already gives a freed port
-// the longest possible rest.
-func (t *Table) AllocSNAT4(hash uint32, now int64) (addrIdx uint8, port uint16, ok bool) {
+// of ports (or none is configured, which is not counted).
+func (t *Table) AllocSNAT(v6 bool, hash uint32) (addrIdx uint8, port uint16, ok bool) {
+	if v6 {
+		return t.allocSNAT(len(t.snat4), len(t.snat6), hash)
+	}
 	return t.allocSNAT(0, len(t.snat4), hash)
-}
-
-// AllocSNAT6 is AllocSNAT4 for the IPv6 SNAT addresses; their indices
-// follow the IPv4 ones (see Config.SNATIPs4).
-func (t *Table) AllocSNAT6(hash uint32, now int64) (addrIdx uint8, port uint16, ok bool) {
-	return t.allocSNAT(len(t.snat4), len(t.snat6), hash)
 }
 
 func (t *Table) allocSNAT(first, n int, hash uint32) (uint8, uint16, bool) {
@@ -121,11 +117,11 @@ func (t *Table) allocSNAT(first, n int, hash uint32) (uint8, uint16, bool) {
 	return 0, 0, false
 }
 
-// FreeSNAT returns a port allocated by AllocSNAT4 or AllocSNAT6. It
-// reports false, and does nothing, if the port is not currently allocated
-// (a double free) or the index or port is out of range. The table frees
-// the ports of the fullnat entries it removes itself: callers free only
-// ports they allocated and did not hand to InsertNAT4/InsertNAT6.
+// FreeSNAT returns a port allocated by AllocSNAT. It reports false, and
+// does nothing, if the port is not currently allocated (a double free) or
+// the index or port is out of range. The table frees the ports of the
+// fullnat entries it removes itself: callers free only ports they
+// allocated and did not hand to InsertNAT.
 func (t *Table) FreeSNAT(addrIdx uint8, port uint16) bool {
 	if int(addrIdx) >= len(t.snat) || port < t.portMin || port > t.portMax {
 		return false
@@ -133,17 +129,37 @@ func (t *Table) FreeSNAT(addrIdx uint8, port uint16) bool {
 	return t.snat[addrIdx].release(port - t.portMin)
 }
 
-// SNATIP4 returns the IPv4 SNAT address with index idx.
-func (t *Table) SNATIP4(idx uint8) ([4]byte, bool) {
+// SNATIP returns the SNAT address with index idx: Config.SNATIPs4 are
+// indices 0 to len(SNATIPs4)-1, Config.SNATIPs6 follow.
+func (t *Table) SNATIP(idx uint8) (netip.Addr, bool) {
+	if ip, ok := t.snatIP4(idx); ok {
+		return netip.AddrFrom4(ip), true
+	}
+	if ip, ok := t.snatIP6(idx); ok {
+		return netip.AddrFrom16(ip), true
+	}
+	return netip.Addr{}, false
+}
+
+// snatIP returns SNAT address idx in the 16-byte form of Key and Entry if
+// it is of the family v6.
+func (t *Table) snatIP(idx uint8, v6 bool) (ip [16]byte, ok bool) {
+	if !v6 {
+		a, ok := t.snatIP4(idx)
+		copy(ip[:4], a[:])
+		return ip, ok
+	}
+	return t.snatIP6(idx)
+}
+
+func (t *Table) snatIP4(idx uint8) ([4]byte, bool) {
 	if int(idx) >= len(t.snat4) {
 		return [4]byte{}, false
 	}
 	return t.snat4[idx], true
 }
 
-// SNATIP6 returns the IPv6 SNAT address with index idx (which counts the
-// IPv4 addresses first).
-func (t *Table) SNATIP6(idx uint8) ([16]byte, bool) {
+func (t *Table) snatIP6(idx uint8) ([16]byte, bool) {
 	i := int(idx) - len(t.snat4)
 	if i < 0 || i >= len(t.snat6) {
 		return [16]byte{}, false

@@ -17,8 +17,8 @@ const tickNanos = uint64(Tick)
 // Table is the flow table: one family of IPv4 entries, one of IPv6 entries
 // and the SNAT port allocator. All methods are safe for concurrent use.
 type Table struct {
-	v4 family[Key4, Entry4, flavor4]
-	v6 family[Key6, Entry6, flavor6]
+	v4 family[key4, entry4, flavor4]
+	v6 family[key6, entry6, flavor6]
 
 	base     int64   // the caller's clock at tick 0
 	seed     uint64  // hash key
@@ -116,249 +116,256 @@ func (t *Table) tick(now int64) uint32 {
 	return uint32(uint64(d) / tickNanos)
 }
 
-// Lookup4 finds the entry for k. On a hit it refreshes the entry's
-// timestamp and, for TCP (k.Proto 6), advances its state from tcpFlags, the
-// raw TCP flag byte of the packet (TCPFlagSYN etc.; pass 0 for other
-// protocols): RST gives StateClosed, FIN StateClosing, an ACK after a SYN
-// StateEstablished, a SYN on a closing or closed entry StateSynSent. The
-// returned entry carries the new state. An entry idle for longer than the
-// timeout of its state is removed (with its NAT partner) and reported as a
-// miss, unless it is half of a NAT pair whose other half keeps the pair
-// alive (see the package documentation): then it is refreshed and found.
-func (t *Table) Lookup4(k *Key4, tcpFlags uint8, now int64) (e Entry4, ok bool) {
-	if k == nil {
-		return e, false
+// Lookup finds the entry for k, whose hash h is Hash(k) (a caller that
+// prefetches hashes its packet's key once for both), and writes it to
+// *out. A different h makes the lookup miss; it never finds another key.
+// On a hit it refreshes the entry's timestamp and, for TCP (k.Proto 6),
+// advances its state from tcpFlags, the raw TCP flag byte of the packet
+// (TCPFlagSYN etc.; pass 0 for other protocols): RST gives StateClosed,
+// FIN StateClosing, an ACK after a SYN StateEstablished, a SYN on a closing
+// or closed entry StateSynSent. out.State is the new state. An entry idle
+// for longer than the timeout of its state is removed (with its NAT
+// partner) and reported as a miss, unless it is half of a NAT pair whose
+// other half keeps the pair alive (see the package documentation): then it
+// is refreshed and found.
+//
+// A hit that changes nothing but the timestamp, the steady state of an
+// established flow, takes no lock (see the package documentation).
+func (t *Table) Lookup(k *Key, h uint64, tcpFlags uint8, now int64, out *Entry) bool {
+	if k == nil || out == nil {
+		return false
 	}
-	st, ok := t.v4.lookup(k, hash4(k, t.seed), tcpFlags, k.Proto == protoTCP, t.tick(now), &e, true)
-	e.State = st
-	return e, ok
+	if !k.V6 {
+		return t.lookupV4(k, h, tcpFlags, now, out)
+	}
+	k6 := narrowKey6(k)
+	var e entry6
+	st, ok := t.v6.lookup(&k6, h, tcpFlags, k.Proto == protoTCP, t.tick(now), &e)
+	if ok {
+		wideEntry6(&e, st, out)
+	}
+	return ok
 }
 
-// Lookup6 is Lookup4 for IPv6.
-func (t *Table) Lookup6(k *Key6, tcpFlags uint8, now int64) (e Entry6, ok bool) {
-	if k == nil {
-		return e, false
+func (t *Table) lookupV4(k *Key, h uint64, tcpFlags uint8, now int64, out *Entry) bool {
+	k4 := narrowKey4(k)
+	var e entry4
+	st, ok := t.v4.lookup(&k4, h, tcpFlags, k.Proto == protoTCP, t.tick(now), &e)
+	if ok {
+		wideEntry4(&e, st, out)
 	}
-	st, ok := t.v6.lookup(k, hash6(k, t.seed), tcpFlags, k.Proto == protoTCP, t.tick(now), &e, true)
-	e.State = st
-	return e, ok
+	return ok
 }
 
-// Prefetch4 prepares the lookups of a batch: it computes each key's hash
-// and reads, without locking, the cache lines its Lookup4 (or Insert4) will
-// touch. The cache misses of the whole batch then overlap instead of being
-// paid one lookup after the other, which is most of the cost of a lookup in
-// a table larger than the CPU caches: on the 2-core test VM a lookup in a
-// 1M-flow table costs 300-450 ns alone and 125-150 ns after Prefetch4 over
-// batches of 32 (BenchmarkLookup4Hit, BenchmarkLookup4Batch). It changes
-// nothing and needs no lock; call it once per rx batch before the
-// per-packet calls.
-func (t *Table) Prefetch4(keys []Key4) { prefetch4(t, keys) }
+// Peek is Lookup without side effects: the entry is not refreshed, its
+// TCP state does not move and an expired entry is not removed (it is a
+// miss). For the management API's flow lookup, which must not keep flows
+// alive.
+func (t *Table) Peek(k *Key, h uint64, now int64, out *Entry) bool {
+	if k == nil || out == nil {
+		return false
+	}
+	tick := t.tick(now)
+	if !k.V6 {
+		k4 := narrowKey4(k)
+		var e entry4
+		st, ok := t.v4.peek(&k4, h, tick, &e)
+		if ok {
+			wideEntry4(&e, st, out)
+		}
+		return ok
+	}
+	k6 := narrowKey6(k)
+	var e entry6
+	st, ok := t.v6.peek(&k6, h, tick, &e)
+	if ok {
+		wideEntry6(&e, st, out)
+	}
+	return ok
+}
 
-// Prefetch6 is Prefetch4 for IPv6.
-func (t *Table) Prefetch6(keys []Key6) { prefetch6(t, keys) }
+// Prefetch prepares the lookups of a batch of keys of one family (v6 or
+// IPv4), given their hashes (Hash): it reads, without locking, the cache
+// lines each Lookup (or Insert) will touch. The cache misses of the whole
+// batch then overlap instead of being paid one lookup after the other,
+// which is most of the cost of a lookup in a table larger than the CPU
+// caches: on the 2-core test VM a lookup in a 1M-flow table costs 300-450
+// ns alone and 125-150 ns after Prefetch over batches of 32
+// (BenchmarkLookupHit, BenchmarkLookupBatch). It changes nothing and needs
+// no lock; call it once per rx batch before the per-packet calls.
+func (t *Table) Prefetch(v6 bool, hs []uint64) {
+	if v6 {
+		prefetch(&t.v6, hs)
+	} else {
+		prefetch(&t.v4, hs)
+	}
+}
 
 //go:noinline
-func prefetch4(t *Table, keys []Key4) (sum uint8) {
-	var hs [prefetchChunk]uint64
-	for len(keys) > 0 {
-		n := min(len(keys), len(hs))
-		for i := range n {
-			hs[i] = hash4(&keys[i], t.seed)
-		}
-		sum += t.v4.touchBatch(hs[:n])
-		keys = keys[n:]
+func prefetch[K, E comparable, F flavor[K, E]](f *family[K, E, F], hs []uint64) (sum uint8) {
+	for len(hs) > 0 {
+		n := min(len(hs), prefetchChunk)
+		sum += f.touchBatch(hs[:n])
+		hs = hs[n:]
 	}
 	return sum
 }
 
-//go:noinline
-func prefetch6(t *Table, keys []Key6) (sum uint8) {
-	var hs [prefetchChunk]uint64
-	for len(keys) > 0 {
-		n := min(len(keys), len(hs))
-		for i := range n {
-			hs[i] = hash6(&keys[i], t.seed)
-		}
-		sum += t.v6.touchBatch(hs[:n])
-		keys = keys[n:]
-	}
-	return sum
-}
-
-// Insert4 stores e under k, replacing any entry for k. e.State StateNone
+// Insert stores e under k, replacing any entry for k. e.State StateNone
 // (or an unknown state) is replaced by the protocol's default, see
 // StateNone; use InitialState to derive it from the packet's flags.
 //
-// When k's shard is full, Insert4 evicts the shard's least recently used
+// When k's shard is full, Insert evicts the shard's least recently used
 // entry if it has been idle for at least Config.EvictMinIdle or is expired,
 // closing or closed; otherwise it returns ErrFull and counts it in
-// Stats.Full.
+// Stats.Full. (Half-open entries go first, see Config.SynBudget.)
 //
 // Replacing or evicting half of a NAT pair removes its partner and frees
-// its SNAT port, as any removal does. A NAT entry stored with Insert4 takes
-// part in pair teardown like one stored with InsertNAT4, but on ErrFull
-// Insert4 leaves the SNAT port in e to the caller.
-func (t *Table) Insert4(k *Key4, e Entry4, now int64) error {
-	if k == nil {
+// its SNAT port, as any removal does. A NAT entry stored with Insert takes
+// part in pair teardown like one stored with InsertNAT, but on ErrFull
+// Insert leaves the SNAT port in e to the caller.
+func (t *Table) Insert(k *Key, e *Entry, now int64) error {
+	if k == nil || e == nil {
 		return ErrNilKey
 	}
-	e.State = normState(e.State, k.Proto)
-	p, err := t.v4.insert(k, hash4(k, t.seed), &e, e.State, isPaired(e.Flags), t.tick(now))
-	if p.what != 0 {
-		t.v4.settle(&p)
+	st := normState(e.State, k.Proto)
+	if !k.V6 {
+		k4, e4 := narrowKey4(k), narrowEntry4(e)
+		e4.State = st
+		p, err := t.v4.insert(&k4, hash4(&k4, t.seed), &e4, st, isPaired(e.Flags), t.tick(now))
+		if p.what != 0 {
+			t.v4.settle(&p)
+		}
+		return err
 	}
-	return err
-}
-
-// Insert6 is Insert4 for IPv6.
-func (t *Table) Insert6(k *Key6, e Entry6, now int64) error {
-	if k == nil {
-		return ErrNilKey
-	}
-	e.State = normState(e.State, k.Proto)
-	p, err := t.v6.insert(k, hash6(k, t.seed), &e, e.State, isPaired(e.Flags), t.tick(now))
+	k6, e6 := narrowKey6(k), narrowEntry6(e)
+	e6.State = st
+	p, err := t.v6.insert(&k6, hash6(&k6, t.seed), &e6, st, isPaired(e.Flags), t.tick(now))
 	if p.what != 0 {
 		t.v6.settle(&p)
 	}
 	return err
 }
 
-// Delete4 removes the entry for k, and with it its NAT partner and SNAT
+// Delete removes the entry for k, and with it its NAT partner and SNAT
 // port, and reports whether there was one.
-func (t *Table) Delete4(k *Key4) bool {
+func (t *Table) Delete(k *Key) bool {
 	if k == nil {
 		return false
 	}
-	return t.v4.remove(k, hash4(k, t.seed), nil)
-}
-
-// Delete6 is Delete4 for IPv6.
-func (t *Table) Delete6(k *Key6) bool {
-	if k == nil {
-		return false
+	if !k.V6 {
+		k4 := narrowKey4(k)
+		return t.v4.remove(&k4, hash4(&k4, t.seed), nil)
 	}
-	return t.v6.remove(k, hash6(k, t.seed), nil)
+	k6 := narrowKey6(k)
+	return t.v6.remove(&k6, hash6(&k6, t.seed), nil)
 }
 
-// InsertNAT4 stores a NAT pair: the forward entry fwdEntry under fwd (the
-// client's direction) and the reverse entry revEntry under rev (the
-// backend's replies). The two must name each other as described at
-// [Entry4]: fwdEntry without FlagReverse, revEntry with it, both with
-// FlagNAT or FlagFullNAT, PairKey4(fwd, fwdEntry) == rev and
-// PairKey4(rev, revEntry) == fwd; otherwise ErrBadPair.
+// InsertNAT stores a NAT pair: the forward entry fe under fwd (the
+// client's direction) and the reverse entry re under rev (the backend's
+// replies), both keys of one family. The two must name each other as
+// described at [Entry]: fe without FlagReverse, re with it, both with
+// FlagNAT or FlagFullNAT, PairKey(fwd, fe) == rev and PairKey(rev, re) ==
+// fwd; otherwise ErrBadPair.
 //
 // The entries go to different shards and are inserted one after the other
 // (one lock at a time): the forward entry first, and if the reverse insert
-// fails the forward entry is removed again. InsertNAT4 owns the SNAT port
-// of a fullnat fwdEntry in every case: on success it is freed when the
-// pair is torn down, on any error it has been freed before InsertNAT4
-// returns.
-func (t *Table) InsertNAT4(fwd *Key4, fwdEntry Entry4, rev *Key4, revEntry Entry4, now int64) error {
-	if fwd == nil || rev == nil {
-		t.releaseSNAT4(&fwdEntry)
+// fails the forward entry is removed again. InsertNAT owns the SNAT port
+// of a fullnat fe in every case: on success it is freed when the pair is
+// torn down, on any error it has been freed before InsertNAT returns.
+func (t *Table) InsertNAT(fwd *Key, fe *Entry, rev *Key, re *Entry, now int64) error {
+	if fe == nil {
 		return ErrNilKey
 	}
-	fp, rp := pair4(t, fwd, &fwdEntry), pair4(t, rev, &revEntry)
-	if fwdEntry.Flags&FlagReverse != 0 || revEntry.Flags&FlagReverse == 0 ||
-		fp.what&pairPartner == 0 || rp.what&pairPartner == 0 ||
-		fp.partner != *rev || rp.partner != *fwd {
-		t.releaseSNAT4(&fwdEntry)
+	if fwd == nil || rev == nil || re == nil || fwd.V6 != rev.V6 {
+		t.releaseSNAT(fe, fwd == nil || fwd.V6)
+		if fwd == nil || rev == nil || re == nil {
+			return ErrNilKey
+		}
+		return ErrBadPair
+	}
+	fst, rst := normState(fe.State, fwd.Proto), normState(re.State, rev.Proto)
+	if !fwd.V6 {
+		fk, fe4, rk, re4 := narrowKey4(fwd), narrowEntry4(fe), narrowKey4(rev), narrowEntry4(re)
+		fe4.State, re4.State = fst, rst
+		return insertNAT(t, &t.v4, fk, fe4, rk, re4, now)
+	}
+	fk, fe6, rk, re6 := narrowKey6(fwd), narrowEntry6(fe), narrowKey6(rev), narrowEntry6(re)
+	fe6.State, re6.State = fst, rst
+	return insertNAT(t, &t.v6, fk, fe6, rk, re6, now)
+}
+
+// insertNAT is InsertNAT for one family; the entries' states are set.
+func insertNAT[K, E comparable, F flavor[K, E]](t *Table, f *family[K, E, F], fwd K, fe E, rev K, re E, now int64) error {
+	var fl F
+	fp, rp := fl.pair(t, fwd, fe), fl.pair(t, rev, re)
+	if fl.flags(fe)&FlagReverse != 0 || fl.flags(re)&FlagReverse == 0 ||
+		fp.what&pairPartner == 0 || rp.what&pairPartner == 0 || fp.partner != rev || rp.partner != fwd {
+		if fp.what&pairSNAT != 0 {
+			t.FreeSNAT(fp.snatIdx, fp.snatPort)
+		}
 		return ErrBadPair
 	}
 	tick := t.tick(now)
-	fwdEntry.State = normState(fwdEntry.State, fwd.Proto)
-	revEntry.State = normState(revEntry.State, rev.Proto)
-	fh := hash4(fwd, t.seed)
-	p, err := t.v4.insert(fwd, fh, &fwdEntry, fwdEntry.State, true, tick)
+	fh := fl.hash(fwd, t.seed)
+	p, err := f.insert(&fwd, fh, &fe, fl.state(fe), true, tick)
 	if p.what != 0 {
-		t.v4.settle(&p)
+		f.settle(&p)
 	}
 	if err != nil {
-		t.releaseSNAT4(&fwdEntry)
+		if fp.what&pairSNAT != 0 {
+			t.FreeSNAT(fp.snatIdx, fp.snatPort)
+		}
 		return err
 	}
-	p, err = t.v4.insert(rev, hash4(rev, t.seed), &revEntry, revEntry.State, true, tick)
+	p, err = f.insert(&rev, fl.hash(rev, t.seed), &re, fl.state(re), true, tick)
 	if p.what != 0 {
-		t.v4.settle(&p)
+		f.settle(&p)
 	}
 	if err != nil {
 		// Removing the forward entry frees its SNAT port. If it is no longer
 		// there, whoever removed or replaced it has freed the port already.
-		t.v4.remove(fwd, fh, &fwdEntry)
+		f.remove(&fwd, fh, &fe)
 		return err
 	}
 	return nil
 }
 
-// InsertNAT6 is InsertNAT4 for IPv6.
-func (t *Table) InsertNAT6(fwd *Key6, fwdEntry Entry6, rev *Key6, revEntry Entry6, now int64) error {
-	if fwd == nil || rev == nil {
-		t.releaseSNAT6(&fwdEntry)
-		return ErrNilKey
+// releaseSNAT frees the SNAT port of a fullnat forward entry of the given
+// family that InsertNAT refuses.
+func (t *Table) releaseSNAT(e *Entry, v6 bool) {
+	if e.Flags&(FlagFullNAT|FlagReverse) != FlagFullNAT {
+		return
 	}
-	fp, rp := pair6(t, fwd, &fwdEntry), pair6(t, rev, &revEntry)
-	if fwdEntry.Flags&FlagReverse != 0 || revEntry.Flags&FlagReverse == 0 ||
-		fp.what&pairPartner == 0 || rp.what&pairPartner == 0 ||
-		fp.partner != *rev || rp.partner != *fwd {
-		t.releaseSNAT6(&fwdEntry)
-		return ErrBadPair
-	}
-	tick := t.tick(now)
-	fwdEntry.State = normState(fwdEntry.State, fwd.Proto)
-	revEntry.State = normState(revEntry.State, rev.Proto)
-	fh := hash6(fwd, t.seed)
-	p, err := t.v6.insert(fwd, fh, &fwdEntry, fwdEntry.State, true, tick)
-	if p.what != 0 {
-		t.v6.settle(&p)
-	}
-	if err != nil {
-		t.releaseSNAT6(&fwdEntry)
-		return err
-	}
-	p, err = t.v6.insert(rev, hash6(rev, t.seed), &revEntry, revEntry.State, true, tick)
-	if p.what != 0 {
-		t.v6.settle(&p)
-	}
-	if err != nil {
-		t.v6.remove(fwd, fh, &fwdEntry)
-		return err
-	}
-	return nil
-}
-
-// releaseSNAT4 frees the SNAT port of a fullnat IPv4 forward entry.
-func (t *Table) releaseSNAT4(e *Entry4) {
-	if e.Flags&(FlagFullNAT|FlagReverse) == FlagFullNAT && int(e.SNATAddr) < len(t.snat4) {
+	if _, ok := t.snatIP(e.SNATAddr, v6); ok {
 		t.FreeSNAT(e.SNATAddr, e.SNATPort)
 	}
 }
 
-// releaseSNAT6 frees the SNAT port of a fullnat IPv6 forward entry.
-func (t *Table) releaseSNAT6(e *Entry6) {
-	if _, ok := t.SNATIP6(e.SNATAddr); ok && e.Flags&(FlagFullNAT|FlagReverse) == FlagFullNAT {
-		t.FreeSNAT(e.SNATAddr, e.SNATPort)
+// PairKey writes to *out the key of the other half of the NAT pair that e
+// (stored under k) belongs to, and returns false if e is not a NAT entry
+// or names a SNAT address that is not a SNAT address of k's family. See
+// [Entry].
+func (t *Table) PairKey(k *Key, e *Entry, out *Key) bool {
+	if k == nil || e == nil || out == nil {
+		return false
 	}
-}
-
-// PairKey4 returns the key of the other half of the NAT pair that e (stored
-// under k) belongs to, and false if e is not a NAT entry or names a SNAT
-// address that is not an IPv4 SNAT address of the table. See [Entry4].
-func (t *Table) PairKey4(k *Key4, e *Entry4) (Key4, bool) {
-	if k == nil || e == nil {
-		return Key4{}, false
+	if !k.V6 {
+		k4, e4 := narrowKey4(k), narrowEntry4(e)
+		p := pair4(t, &k4, &e4)
+		if p.what&pairPartner == 0 {
+			return false
+		}
+		wideKey4(&p.partner, out)
+		return true
 	}
-	p := pair4(t, k, e)
-	return p.partner, p.what&pairPartner != 0
-}
-
-// PairKey6 is PairKey4 for IPv6.
-func (t *Table) PairKey6(k *Key6, e *Entry6) (Key6, bool) {
-	if k == nil || e == nil {
-		return Key6{}, false
+	k6, e6 := narrowKey6(k), narrowEntry6(e)
+	p := pair6(t, &k6, &e6)
+	if p.what&pairPartner == 0 {
+		return false
 	}
-	p := pair6(t, k, e)
-	return p.partner, p.what&pairPartner != 0
+	wideKey6(&p.partner, out)
+	return true
 }
 
 // Expire examines at most budget slots, continuing where the previous call
@@ -454,37 +461,40 @@ func (t *Table) Len() int { return t.v4.len() + t.v6.len() }
 // each) are not included. Everything is allocated at New, so the table's
 // memory is BytesPerEntry4 * Stats.Capacity4 (+ the IPv6 equivalent).
 func (t *Table) BytesPerEntry4() int {
-	return int(unsafe.Sizeof(slot[Key4, Entry4]{})) + 2*int(unsafe.Sizeof(uint32(0)))
+	return int(unsafe.Sizeof(slot[key4, entry4]{})) + 2*int(unsafe.Sizeof(uint32(0)))
 }
 
 // BytesPerEntry6 is BytesPerEntry4 for IPv6.
 func (t *Table) BytesPerEntry6() int {
-	return int(unsafe.Sizeof(slot[Key6, Entry6]{})) + 2*int(unsafe.Sizeof(uint32(0)))
+	return int(unsafe.Sizeof(slot[key6, entry6]{})) + 2*int(unsafe.Sizeof(uint32(0)))
 }
 
-// Range4 calls fn for every stored IPv4 entry until fn returns false. It is
+// Range calls fn for every stored entry, the IPv4 ones first, until fn
+// returns false. k and e are Range's copies, valid during the call. It is
 // meant for the API and dashboard, not the per-packet path: it locks one
 // shard at a time and calls fn with no lock held, so fn may use the table.
 // Entries inserted or removed meanwhile may or may not be visited, and
 // expired entries not yet removed are visited.
-func (t *Table) Range4(fn func(k Key4, e Entry4) bool) {
+func (t *Table) Range(fn func(k *Key, e *Entry) bool) {
 	if fn == nil {
 		return
 	}
-	t.v4.rangeAll(func(k Key4, e Entry4, st uint8) bool {
-		e.State = st
-		return fn(k, e)
+	var k Key
+	var e Entry
+	more := true
+	t.v4.rangeAll(func(k4 key4, e4 entry4, st uint8) bool {
+		wideKey4(&k4, &k)
+		wideEntry4(&e4, st, &e)
+		more = fn(&k, &e)
+		return more
 	})
-}
-
-// Range6 is Range4 for IPv6.
-func (t *Table) Range6(fn func(k Key6, e Entry6) bool) {
-	if fn == nil {
+	if !more {
 		return
 	}
-	t.v6.rangeAll(func(k Key6, e Entry6, st uint8) bool {
-		e.State = st
-		return fn(k, e)
+	t.v6.rangeAll(func(k6 key6, e6 entry6, st uint8) bool {
+		wideKey6(&k6, &k)
+		wideEntry6(&e6, st, &e)
+		return fn(&k, &e)
 	})
 }
 
@@ -494,14 +504,18 @@ type (
 	flavor6 struct{}
 )
 
-func (flavor4) hash(k Key4, seed uint64) uint64                { return hash4(&k, seed) }
-func (flavor4) pair(t *Table, k Key4, e Entry4) pairInfo[Key4] { return pair4(t, &k, &e) }
-func (flavor4) flow(e Entry4) (uint32, bool)                   { return e.Backend, e.Flags&FlagReverse == 0 }
-func (flavor4) service(e Entry4) uint32                        { return e.Service }
-func (flavor6) service(e Entry6) uint32                        { return e.Service }
-func (flavor6) hash(k Key6, seed uint64) uint64                { return hash6(&k, seed) }
-func (flavor6) pair(t *Table, k Key6, e Entry6) pairInfo[Key6] { return pair6(t, &k, &e) }
-func (flavor6) flow(e Entry6) (uint32, bool)                   { return e.Backend, e.Flags&FlagReverse == 0 }
+func (flavor4) hash(k key4, seed uint64) uint64                { return hash4(&k, seed) }
+func (flavor4) pair(t *Table, k key4, e entry4) pairInfo[key4] { return pair4(t, &k, &e) }
+func (flavor4) flow(e entry4) (uint32, bool)                   { return e.Backend, e.Flags&FlagReverse == 0 }
+func (flavor4) service(e entry4) uint32                        { return e.Service }
+func (flavor4) state(e entry4) uint8                           { return e.State }
+func (flavor4) flags(e entry4) uint8                           { return e.Flags }
+func (flavor6) hash(k key6, seed uint64) uint64                { return hash6(&k, seed) }
+func (flavor6) pair(t *Table, k key6, e entry6) pairInfo[key6] { return pair6(t, &k, &e) }
+func (flavor6) flow(e entry6) (uint32, bool)                   { return e.Backend, e.Flags&FlagReverse == 0 }
+func (flavor6) service(e entry6) uint32                        { return e.Service }
+func (flavor6) state(e entry6) uint8                           { return e.State }
+func (flavor6) flags(e entry6) uint8                           { return e.Flags }
 
 // BackendFlows returns the number of flows stored for backend ID id: the
 // entries of both families with that Backend, not counting the reverse
@@ -593,8 +607,8 @@ func (t *Table) countRefused(id uint32) {
 	}
 }
 
-// pair4 computes the NAT obligations of e stored under k (see Entry4).
-func pair4(t *Table, k *Key4, e *Entry4) (p pairInfo[Key4]) {
+// pair4 computes the NAT obligations of e stored under k (see Entry).
+func pair4(t *Table, k *key4, e *entry4) (p pairInfo[key4]) {
 	if !isPaired(e.Flags) {
 		return p
 	}
@@ -604,9 +618,9 @@ func pair4(t *Table, k *Key4, e *Entry4) (p pairInfo[Key4]) {
 	case e.Flags&FlagReverse != 0:
 		p.partner.DstIP, p.partner.DstPort = e.VIP, e.VPort
 	case e.Flags&FlagFullNAT != 0:
-		ip, ok := t.SNATIP4(e.SNATAddr)
+		ip, ok := t.snatIP4(e.SNATAddr)
 		if !ok {
-			return pairInfo[Key4]{}
+			return pairInfo[key4]{}
 		}
 		p.what = pairSNAT
 		p.snatIdx, p.snatPort = e.SNATAddr, e.SNATPort
@@ -618,8 +632,8 @@ func pair4(t *Table, k *Key4, e *Entry4) (p pairInfo[Key4]) {
 	return p
 }
 
-// pair6 computes the NAT obligations of e stored under k (see Entry4).
-func pair6(t *Table, k *Key6, e *Entry6) (p pairInfo[Key6]) {
+// pair6 computes the NAT obligations of e stored under k (see Entry).
+func pair6(t *Table, k *key6, e *entry6) (p pairInfo[key6]) {
 	if !isPaired(e.Flags) {
 		return p
 	}
@@ -629,9 +643,9 @@ func pair6(t *Table, k *Key6, e *Entry6) (p pairInfo[Key6]) {
 	case e.Flags&FlagReverse != 0:
 		p.partner.DstIP, p.partner.DstPort = e.VIP, e.VPort
 	case e.Flags&FlagFullNAT != 0:
-		ip, ok := t.SNATIP6(e.SNATAddr)
+		ip, ok := t.snatIP6(e.SNATAddr)
 		if !ok {
-			return pairInfo[Key6]{}
+			return pairInfo[key6]{}
 		}
 		p.what = pairSNAT
 		p.snatIdx, p.snatPort = e.SNATAddr, e.SNATPort

@@ -2,25 +2,23 @@ package conntrack
 
 import "errors"
 
-// Key4 is an IPv4 flow key: the 5-tuple exactly as the packet was received.
-// Keys are directional: the reply direction of a flow is a different key.
-type Key4 struct {
-	SrcIP, DstIP     [4]byte
-	SrcPort, DstPort uint16
-	Proto            uint8
-}
-
-// Key6 is an IPv6 flow key: the 5-tuple exactly as the packet was received.
-// Keys are directional: the reply direction of a flow is a different key.
-type Key6 struct {
+// Key is a flow key: the 5-tuple exactly as the packet was received, of
+// either address family. Keys are directional: the reply direction of a
+// flow is a different key. An IPv4 key (V6 false) keeps its addresses in
+// the first four bytes of SrcIP and DstIP; the other twelve are ignored,
+// and zero in the keys the table hands out.
+type Key struct {
 	SrcIP, DstIP     [16]byte
 	SrcPort, DstPort uint16
 	Proto            uint8
+	V6               bool
 }
 
-// Entry4 is the value stored for an IPv4 flow. The table interprets State
-// and Flags (and the NAT fields of entries flagged FlagNAT or FlagFullNAT,
-// to find the partner entry of a NAT pair); every other field is opaque.
+// Entry is the value stored for a flow, written into a caller-owned Entry
+// by Lookup, Peek and Range. Its address fields belong to the family of
+// its key (IPv4: the first four bytes). The table interprets State and
+// Flags (and the NAT fields of entries flagged FlagNAT or FlagFullNAT, to
+// find the partner entry of a NAT pair); every other field is opaque.
 //
 // NAT pairs. A forward entry (the client's direction, FlagReverse clear)
 // and a reverse entry (the backend's replies, FlagReverse set) are stored
@@ -36,34 +34,119 @@ type Key6 struct {
 //	               SNATAddr/SNATPort (fullnat only, = key.DstIP/DstPort)
 //
 // PeerIP:PeerPort is therefore always the address the packet's destination
-// is rewritten to, and [Table.PairKey4] computes one key of a pair from the
+// is rewritten to, and [Table.PairKey] computes one key of a pair from the
 // other.
-type Entry4 struct {
-	Backend  uint32  // backend ID chosen by the scheduler (opaque)
-	Service  uint32  // service ID (opaque)
-	PeerIP   [4]byte // NAT: forward entries the backend address, reverse entries the client address
-	VIP      [4]byte // NAT: the service address the client connected to
-	PeerPort uint16  // NAT: port belonging to PeerIP
-	VPort    uint16  // original VIP port (needed to undo port translation)
-	SNATPort uint16  // fullnat: the SNAT source port allocated with AllocSNAT4
-	SNATAddr uint8   // fullnat: index of the SNAT address, see [Table.SNATIP4]
-	State    uint8   // connection state, one of the State constants
-	Flags    uint8   // FlagReverse, FlagNAT, FlagFullNAT
-}
-
-// Entry6 is the value stored for an IPv6 flow; the fields mean what they
-// mean in [Entry4].
-type Entry6 struct {
+type Entry struct {
 	Backend  uint32   // backend ID chosen by the scheduler (opaque)
 	Service  uint32   // service ID (opaque)
 	PeerIP   [16]byte // NAT: forward entries the backend address, reverse entries the client address
 	VIP      [16]byte // NAT: the service address the client connected to
 	PeerPort uint16   // NAT: port belonging to PeerIP
 	VPort    uint16   // original VIP port (needed to undo port translation)
-	SNATPort uint16   // fullnat: the SNAT source port allocated with AllocSNAT6
-	SNATAddr uint8    // fullnat: index of the SNAT address, see [Table.SNATIP6]
+	SNATPort uint16   // fullnat: the SNAT source port allocated with AllocSNAT
+	SNATAddr uint8    // fullnat: index of the SNAT address, see [Table.SNATIP]
 	State    uint8    // connection state, one of the State constants
 	Flags    uint8    // FlagReverse, FlagNAT, FlagFullNAT
+}
+
+// key4, entry4, key6 and entry6 are what the table stores: Key and Entry
+// with the addresses of one family, so that an IPv4 entry takes 64 bytes
+// of memory and an IPv6 one 112.
+type key4 struct {
+	SrcIP, DstIP     [4]byte
+	SrcPort, DstPort uint16
+	Proto            uint8
+}
+
+type key6 struct {
+	SrcIP, DstIP     [16]byte
+	SrcPort, DstPort uint16
+	Proto            uint8
+}
+
+type entry4 struct {
+	Backend  uint32
+	Service  uint32
+	PeerIP   [4]byte
+	VIP      [4]byte
+	PeerPort uint16
+	VPort    uint16
+	SNATPort uint16
+	SNATAddr uint8
+	State    uint8
+	Flags    uint8
+}
+
+type entry6 struct {
+	Backend  uint32
+	Service  uint32
+	PeerIP   [16]byte
+	VIP      [16]byte
+	PeerPort uint16
+	VPort    uint16
+	SNATPort uint16
+	SNATAddr uint8
+	State    uint8
+	Flags    uint8
+}
+
+// The conversions between the caller's types and the stored ones. They
+// assign field by field through pointers: composite literals would make
+// the compiler build each value in a temporary and copy it.
+
+func narrowKey4(k *Key) (n key4) {
+	n.SrcIP, n.DstIP = [4]byte(k.SrcIP[:4]), [4]byte(k.DstIP[:4])
+	n.SrcPort, n.DstPort, n.Proto = k.SrcPort, k.DstPort, k.Proto
+	return n
+}
+
+func narrowKey6(k *Key) (n key6) {
+	n.SrcIP, n.DstIP = k.SrcIP, k.DstIP
+	n.SrcPort, n.DstPort, n.Proto = k.SrcPort, k.DstPort, k.Proto
+	return n
+}
+
+func wideKey4(k *key4, out *Key) {
+	out.SrcIP, out.DstIP = [16]byte{}, [16]byte{}
+	*(*[4]byte)(out.SrcIP[:4]), *(*[4]byte)(out.DstIP[:4]) = k.SrcIP, k.DstIP
+	out.SrcPort, out.DstPort, out.Proto, out.V6 = k.SrcPort, k.DstPort, k.Proto, false
+}
+
+func wideKey6(k *key6, out *Key) {
+	out.SrcIP, out.DstIP = k.SrcIP, k.DstIP
+	out.SrcPort, out.DstPort, out.Proto, out.V6 = k.SrcPort, k.DstPort, k.Proto, true
+}
+
+func narrowEntry4(e *Entry) (n entry4) {
+	n.Backend, n.Service = e.Backend, e.Service
+	n.PeerIP, n.VIP = [4]byte(e.PeerIP[:4]), [4]byte(e.VIP[:4])
+	n.PeerPort, n.VPort, n.SNATPort = e.PeerPort, e.VPort, e.SNATPort
+	n.SNATAddr, n.State, n.Flags = e.SNATAddr, e.State, e.Flags
+	return n
+}
+
+func narrowEntry6(e *Entry) (n entry6) {
+	n.Backend, n.Service = e.Backend, e.Service
+	n.PeerIP, n.VIP = e.PeerIP, e.VIP
+	n.PeerPort, n.VPort, n.SNATPort = e.PeerPort, e.VPort, e.SNATPort
+	n.SNATAddr, n.State, n.Flags = e.SNATAddr, e.State, e.Flags
+	return n
+}
+
+// wideEntry4 writes e, in state st, to out.
+func wideEntry4(e *entry4, st uint8, out *Entry) {
+	out.Backend, out.Service = e.Backend, e.Service
+	out.PeerIP, out.VIP = [16]byte{}, [16]byte{}
+	*(*[4]byte)(out.PeerIP[:4]), *(*[4]byte)(out.VIP[:4]) = e.PeerIP, e.VIP
+	out.PeerPort, out.VPort, out.SNATPort = e.PeerPort, e.VPort, e.SNATPort
+	out.SNATAddr, out.State, out.Flags = e.SNATAddr, st, e.Flags
+}
+
+func wideEntry6(e *entry6, st uint8, out *Entry) {
+	out.Backend, out.Service = e.Backend, e.Service
+	out.PeerIP, out.VIP = e.PeerIP, e.VIP
+	out.PeerPort, out.VPort, out.SNATPort = e.PeerPort, e.VPort, e.SNATPort
+	out.SNATAddr, out.State, out.Flags = e.SNATAddr, st, e.Flags
 }
 
 // Connection states. The state selects the idle timeout of an entry:
@@ -126,12 +209,12 @@ var (
 	// least recently used entry has been idle for less than
 	// Config.EvictMinIdle. The caller serves the flow statelessly.
 	ErrFull = errors.New("conntrack: table full")
-	// ErrSNATExhausted names the condition AllocSNAT4/AllocSNAT6 report
+	// ErrSNATExhausted names the condition AllocSNAT reports
 	// with ok=false (no free port on any SNAT address), for callers that
 	// need it as an error value.
 	ErrSNATExhausted = errors.New("conntrack: snat ports exhausted")
 	// ErrBadPair is returned by InsertNAT when the two entries do not name
-	// each other (see [Entry4]).
+	// each other (see [Entry]).
 	ErrBadPair = errors.New("conntrack: inconsistent nat pair")
 	// ErrNilKey is returned when a nil key is passed.
 	ErrNilKey = errors.New("conntrack: nil key")

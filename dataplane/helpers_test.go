@@ -92,6 +92,14 @@ func newCTWith(t testing.TB, capacity int, adjust func(*conntrack.Config)) *conn
 	return ct
 }
 
+// ctKey is the conntrack key of a packet from src:sport to dst:dport.
+func ctKey(src, dst netip.Addr, sport, dport uint16, proto uint8) conntrack.Key {
+	k := conntrack.Key{SrcPort: sport, DstPort: dport, Proto: proto, V6: src.Is6()}
+	copy(k.SrcIP[:], src.AsSlice())
+	copy(k.DstIP[:], dst.AsSlice())
+	return k
+}
+
 // pkt describes a test packet.
 type pkt struct {
 	src, dst     netip.Addr

@@ -1,6 +1,7 @@
 package dataplane
 
 import (
+	"github.com/xlb/xlb/conntrack"
 	"github.com/xlb/xlb/encap"
 	"github.com/xlb/xlb/internal/packet"
 )
@@ -9,8 +10,8 @@ import (
 // errors quoting a VIP flow (fragmentation needed, packet too big, ...) go
 // to the backend that owns the flow, translated the way the flow is;
 // anything else is left to the kernel.
-func (w *Worker) icmpToVIP(s *Snapshot, f *encap.Frame, now int64) Result {
-	p := w.p
+func (w *Worker) icmpToVIP(s *Snapshot, x *flow, now int64) Result {
+	p, f := x.p, x.f
 	if p.ICMPType == packet.ICMPv4EchoRequest && p.Proto == packet.ProtoICMP ||
 		p.ICMPType == packet.ICMPv6EchoRequest && p.Proto == packet.ProtoICMPv6 {
 		if encap.EchoReply(f.Bytes(), p) != encap.Forward {
@@ -32,25 +33,32 @@ func (w *Worker) icmpToVIP(s *Snapshot, f *encap.Frame, now int64) Result {
 		return w.pass(PassICMP)
 	}
 	svc := &s.Services[id]
-	fwd := packet.Parsed{Family: in.Family, Proto: in.Proto, Src: in.Dst, Dst: in.Src, SrcPort: in.DstPort, DstPort: in.SrcPort}
-	e := &w.fe
-	if !w.lookup(&fwd, now) || !usable(s, svc, e.Backend) {
+	// The flow's own key and hash: the backend and flow label its packets
+	// got (a frag_hash service hashes the addresses alone).
+	fk := conntrack.Key{SrcIP: in.Dst, DstIP: in.Src, SrcPort: in.DstPort, DstPort: in.SrcPort, Proto: in.Proto, V6: in.Family == 6}
+	h := w.ct.Hash(&fk)
+	if svc.FragHash {
+		fwd := packet.Parsed{Family: in.Family, Proto: in.Proto, Src: in.Dst, Dst: in.Src}
+		h = addrHash(&fwd, s.Seed)
+	}
+	e := &x.e
+	if svc.FragHash || !w.lookup(&fk, h, 0, now, e) || !usable(s, svc, e.Backend) {
 		// Without state only a consistent hash can name the backend, and
 		// only the modes that need no state can reach it.
 		if svc.Mode == ModeNAT || svc.Mode == ModeFullNAT || svc.Scheduler != SchedMaglev {
 			return w.drop(DropICMPNoFlow)
 		}
-		bid, ok := svc.Maglev.Lookup(flowHash(&fwd, s.Seed, svc.FragHash))
+		bid, ok := svc.Maglev.Lookup(h)
 		if !ok {
 			return w.drop(DropNoBackend)
 		}
-		*e = flowEntry{Backend: bid, Service: svc.ID}
+		*e = conntrack.Entry{Backend: bid, Service: svc.ID}
 	}
 	be := &s.Backends[e.Backend]
 	var v encap.Verdict
 	switch svc.Mode {
 	case ModeDSR, ModeTunnel, ModeL3DSR:
-		v = directRewrite(f, p, svc, be, uint32(flowHash(&fwd, s.Seed, false)))
+		v = directRewrite(f, p, svc, be, uint32(h))
 	case ModeNAT:
 		src := encap.Endpoint{Addr: be.Addr, Port: e.PeerPort}
 		v = encap.ICMPError(f.Bytes(), p, nil, &be.Addr, &src, nil, &be.Egress)

@@ -90,8 +90,8 @@ func (n *natReplies) find(a *encap.Addr, port uint16, proto uint8) *natSlot {
 // replyStateless translates a reply from a nat backend that has no
 // conntrack entry (see the top of the file). ok is false when the packet
 // is not such a reply.
-func (w *Worker) replyStateless(s *Snapshot, f *encap.Frame) (Result, bool) {
-	p := w.p
+func (w *Worker) replyStateless(s *Snapshot, x *flow) (Result, bool) {
+	p, f := x.p, x.f
 	if w.nat.snap != s {
 		w.nat.build(s)
 	}
@@ -128,10 +128,10 @@ func (w *Worker) replyStateless(s *Snapshot, f *encap.Frame) (Result, bool) {
 
 // stateless serves a new flow without state after the table refused it:
 // the consistent hash gives every packet of the flow the same backend.
-func (w *Worker) stateless(svc *Service, e *flowEntry) error {
+func (w *Worker) stateless(svc *Service, x *flow) error {
 	w.c.Stateless++
-	if id, ok := svc.Maglev.Lookup(w.hash); ok {
-		e.Backend = id
+	if id, ok := svc.Maglev.Lookup(x.hash); ok {
+		x.e.Backend = id
 	}
 	return nil
 }

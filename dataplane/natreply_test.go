@@ -23,10 +23,10 @@ func TestNATWithoutState(t *testing.T) {
 		// A table that refuses everything: no budget, full of fresh flows.
 		ct := newCTWith(t, 16, func(c *conntrack.Config) { c.SynBudget = 0; c.Shards = 1; c.Capacity6 = 16 })
 		for i := 0; ct.Len() < 32; i++ {
-			k := conntrack.Key4{SrcIP: [4]byte{1, 1, byte(i >> 8), byte(i)}, DstPort: 1, Proto: 17}
-			_ = ct.Insert4(&k, conntrack.Entry4{Service: 5}, sec)
-			k6 := conntrack.Key6{SrcIP: [16]byte{1, 1, byte(i >> 8), byte(i)}, DstPort: 1, Proto: 17}
-			_ = ct.Insert6(&k6, conntrack.Entry6{Service: 5}, sec)
+			k := conntrack.Key{SrcIP: [16]byte{1, 1, byte(i >> 8), byte(i)}, DstPort: 1, Proto: 17}
+			_ = ct.Insert(&k, &conntrack.Entry{Service: 5}, sec)
+			k.V6 = true
+			_ = ct.Insert(&k, &conntrack.Entry{Service: 5}, sec)
 			if i > 1000 {
 				t.Fatal("cannot fill the table")
 			}
@@ -119,8 +119,9 @@ func TestSynFlood(t *testing.T) {
 	if r, _ := run(w, s, pkt{src: client(1), dst: vip4, sport: 40000, dport: 80, flags: "A"}.bytes(t), sec); r.Backend != est.Backend {
 		t.Fatal("established flow lost its backend")
 	}
-	k := conntrack.Key4{SrcIP: client(1).As4(), DstIP: vip4.As4(), SrcPort: 40000, DstPort: 80, Proto: 6}
-	if _, ok := w.ct.Peek4(&k, sec); !ok {
+	k := ctKey(client(1), vip4, 40000, 80, 6)
+	var e conntrack.Entry
+	if !w.ct.Peek(&k, w.ct.Hash(&k), sec, &e) {
 		t.Fatal("established flow's entry pushed out")
 	}
 	st := w.ct.Stats()

@@ -55,18 +55,19 @@ const ExpireBudget = 64
 // goroutine; several Workers share one conntrack table.
 type Worker struct {
 	ct      *conntrack.Table
-	ingress uint8          // interface the worker receives on (echo replies leave there)
-	dry     bool           // flow lookup: no conntrack inserts, no SNAT allocation
-	p       *packet.Parsed // the frame being handled (points into ps)
-	ps      []packet.Parsed
-	reasons []packet.Reason
-	keys4   []conntrack.Key4
-	keys6   []conntrack.Key6
+	ingress uint8 // interface the worker receives on (echo replies leave there)
+	dry     bool  // flow lookup: no conntrack inserts, no SNAT allocation
+	// Per-frame state, one per frame of a batch (the pipeline passes a
+	// *flow from stage to stage); reasons and the hashes by family are the
+	// prefetch pass's.
+	ps       []packet.Parsed
+	xs       []flow
+	reasons  []packet.Reason
+	hs4, hs6 []uint64
 	// prefetch is on while the conntrack table holds at least
 	// prefetchFlows entries (checked every prefetchCheck batches).
 	prefetch bool
-	fe       flowEntry // the flow being handled
-	hash     uint64
+	csum     ChecksumMode // the ingress interface's, for this batch
 
 	c        Counters
 	svc      []objState // by service ID
@@ -78,6 +79,7 @@ type Worker struct {
 	wrr      []int64    // smooth WRR current weight per backend ID
 
 	pub  atomic.Pointer[published]
+	last [countersWords]uint64 // the totals in pub
 	snap *Snapshot
 	nat  natReplies // nat replies without state (natreply.go)
 }
@@ -124,47 +126,58 @@ func (w *Worker) Process(s *Snapshot, frames []encap.Frame, res []Result, now in
 	// conntrack buckets its lookups will read, so their cache misses
 	// overlap (VPP batches the same way), then run the pipeline frame by
 	// frame; with a small one, decode each frame just before its turn.
-	if len(frames) > len(w.ps) {
+	// Either way a packet's key is hashed once.
+	if len(frames) > len(w.xs) {
 		w.ps = make([]packet.Parsed, len(frames))
+		w.xs = make([]flow, len(frames))
 		w.reasons = make([]packet.Reason, len(frames))
-		w.keys4 = make([]conntrack.Key4, 0, len(frames))
-		w.keys6 = make([]conntrack.Key6, 0, len(frames))
+		w.hs4 = make([]uint64, 0, len(frames))
+		w.hs6 = make([]uint64, 0, len(frames))
 	}
 	if w.batch%prefetchCheck == 1 && !w.dry {
 		// Prefetching pays once the table outgrows the CPU caches; before
-		// that it costs a second hash per packet and a batch of decoded
-		// headers in L1.
+		// that it costs a batch of decoded headers in L1.
 		w.prefetch = w.ct.Len() >= prefetchFlows
 	}
+	w.csum = ChecksumVerify
+	if int(w.ingress) < len(s.Ifaces) {
+		w.csum = s.Ifaces[w.ingress].Checksum
+	}
 	if !w.prefetch {
-		w.p = &w.ps[0]
+		x := &w.xs[0]
+		x.p = &w.ps[0]
 		for i := range frames {
-			r := packet.Decode(frames[i].Bytes(), w.p)
-			res[i] = w.one(s, &frames[i], r, now)
+			x.f = &frames[i]
+			r := packet.Decode(frames[i].Bytes(), x.p)
+			if keyed(r, x.p) {
+				w.setKey(x)
+			}
+			res[i] = w.one(s, x, r, now)
 		}
 	} else {
-		w.keys4, w.keys6 = w.keys4[:0], w.keys6[:0]
+		hs4, hs6 := w.hs4[:0], w.hs6[:0]
 		for i := range frames {
-			p := &w.ps[i]
-			r := packet.Decode(frames[i].Bytes(), p)
+			x := &w.xs[i]
+			x.p, x.f = &w.ps[i], &frames[i]
+			r := packet.Decode(frames[i].Bytes(), x.p)
 			w.reasons[i] = r
-			if r == packet.OK && p.Frag == packet.FragNone && isL4(p.Proto) {
-				if p.Family == 4 {
-					w.keys4 = append(w.keys4, key4(p))
+			if keyed(r, x.p) {
+				w.setKey(x)
+				if x.key.V6 {
+					hs6 = append(hs6, x.hash)
 				} else {
-					w.keys6 = append(w.keys6, key6(p))
+					hs4 = append(hs4, x.hash)
 				}
 			}
 		}
-		if len(w.keys4) > 0 {
-			w.ct.Prefetch4(w.keys4)
+		if len(hs4) > 0 {
+			w.ct.Prefetch(false, hs4)
 		}
-		if len(w.keys6) > 0 {
-			w.ct.Prefetch6(w.keys6)
+		if len(hs6) > 0 {
+			w.ct.Prefetch(true, hs6)
 		}
 		for i := range frames {
-			w.p = &w.ps[i]
-			res[i] = w.one(s, &frames[i], w.reasons[i], now)
+			res[i] = w.one(s, &w.xs[i], w.reasons[i], now)
 		}
 	}
 	if !w.dry {
@@ -207,11 +220,17 @@ func storeObj(dst []atomic.Uint64, i int, o *ObjCounters) {
 	dst[3*i+2].Store(o.NewFlows)
 }
 
+// publish stores what changed in this batch for the readers: the totals
+// that moved (an atomic store is a locked instruction on amd64, so the
+// unchanged ones are skipped) and the objects touched.
 func (w *Worker) publish() {
 	pub := w.pub.Load()
 	words := w.c.words()
 	for i := range words {
-		pub.total[i].Store(words[i])
+		if words[i] != w.last[i] {
+			pub.total[i].Store(words[i])
+			w.last[i] = words[i]
+		}
 	}
 	if w.overflow {
 		for i := range w.svc {
@@ -314,10 +333,10 @@ func (w *Worker) rewriteFailed(v encap.Verdict) Result {
 func isL4(proto uint8) bool { return proto == packet.ProtoTCP || proto == packet.ProtoUDP }
 
 // one runs the pipeline for a single frame.
-func (w *Worker) one(s *Snapshot, f *encap.Frame, r packet.Reason, now int64) Result {
+func (w *Worker) one(s *Snapshot, x *flow, r packet.Reason, now int64) Result {
 	w.c.RxPackets++
-	w.c.RxBytes += uint64(f.Len)
-	p := w.p
+	w.c.RxBytes += uint64(x.f.Len)
+	p := x.p
 	if r != packet.OK {
 		if r == packet.ReasonNotIP {
 			return w.pass(PassNotIP)
@@ -327,7 +346,7 @@ func (w *Worker) one(s *Snapshot, f *encap.Frame, r packet.Reason, now int64) Re
 	v6 := p.Family == 6
 	if p.Frag == packet.FragLater {
 		if id, ok := s.vips.findFrag(&p.Dst, v6, p.Proto); ok {
-			return w.forward(s, &s.Services[id], f, now)
+			return w.forward(s, &s.Services[id], x, now)
 		}
 		if s.vips.isVIP(&p.Dst, v6) {
 			return w.drop(DropFragment)
@@ -335,32 +354,30 @@ func (w *Worker) one(s *Snapshot, f *encap.Frame, r packet.Reason, now int64) Re
 		return w.pass(PassNoService)
 	}
 	if isL4(p.Proto) {
-		if p.Frag == packet.FragNone && int(w.ingress) < len(s.Ifaces) && s.Ifaces[w.ingress].Checksum == ChecksumFix {
-			packet.FixL4Checksum(f.Bytes(), p)
+		if p.Frag == packet.FragNone && w.csum == ChecksumFix {
+			packet.FixL4Checksum(x.f.Bytes(), p)
 		}
 		if id, ok := s.vips.find(&p.Dst, v6, p.DstPort, p.Proto); ok {
-			return w.forward(s, &s.Services[id], f, now)
+			return w.forward(s, &s.Services[id], x, now)
 		}
 		if p.Frag == packet.FragNone {
-			if r, ok := w.reply(s, f, now); ok {
+			if r, ok := w.reply(s, x, now); ok {
 				return r
 			}
 		}
 		return w.pass(PassNoService)
 	}
 	if (p.Proto == packet.ProtoICMP || p.Proto == packet.ProtoICMPv6) && s.vips.isVIP(&p.Dst, v6) {
-		return w.icmpToVIP(s, f, now)
+		return w.icmpToVIP(s, x, now)
 	}
 	return w.pass(PassNoService)
 }
 
-// flowHash hashes the 5-tuple (or only the addresses) with the snapshot's
-// seed. It is a fixed function, so every instance of a fleet agrees.
-func flowHash(p *packet.Parsed, seed uint64, addrsOnly bool) uint64 {
+// addrHash hashes the addresses and protocol of a packet of a frag_hash
+// service, whose later fragments carry no ports, with the snapshot's seed.
+// It is a fixed function, so every instance of a fleet agrees.
+func addrHash(p *packet.Parsed, seed uint64) uint64 {
 	h := seed ^ uint64(p.Proto)<<40
-	if !addrsOnly {
-		h ^= uint64(p.SrcPort)<<16 | uint64(p.DstPort)
-	}
 	if p.Family == 4 {
 		return mix(mix(h) ^ uint64(binary.LittleEndian.Uint32(p.Src[0:4]))<<32 ^ uint64(binary.LittleEndian.Uint32(p.Dst[0:4])))
 	}
@@ -410,16 +427,14 @@ func modeMatches(m Mode, flags uint8) bool {
 }
 
 // forward handles a client packet to a service.
-func (w *Worker) forward(s *Snapshot, svc *Service, f *encap.Frame, now int64) Result {
-	p := w.p
+func (w *Worker) forward(s *Snapshot, svc *Service, x *flow, now int64) Result {
+	p, e := x.p, &x.e
 	if p.Frag != packet.FragNone && !svc.FragHash {
 		return w.drop(DropFragment)
 	}
-	w.hash = flowHash(p, s.Seed, svc.FragHash)
-	e := &w.fe
 	found := false
 	if !svc.FragHash {
-		found = w.lookup(p, now)
+		found = w.lookup(&x.key, x.hash, p.TCPFlags, now, e)
 		if found && (e.Flags&conntrack.FlagReverse != 0 || !usable(s, svc, e.Backend) || !modeMatches(svc.Mode, e.Flags) ||
 			reusedTowardsDraining(s, p, e.Backend)) {
 			// The backend is gone or down: schedule again (a SYN then
@@ -428,31 +443,35 @@ func (w *Worker) forward(s *Snapshot, svc *Service, f *encap.Frame, now int64) R
 			if e.Flags&conntrack.FlagReverse == 0 {
 				w.c.Rescheduled++
 				if !w.dry {
-					w.remove(p)
+					w.ct.Delete(&x.key)
 				}
 			}
 			found = false
 		}
+	} else {
+		// Stateless by choice: every packet, fragments too, is scheduled
+		// by a hash of its addresses.
+		x.hash = addrHash(p, s.Seed)
 	}
 	if !found {
 		// The first packet of a new flow: the one place its checksum is
 		// checked (interfaces[].checksum: verify), so established flows
 		// pay nothing for it.
-		if !svc.FragHash && !w.dry && int(w.ingress) < len(s.Ifaces) && s.Ifaces[w.ingress].Checksum == ChecksumVerify &&
-			!packet.L4ChecksumOK(f.Bytes(), p) {
+		if !svc.FragHash && !w.dry && w.csum == ChecksumVerify && !packet.L4ChecksumOK(x.f.Bytes(), p) {
 			w.c.BadChecksum[w.ingress]++
 			return w.drop(DropBadChecksum)
 		}
-		if r, ok := w.newFlow(s, svc, now); !ok {
+		if r, ok := w.newFlow(s, svc, x, now); !ok {
 			return r
 		}
 	}
 	be := &s.Backends[e.Backend]
+	f := x.f
 	encap.ClampMSS(f.Bytes(), p, be.MSS) // tunnel_mss: SYNs only, a no-op when be.MSS is 0
 	var v encap.Verdict
 	switch svc.Mode {
 	case ModeDSR, ModeTunnel, ModeL3DSR:
-		v = directRewrite(f, p, svc, be, uint32(w.hash))
+		v = directRewrite(f, p, svc, be, uint32(x.hash))
 	case ModeNAT:
 		v = encap.NAT(f.Bytes(), p, &be.Endpoint, &be.Egress)
 	case ModeFullNAT:
@@ -460,7 +479,7 @@ func (w *Worker) forward(s *Snapshot, svc *Service, f *encap.Frame, now int64) R
 		v = encap.FullNAT(f.Bytes(), p, &snat, &be.Endpoint, &be.Egress)
 	}
 	if v == encap.TooBig {
-		return w.tooBig(s, svc, be, f)
+		return w.tooBig(s, svc, be, x)
 	}
 	if v != encap.Forward {
 		return w.rewriteFailed(v)
@@ -471,13 +490,14 @@ func (w *Worker) forward(s *Snapshot, svc *Service, f *encap.Frame, now int64) R
 // tooBig answers a packet that does not fit the egress MTU with the ICMP
 // error path MTU discovery needs (the MTU minus what the mode adds), sent
 // back out of the interface it came in on; without DF it is dropped.
-func (w *Worker) tooBig(s *Snapshot, svc *Service, be *Backend, f *encap.Frame) Result {
+func (w *Worker) tooBig(s *Snapshot, svc *Service, be *Backend, x *flow) Result {
+	f := x.f
 	w.c.Reasons[DropTooBig]++
 	mtu := be.Egress.MTU
 	if svc.Mode == ModeTunnel {
 		mtu -= encap.TunnelHeaderLen(be.Addr.V6)
 	}
-	if int(w.ingress) >= len(s.Ifaces) || encap.TooBigReply(f, w.p, mtu, s.Ifaces[w.ingress].MAC) != encap.Forward {
+	if int(w.ingress) >= len(s.Ifaces) || encap.TooBigReply(f, x.p, mtu, s.Ifaces[w.ingress].MAC) != encap.Forward {
 		w.c.Dropped++
 		return Result{Action: ActDrop, Reason: DropTooBig}
 	}
@@ -489,7 +509,7 @@ func (w *Worker) tooBig(s *Snapshot, svc *Service, be *Backend, f *encap.Frame) 
 
 // directRewrite sends a packet to a backend in one of the modes whose
 // replies bypass the balancer (dsr, tunnel, l3dsr); flowHash is the outer
-// IPv6 flow label of tunnel mode.
+// IPv6 flow label of tunnel mode (the flow's hash, so a flow keeps one).
 func directRewrite(f *encap.Frame, p *packet.Parsed, svc *Service, be *Backend, flowHash uint32) encap.Verdict {
 	switch svc.Mode {
 	case ModeTunnel:
@@ -502,14 +522,13 @@ func directRewrite(f *encap.Frame, p *packet.Parsed, svc *Service, be *Backend, 
 
 // newFlow schedules a backend for a flow without usable state and records
 // it in conntrack (both halves for nat/fullnat).
-func (w *Worker) newFlow(s *Snapshot, svc *Service, now int64) (Result, bool) {
-	p := w.p
-	id, ok := w.schedule(s, svc)
+func (w *Worker) newFlow(s *Snapshot, svc *Service, x *flow, now int64) (Result, bool) {
+	id, ok := w.schedule(s, svc, x)
 	if !ok {
 		return w.drop(DropNoBackend), false
 	}
-	w.fe = flowEntry{Backend: id, Service: svc.ID}
-	e := &w.fe
+	x.e = conntrack.Entry{Backend: id, Service: svc.ID}
+	e := &x.e
 	if svc.FragHash {
 		// Stateless by choice: every packet is scheduled by hash, and
 		// none is a "new flow".
@@ -517,7 +536,7 @@ func (w *Worker) newFlow(s *Snapshot, svc *Service, now int64) (Result, bool) {
 	}
 	if w.dry {
 		if svc.Mode == ModeFullNAT && len(s.SNAT) > 0 {
-			e.SNATAddr = w.snatIndex(s, p)
+			e.SNATAddr = w.snatIndex(s, x.p)
 		}
 		w.c.NewFlows++
 		return Result{}, true
@@ -525,22 +544,22 @@ func (w *Worker) newFlow(s *Snapshot, svc *Service, now int64) (Result, bool) {
 	var err error
 	switch svc.Mode {
 	case ModeNAT:
-		err = w.insertNAT(p, s, svc, e, now, false)
+		err = w.insertNAT(s, x, now, false)
 		if errors.Is(err, conntrack.ErrFull) {
-			err = w.stateless(svc, e) // and replyStateless translates the replies
+			err = w.stateless(svc, x) // and replyStateless translates the replies
 		}
 	case ModeFullNAT:
-		err = w.insertNAT(p, s, svc, e, now, true)
+		err = w.insertNAT(s, x, now, true)
 		if errors.Is(err, conntrack.ErrSNATExhausted) {
 			return w.drop(DropSNATExhausted), false
 		}
 	default:
-		err = w.insert(p, e, now)
+		err = w.insert(x, now)
 		if errors.Is(err, conntrack.ErrFull) {
 			// Keep serving: a consistent hash gives the same answer on
 			// every packet of the flow without state.
 			w.c.Stateless++
-			if mid, ok := svc.Maglev.Lookup(w.hash); ok {
+			if mid, ok := svc.Maglev.Lookup(x.hash); ok {
 				e.Backend = mid
 			}
 			err = nil
@@ -560,7 +579,7 @@ func (w *Worker) newFlowOf(svc, be uint32) {
 }
 
 // schedule picks a backend for a new flow by the service's scheduler.
-func (w *Worker) schedule(s *Snapshot, svc *Service) (uint32, bool) {
+func (w *Worker) schedule(s *Snapshot, svc *Service, x *flow) (uint32, bool) {
 	n := len(svc.Schedulable)
 	if n == 0 {
 		return 0, false
@@ -601,19 +620,18 @@ func (w *Worker) schedule(s *Snapshot, svc *Service) (uint32, bool) {
 		}
 		return best, true
 	case SchedSH:
-		return svc.Maglev.Lookup(srcHash(w.p, s.Seed))
+		return svc.Maglev.Lookup(srcHash(x.p, s.Seed))
 	}
-	return svc.Maglev.Lookup(w.hash)
+	return svc.Maglev.Lookup(x.hash)
 }
 
 // reply translates a nat/fullnat reply (backend → client) found in
 // conntrack by its reverse entry. ok is false when the packet is not a
 // known reply.
-func (w *Worker) reply(s *Snapshot, f *encap.Frame, now int64) (Result, bool) {
-	p := w.p
-	e := &w.fe
-	if !w.lookup(p, now) {
-		return w.replyStateless(s, f)
+func (w *Worker) reply(s *Snapshot, x *flow, now int64) (Result, bool) {
+	p, e := x.p, &x.e
+	if !w.lookup(&x.key, x.hash, p.TCPFlags, now, e) {
+		return w.replyStateless(s, x)
 	}
 	if e.Flags&conntrack.FlagReverse == 0 {
 		return Result{}, false
@@ -622,6 +640,7 @@ func (w *Worker) reply(s *Snapshot, f *encap.Frame, now int64) (Result, bool) {
 	if svc == nil || s.Backend(e.Backend) == nil {
 		return Result{}, false
 	}
+	f := x.f
 	vip := encap.Endpoint{Addr: svc.VIP, Port: e.VPort}
 	var v encap.Verdict
 	if e.Flags&conntrack.FlagFullNAT != 0 {

@@ -44,8 +44,8 @@ func TestOpenReopen(t *testing.T) {
 	if !info.Created || info.Reused || !strings.HasPrefix(filepath.Base(info.Path), "conntrack-") {
 		t.Fatalf("info %+v", info)
 	}
-	k := conntrack.Key4{SrcIP: [4]byte{10, 0, 0, 1}, DstIP: [4]byte{198, 51, 100, 1}, SrcPort: 999, DstPort: 80, Proto: 6}
-	if err := tbl.Insert4(&k, conntrack.Entry4{Backend: 5, State: conntrack.StateEstablished}, 1e12); err != nil {
+	k := conntrack.Key{SrcIP: [16]byte{10, 0, 0, 1}, DstIP: [16]byte{198, 51, 100, 1}, SrcPort: 999, DstPort: 80, Proto: 6}
+	if err := tbl.Insert(&k, &conntrack.Entry{Backend: 5, State: conntrack.StateEstablished}, 1e12); err != nil {
 		t.Fatal(err)
 	}
 	// A second process cannot take it.
@@ -65,7 +65,8 @@ func TestOpenReopen(t *testing.T) {
 	if !info.Reused || info.Entries != 1 || info.Created || info.Pid != int64(os.Getpid()) {
 		t.Fatalf("reopen: %+v", info)
 	}
-	if e, ok := tbl2.Lookup4(&k, conntrack.TCPFlagACK, 5e12); !ok || e.Backend != 5 {
+	var e conntrack.Entry
+	if ok := tbl2.Lookup(&k, tbl2.Hash(&k), conntrack.TCPFlagACK, 5e12, &e); !ok || e.Backend != 5 {
 		t.Fatalf("entry lost: %+v %v", e, ok)
 	}
 	if b, err := tbl2.LoadAux(); err != nil || string(b) != `{"ids":1}` {
@@ -87,8 +88,8 @@ func TestOpenMismatchRebuilds(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	k := conntrack.Key4{SrcIP: [4]byte{10, 0, 0, 1}, Proto: 17}
-	_ = tbl.Insert4(&k, conntrack.Entry4{}, 1e12)
+	k := conntrack.Key{SrcIP: [16]byte{10, 0, 0, 1}, Proto: 17}
+	_ = tbl.Insert(&k, &conntrack.Entry{}, 1e12)
 	if err := tbl.SaveAux([]byte("x")); err != nil {
 		t.Fatal(err)
 	}
@@ -148,8 +149,8 @@ func TestRemoveStale(t *testing.T) {
 	}
 }
 
-// The benchmarks below are conntrack's BenchmarkLookup4Hit,
-// BenchmarkLookup4Batch and BenchmarkInsert4 on a table in a shared-memory
+// The benchmarks below are conntrack's BenchmarkLookupHit,
+// BenchmarkLookupBatch and BenchmarkInsert on a table in a shared-memory
 // file (tmpfs), to compare with the same table in the Go heap.
 
 func benchTable(b *testing.B, flows int) *Table {
@@ -174,10 +175,10 @@ func benchTable(b *testing.B, flows int) *Table {
 	return tbl
 }
 
-func benchKeys(n int) []conntrack.Key4 {
-	ks := make([]conntrack.Key4, n)
+func benchKeys(n int) []conntrack.Key {
+	ks := make([]conntrack.Key, n)
 	for i := range ks {
-		ks[i] = conntrack.Key4{SrcIP: [4]byte{10, byte(i >> 16), byte(i >> 8), byte(i)}, DstIP: [4]byte{198, 51, 100, 10},
+		ks[i] = conntrack.Key{SrcIP: [16]byte{10, byte(i >> 16), byte(i >> 8), byte(i)}, DstIP: [16]byte{198, 51, 100, 10},
 			SrcPort: uint16(1024 + i%50000), DstPort: 80, Proto: 6}
 	}
 	rng := rand.New(rand.NewPCG(1, 2))
@@ -185,22 +186,23 @@ func benchKeys(n int) []conntrack.Key4 {
 	return ks
 }
 
-func BenchmarkShmLookup4Hit(b *testing.B) {
+func BenchmarkShmLookupHit(b *testing.B) {
 	for _, flows := range []int{1000, 1_000_000} {
 		b.Run(fmt.Sprintf("flows=%d", flows), func(b *testing.B) {
 			tbl := benchTable(b, flows)
 			ks := benchKeys(flows)
 			for i := range ks {
-				if err := tbl.Insert4(&ks[i], conntrack.Entry4{Backend: uint32(i), State: conntrack.StateEstablished}, 1e12); err != nil {
+				if err := tbl.Insert(&ks[i], &conntrack.Entry{Backend: uint32(i), State: conntrack.StateEstablished}, 1e12); err != nil {
 					b.Fatal(err)
 				}
 			}
 			rand.New(rand.NewPCG(3, 4)).Shuffle(len(ks), func(i, j int) { ks[i], ks[j] = ks[j], ks[i] })
+			var e conntrack.Entry
 			b.ReportAllocs()
 			b.ResetTimer()
 			j := 0
 			for range b.N {
-				if _, ok := tbl.Lookup4(&ks[j], conntrack.TCPFlagACK, 1e12); !ok {
+				if !tbl.Lookup(&ks[j], tbl.Hash(&ks[j]), conntrack.TCPFlagACK, 1e12, &e) {
 					b.Fatal("miss")
 				}
 				if j++; j == len(ks) {
@@ -211,22 +213,27 @@ func BenchmarkShmLookup4Hit(b *testing.B) {
 	}
 }
 
-func BenchmarkShmLookup4Batch(b *testing.B) {
+func BenchmarkShmLookupBatch(b *testing.B) {
 	tbl := benchTable(b, 1_000_000)
 	ks := benchKeys(1_000_000)
 	for i := range ks {
-		_ = tbl.Insert4(&ks[i], conntrack.Entry4{Backend: uint32(i), State: conntrack.StateEstablished}, 1e12)
+		_ = tbl.Insert(&ks[i], &conntrack.Entry{Backend: uint32(i), State: conntrack.StateEstablished}, 1e12)
 	}
 	rand.New(rand.NewPCG(3, 4)).Shuffle(len(ks), func(i, j int) { ks[i], ks[j] = ks[j], ks[i] })
 	ks = ks[:len(ks)/32*32]
+	var hs [32]uint64
+	var e conntrack.Entry
 	b.ReportAllocs()
 	b.ResetTimer()
 	j := 0
 	for n := 0; n < b.N; n += 32 {
 		batch := ks[j : j+32]
-		tbl.Prefetch4(batch)
 		for i := range batch {
-			if _, ok := tbl.Lookup4(&batch[i], conntrack.TCPFlagACK, 1e12); !ok {
+			hs[i] = tbl.Hash(&batch[i])
+		}
+		tbl.Prefetch(false, hs[:])
+		for i := range batch {
+			if !tbl.Lookup(&batch[i], hs[i], conntrack.TCPFlagACK, 1e12, &e) {
 				b.Fatal("miss")
 			}
 		}
@@ -236,9 +243,9 @@ func BenchmarkShmLookup4Batch(b *testing.B) {
 	}
 }
 
-// BenchmarkShmInsert4 is conntrack's BenchmarkInsert4 (a full 64k-entry
+// BenchmarkShmInsert is conntrack's BenchmarkInsert (a full 64k-entry
 // table in the steady state of a busy balancer) in shared memory.
-func BenchmarkShmInsert4(b *testing.B) {
+func BenchmarkShmInsert(b *testing.B) {
 	c := conntrack.DefaultConfig()
 	c.Capacity, c.Capacity6 = 4<<16, 1024
 	c.Seed = 0x9e3779b97f4a7c15
@@ -255,16 +262,16 @@ func BenchmarkShmInsert4(b *testing.B) {
 		b.Fatal(err)
 	}
 	defer tbl.Close()
-	ks := make([]conntrack.Key4, 1<<20) // in order, as BenchmarkInsert4
+	ks := make([]conntrack.Key, 1<<20) // in order, as BenchmarkInsert
 	for i := range ks {
-		ks[i] = conntrack.Key4{SrcIP: [4]byte{10, byte(i >> 16), byte(i >> 8), byte(i)}, DstIP: [4]byte{198, 51, 100, 10},
+		ks[i] = conntrack.Key{SrcIP: [16]byte{10, byte(i >> 16), byte(i >> 8), byte(i)}, DstIP: [16]byte{198, 51, 100, 10},
 			SrcPort: uint16(1024 + i%50000), DstPort: 80, Proto: 17}
 	}
 	now := int64(1e12)
 	step := int64(100 * time.Microsecond)
 	for i := range 1 << 17 {
 		now += step
-		_ = tbl.Insert4(&ks[i], conntrack.Entry4{Backend: uint32(i)}, now)
+		_ = tbl.Insert(&ks[i], &conntrack.Entry{Backend: uint32(i)}, now)
 		if i&31 == 0 {
 			tbl.Expire(now, 32)
 		}
@@ -274,7 +281,7 @@ func BenchmarkShmInsert4(b *testing.B) {
 	for i := range b.N {
 		now += step
 		j := (i + 1<<17) & (1<<20 - 1)
-		if err := tbl.Insert4(&ks[j], conntrack.Entry4{Backend: uint32(i)}, now); err != nil {
+		if err := tbl.Insert(&ks[j], &conntrack.Entry{Backend: uint32(i)}, now); err != nil {
 			b.Fatal(err)
 		}
 		if i&31 == 0 {

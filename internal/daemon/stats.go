@@ -149,35 +149,28 @@ func (d *Daemon) Flows(service string, limit int) ([]mgmt.Flow, error) {
 		out = append(out, f)
 		return len(out) < limit
 	}
-	d.ct.Range4(func(k conntrack.Key4, e conntrack.Entry4) bool {
+	d.ct.Range(func(k *conntrack.Key, e *conntrack.Entry) bool {
 		if e.Flags&conntrack.FlagReverse != 0 {
 			return true
 		}
 		var snat netip.AddrPort
 		if e.Flags&conntrack.FlagFullNAT != 0 {
-			if ip, ok := d.ct.SNATIP4(e.SNATAddr); ok {
-				snat = netip.AddrPortFrom(netip.AddrFrom4(ip), e.SNATPort)
+			if ip, ok := d.ct.SNATIP(e.SNATAddr); ok {
+				snat = netip.AddrPortFrom(ip, e.SNATPort)
 			}
 		}
-		return add(e.Service, e.Backend, k.Proto, netip.AddrPortFrom(netip.AddrFrom4(k.SrcIP), k.SrcPort),
-			netip.AddrPortFrom(netip.AddrFrom4(k.DstIP), k.DstPort), e.State, snat)
+		return add(e.Service, e.Backend, k.Proto, netip.AddrPortFrom(keyAddr(&k.SrcIP, k.V6), k.SrcPort),
+			netip.AddrPortFrom(keyAddr(&k.DstIP, k.V6), k.DstPort), e.State, snat)
 	})
-	if len(out) < limit {
-		d.ct.Range6(func(k conntrack.Key6, e conntrack.Entry6) bool {
-			if e.Flags&conntrack.FlagReverse != 0 {
-				return true
-			}
-			var snat netip.AddrPort
-			if e.Flags&conntrack.FlagFullNAT != 0 {
-				if ip, ok := d.ct.SNATIP6(e.SNATAddr); ok {
-					snat = netip.AddrPortFrom(netip.AddrFrom16(ip), e.SNATPort)
-				}
-			}
-			return add(e.Service, e.Backend, k.Proto, netip.AddrPortFrom(netip.AddrFrom16(k.SrcIP), k.SrcPort),
-				netip.AddrPortFrom(netip.AddrFrom16(k.DstIP), k.DstPort), e.State, snat)
-		})
-	}
 	return out, nil
+}
+
+// keyAddr is an address of a conntrack key (IPv4 in the first four bytes).
+func keyAddr(ip *[16]byte, v6 bool) netip.Addr {
+	if v6 {
+		return netip.AddrFrom16(*ip)
+	}
+	return netip.AddrFrom4([4]byte(ip[:4]))
 }
 
 func protoName(p uint8) string {
