@@ -135,24 +135,27 @@ func (t *Table) Lookup(k *Key, h uint64, tcpFlags uint8, now int64, out *Entry) 
 	if k == nil || out == nil {
 		return false
 	}
+	tick, tcp := t.tick(now), k.Proto == protoTCP
 	if !k.V6 {
-		return t.lookupV4(k, h, tcpFlags, now, out)
+		k4 := narrowKey4(k)
+		var e entry4
+		st, r := t.v4.read(&k4, h, tick, tcpFlags, tcp, true, &e)
+		if r == readSlow {
+			var ok bool
+			if st, ok = t.v4.lookupLocked(&k4, h, tcpFlags, tcp, tick, &e, true); ok {
+				r = readHit
+			}
+		}
+		if r == readHit {
+			wideEntry4(&e, st, out)
+		}
+		return r == readHit
 	}
 	k6 := narrowKey6(k)
 	var e entry6
-	st, ok := t.v6.lookup(&k6, h, tcpFlags, k.Proto == protoTCP, t.tick(now), &e)
+	st, ok := t.v6.lookup(&k6, h, tcpFlags, tcp, tick, &e)
 	if ok {
 		wideEntry6(&e, st, out)
-	}
-	return ok
-}
-
-func (t *Table) lookupV4(k *Key, h uint64, tcpFlags uint8, now int64, out *Entry) bool {
-	k4 := narrowKey4(k)
-	var e entry4
-	st, ok := t.v4.lookup(&k4, h, tcpFlags, k.Proto == protoTCP, t.tick(now), &e)
-	if ok {
-		wideEntry4(&e, st, out)
 	}
 	return ok
 }

@@ -395,20 +395,25 @@ func srcHash(p *packet.Parsed, seed uint64) uint64 {
 	return mix(mix(seed^binary.LittleEndian.Uint64(p.Src[0:8])) ^ binary.LittleEndian.Uint64(p.Src[8:16]))
 }
 
-// usable reports whether an existing flow may stay on backend id.
-// reusedTowardsDraining reports a fresh SYN (no ACK) on a 4-tuple whose
-// entry names a backend that takes no new connections: the client reused
-// the port of a finished connection (within tcp_closing), and this is a
-// new connection, to be scheduled as one (as IPVS's conn_reuse_mode and
+// keeps reports whether the conntrack entry e found for a client packet p
+// to svc may go on serving the flow: a forward entry made for the
+// service's mode, whose backend exists, belongs to svc and is not down;
+// and p is not a fresh SYN (no ACK) towards a draining backend: that is a
+// client reusing the port of a finished connection (within tcp_closing),
+// a new connection to be scheduled as one (as IPVS's conn_reuse_mode and
 // Katran do), not sent to the draining backend.
-func reusedTowardsDraining(s *Snapshot, p *packet.Parsed, id uint32) bool {
-	if p.Proto != packet.ProtoTCP || p.TCPFlags&(packet.TCPSyn|packet.TCPAck) != packet.TCPSyn {
+func keeps(s *Snapshot, svc *Service, p *packet.Parsed, e *conntrack.Entry) bool {
+	if e.Flags&conntrack.FlagReverse != 0 || !modeMatches(svc.Mode, e.Flags) || int(e.Backend) >= len(s.Backends) {
 		return false
 	}
-	be := s.Backend(id)
-	return be != nil && be.State == StateDraining
+	be := &s.Backends[e.Backend]
+	if !be.Present || be.Service != svc.ID || be.State == StateDown {
+		return false
+	}
+	return be.State != StateDraining || p.Proto != packet.ProtoTCP || p.TCPFlags&(packet.TCPSyn|packet.TCPAck) != packet.TCPSyn
 }
 
+// usable reports whether an existing flow may stay on backend id.
 func usable(s *Snapshot, svc *Service, id uint32) bool {
 	be := s.Backend(id)
 	return be != nil && be.Service == svc.ID && be.State != StateDown
@@ -434,9 +439,12 @@ func (w *Worker) forward(s *Snapshot, svc *Service, x *flow, now int64) Result {
 	}
 	found := false
 	if !svc.FragHash {
-		found = w.lookup(&x.key, x.hash, p.TCPFlags, now, e)
-		if found && (e.Flags&conntrack.FlagReverse != 0 || !usable(s, svc, e.Backend) || !modeMatches(svc.Mode, e.Flags) ||
-			reusedTowardsDraining(s, p, e.Backend)) {
+		if w.dry {
+			found = w.ct.Peek(&x.key, x.hash, now, e)
+		} else {
+			found = w.ct.Lookup(&x.key, x.hash, p.TCPFlags, now, e)
+		}
+		if found && !keeps(s, svc, p, e) {
 			// The backend is gone or down: schedule again (a SYN then
 			// opens a fresh connection on a live backend; mid-flow
 			// packets meet a backend that will reset them).
@@ -467,10 +475,14 @@ func (w *Worker) forward(s *Snapshot, svc *Service, x *flow, now int64) Result {
 	}
 	be := &s.Backends[e.Backend]
 	f := x.f
-	encap.ClampMSS(f.Bytes(), p, be.MSS) // tunnel_mss: SYNs only, a no-op when be.MSS is 0
+	if be.MSS != 0 {
+		encap.ClampMSS(f.Bytes(), p, be.MSS) // tunnel_mss: SYNs only
+	}
 	var v encap.Verdict
 	switch svc.Mode {
-	case ModeDSR, ModeTunnel, ModeL3DSR:
+	case ModeDSR:
+		v = encap.DSR(f.Bytes(), p, &be.Egress)
+	case ModeTunnel, ModeL3DSR:
 		v = directRewrite(f, p, svc, be, uint32(x.hash))
 	case ModeNAT:
 		v = encap.NAT(f.Bytes(), p, &be.Endpoint, &be.Egress)
