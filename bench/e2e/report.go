@@ -30,10 +30,13 @@ type Result struct {
 
 // Host describes the machine.
 type Host struct {
-	Kernel     string  `json:"kernel"`
-	CPUModel   string  `json:"cpu_model"`
-	CPUs       int     `json:"cpus"`
-	Go         string  `json:"go"`
+	Kernel   string `json:"kernel"`
+	CPUModel string `json:"cpu_model"`
+	CPUs     int    `json:"cpus"`
+	Go       string `json:"go"`
+	// Commit is the VCS revision the xlb binary was built from ("+dirty"
+	// with uncommitted changes), when the build recorded it.
+	Commit     string  `json:"commit,omitempty"`
 	LoadBefore float64 `json:"load_before"` // 1-minute load average
 	LoadAfter  float64 `json:"load_after"`
 }
@@ -345,8 +348,12 @@ func Markdown(r *Result, svgName string) string {
 	if st.Rate > 0 {
 		rate = fmt.Sprintf("paced to %s/s", si(float64(st.Rate)))
 	}
-	fmt.Fprintf(&b, "Run of %s: %d repetitions, interleaved, of a %.0f s counting window after %.0f s of warm-up; %d-byte UDP over %d flows, %s; generator on CPU %d, balancer and its NAPIs on CPU %d. Host: %s, %d CPUs (%s), %s; load average %.1f before, %.1f after; the run took %s.\n\n",
-		r.Started.Format("2006-01-02 15:04 UTC"), st.Reps, st.WindowSeconds, st.WarmupSeconds, st.FrameBytes, st.Flows, rate, st.GenCPU, st.LBCPU,
+	commit := ""
+	if r.Host.Commit != "" {
+		commit = " of xlb " + r.Host.Commit
+	}
+	fmt.Fprintf(&b, "Run%s of %s: %d repetitions, interleaved, of a %.0f s counting window after %.0f s of warm-up; %d-byte UDP over %d flows, %s; generator on CPU %d, balancer and its NAPIs on CPU %d. Host: %s, %d CPUs (%s), %s; load average %.1f before, %.1f after; the run took %s.\n\n",
+		commit, r.Started.Format("2006-01-02 15:04 UTC"), st.Reps, st.WindowSeconds, st.WarmupSeconds, st.FrameBytes, st.Flows, rate, st.GenCPU, st.LBCPU,
 		r.Host.Kernel, r.Host.CPUs, r.Host.CPUModel, r.Host.Go, r.Host.LoadBefore, r.Host.LoadAfter, (time.Duration(r.Seconds) * time.Second).String())
 	udp := SummarizeUDP(r.UDP)
 	var single []UDPSummary

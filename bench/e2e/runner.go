@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"runtime"
+	"runtime/debug"
 	"strconv"
 	"strings"
 	"time"
@@ -668,6 +669,20 @@ func runWrk(ctx context.Context, t *Topology, cpu int, args []string) (string, e
 
 func hostInfo() Host {
 	h := Host{CPUs: runtime.NumCPU(), Go: runtime.Version()}
+	if bi, ok := debug.ReadBuildInfo(); ok {
+		var rev, dirty string
+		for _, kv := range bi.Settings {
+			switch {
+			case kv.Key == "vcs.revision" && len(kv.Value) >= 12:
+				rev = kv.Value[:12]
+			case kv.Key == "vcs.modified" && kv.Value == "true":
+				dirty = "+dirty"
+			}
+		}
+		if rev != "" {
+			h.Commit = rev + dirty
+		}
+	}
 	var u unix.Utsname
 	if unix.Uname(&u) == nil {
 		h.Kernel = unix.ByteSliceToString(u.Release[:])
