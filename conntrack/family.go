@@ -107,7 +107,6 @@ type flavor[K comparable, E comparable] interface {
 	// service returns the entry's service ID (for ServiceStats).
 	service(e E) uint32
 	state(e E) uint8
-	flags(e E) uint8
 }
 
 type rangeItem[K, E any] struct {

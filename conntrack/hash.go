@@ -25,12 +25,8 @@ func mix(a, b uint64) uint64 {
 }
 
 func hash4(k *key4, seed uint64) uint64 {
-	return hashV4(k.SrcIP, k.DstIP, k.SrcPort, k.DstPort, k.Proto, seed)
-}
-
-func hashV4(src, dst [4]byte, sport, dport uint16, proto uint8, seed uint64) uint64 {
-	a := uint64(binary.LittleEndian.Uint32(src[:])) | uint64(binary.LittleEndian.Uint32(dst[:]))<<32
-	b := uint64(sport) | uint64(dport)<<16 | uint64(proto)<<32
+	a := uint64(binary.LittleEndian.Uint32(k.SrcIP[:])) | uint64(binary.LittleEndian.Uint32(k.DstIP[:]))<<32
+	b := uint64(k.SrcPort) | uint64(k.DstPort)<<16 | uint64(k.Proto)<<32
 	return mix(mix(a^seed, b^k2), k3)
 }
 
@@ -51,7 +47,10 @@ func hashV6(src, dst *[16]byte, sport, dport uint16, proto uint8, seed uint64) u
 // about the flow too (xlb's Maglev lookup and SNAT address choice).
 func (t *Table) Hash(k *Key) uint64 {
 	if !k.V6 {
-		return hashV4([4]byte(k.SrcIP[:4]), [4]byte(k.DstIP[:4]), k.SrcPort, k.DstPort, k.Proto, t.seed)
+		// hash4 of the key's stored form (TestHash checks that they agree).
+		a := uint64(binary.LittleEndian.Uint32(k.SrcIP[:4])) | uint64(binary.LittleEndian.Uint32(k.DstIP[:4]))<<32
+		b := uint64(k.SrcPort) | uint64(k.DstPort)<<16 | uint64(k.Proto)<<32
+		return mix(mix(a^t.seed, b^k2), k3)
 	}
 	return hashV6(&k.SrcIP, &k.DstIP, k.SrcPort, k.DstPort, k.Proto, t.seed)
 }

@@ -255,3 +255,22 @@ func TestLockFreeReadSlotReuse(t *testing.T) {
 	s.wend()
 	s.mu.Unlock()
 }
+
+// TestHash: the hash callers get for a key is the one the table files its
+// stored form under.
+func TestHash(t *testing.T) {
+	tbl := newTable(t, smallConfig())
+	for i := range 1000 {
+		k4 := testKey4(i, uint8(i))
+		w4 := wide4(&k4)
+		w4.SrcIP[7] = byte(i) // IPv4: the last twelve bytes are not part of the key
+		if got, want := tbl.Hash(&w4), hash4(&k4, tbl.seed); got != want {
+			t.Fatalf("%+v: Hash %x, stored under %x", k4, got, want)
+		}
+		k6 := testKey6(i, uint8(i))
+		w6 := wide6(&k6)
+		if got, want := tbl.Hash(&w6), hash6(&k6, tbl.seed); got != want {
+			t.Fatalf("%+v: Hash %x, stored under %x", k6, got, want)
+		}
+	}
+}

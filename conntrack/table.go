@@ -288,47 +288,72 @@ func (t *Table) InsertNAT(fwd *Key, fe *Entry, rev *Key, re *Entry, now int64) e
 		return ErrBadPair
 	}
 	fst, rst := normState(fe.State, fwd.Proto), normState(re.State, rev.Proto)
+	// The pair is checked and hashed here, where the types are concrete;
+	// insertPair, generic, only stores it.
 	if !fwd.V6 {
 		fk, fe4, rk, re4 := narrowKey4(fwd), narrowEntry4(fe), narrowKey4(rev), narrowEntry4(re)
 		fe4.State, re4.State = fst, rst
-		return insertNAT(t, &t.v4, fk, fe4, rk, re4, now)
+		fp, rp := pair4(t, &fk, &fe4), pair4(t, &rk, &re4)
+		if !pairsOK(fe4.Flags, re4.Flags, fp.what, rp.what) || fp.partner != rk || rp.partner != fk {
+			return t.badPair(fp.pairInfo())
+		}
+		return insertPair(t, &t.v4, &fk, &fe4, hash4(&fk, t.seed), &rk, &re4, hash4(&rk, t.seed), fp.pairInfo(), now)
 	}
 	fk, fe6, rk, re6 := narrowKey6(fwd), narrowEntry6(fe), narrowKey6(rev), narrowEntry6(re)
 	fe6.State, re6.State = fst, rst
-	return insertNAT(t, &t.v6, fk, fe6, rk, re6, now)
+	fp, rp := pair6(t, &fk, &fe6), pair6(t, &rk, &re6)
+	if !pairsOK(fe6.Flags, re6.Flags, fp.what, rp.what) || fp.partner != rk || rp.partner != fk {
+		return t.badPair(fp.pairInfo())
+	}
+	return insertPair(t, &t.v6, &fk, &fe6, hash6(&fk, t.seed), &rk, &re6, hash6(&rk, t.seed), fp.pairInfo(), now)
 }
 
-// insertNAT is InsertNAT for one family; the entries' states are set.
-func insertNAT[K, E comparable, F flavor[K, E]](t *Table, f *family[K, E, F], fwd K, fe E, rev K, re E, now int64) error {
-	var fl F
-	fp, rp := fl.pair(t, fwd, fe), fl.pair(t, rev, re)
-	if fl.flags(fe)&FlagReverse != 0 || fl.flags(re)&FlagReverse == 0 ||
-		fp.what&pairPartner == 0 || rp.what&pairPartner == 0 || fp.partner != rev || rp.partner != fwd {
-		if fp.what&pairSNAT != 0 {
-			t.FreeSNAT(fp.snatIdx, fp.snatPort)
-		}
-		return ErrBadPair
+// pairsOK checks the flags of the two halves of a NAT pair: a forward
+// entry and a reverse one, each naming a partner.
+func pairsOK(fflags, rflags, fwhat, rwhat uint8) bool {
+	return fflags&FlagReverse == 0 && rflags&FlagReverse != 0 && fwhat&pairPartner != 0 && rwhat&pairPartner != 0
+}
+
+// badPair frees the SNAT port of a refused forward entry.
+func (t *Table) badPair(snat pairInfo[struct{}]) error {
+	t.releasePort(snat)
+	return ErrBadPair
+}
+
+// releasePort frees the SNAT port of a forward entry that was not stored.
+func (t *Table) releasePort(snat pairInfo[struct{}]) {
+	if snat.what&pairSNAT != 0 {
+		t.FreeSNAT(snat.snatIdx, snat.snatPort)
 	}
+}
+
+// pairInfo returns p without its partner key: its SNAT obligations.
+func (p *pairInfo[K]) pairInfo() pairInfo[struct{}] {
+	return pairInfo[struct{}]{snatPort: p.snatPort, snatIdx: p.snatIdx, what: p.what}
+}
+
+// insertPair stores a checked NAT pair (fk, fe) and (rk, re) whose keys
+// hash to fh and rh; snat holds the forward entry's SNAT port.
+func insertPair[K, E comparable, F flavor[K, E]](t *Table, f *family[K, E, F], fk *K, fe *E, fh uint64, rk *K, re *E, rh uint64,
+	snat pairInfo[struct{}], now int64) error {
+	var fl F
 	tick := t.tick(now)
-	fh := fl.hash(fwd, t.seed)
-	p, err := f.insert(&fwd, fh, &fe, fl.state(fe), true, tick)
+	p, err := f.insert(fk, fh, fe, fl.state(*fe), true, tick)
 	if p.what != 0 {
 		f.settle(&p)
 	}
 	if err != nil {
-		if fp.what&pairSNAT != 0 {
-			t.FreeSNAT(fp.snatIdx, fp.snatPort)
-		}
+		t.releasePort(snat)
 		return err
 	}
-	p, err = f.insert(&rev, fl.hash(rev, t.seed), &re, fl.state(re), true, tick)
+	p, err = f.insert(rk, rh, re, fl.state(*re), true, tick)
 	if p.what != 0 {
 		f.settle(&p)
 	}
 	if err != nil {
 		// Removing the forward entry frees its SNAT port. If it is no longer
 		// there, whoever removed or replaced it has freed the port already.
-		f.remove(&fwd, fh, &fe)
+		f.remove(fk, fh, fe)
 		return err
 	}
 	return nil
@@ -512,13 +537,11 @@ func (flavor4) pair(t *Table, k key4, e entry4) pairInfo[key4] { return pair4(t,
 func (flavor4) flow(e entry4) (uint32, bool)                   { return e.Backend, e.Flags&FlagReverse == 0 }
 func (flavor4) service(e entry4) uint32                        { return e.Service }
 func (flavor4) state(e entry4) uint8                           { return e.State }
-func (flavor4) flags(e entry4) uint8                           { return e.Flags }
 func (flavor6) hash(k key6, seed uint64) uint64                { return hash6(&k, seed) }
 func (flavor6) pair(t *Table, k key6, e entry6) pairInfo[key6] { return pair6(t, &k, &e) }
 func (flavor6) flow(e entry6) (uint32, bool)                   { return e.Backend, e.Flags&FlagReverse == 0 }
 func (flavor6) service(e entry6) uint32                        { return e.Service }
 func (flavor6) state(e entry6) uint8                           { return e.State }
-func (flavor6) flags(e entry6) uint8                           { return e.Flags }
 
 // BackendFlows returns the number of flows stored for backend ID id: the
 // entries of both families with that Backend, not counting the reverse

@@ -45,12 +45,6 @@ func (w *Worker) lookup(k *conntrack.Key, h uint64, tcpFlags uint8, now int64, e
 	return w.ct.Lookup(k, h, tcpFlags, now, e)
 }
 
-// insert records a dsr/tunnel/l3dsr flow.
-func (w *Worker) insert(x *flow, now int64) error {
-	e := conntrack.Entry{Backend: x.e.Backend, Service: x.e.Service, State: conntrack.InitialState(x.p.Proto, x.p.TCPFlags)}
-	return w.ct.Insert(&x.key, &e, now)
-}
-
 // snatIndex is the SNAT address a dry-run fullnat flow would use: the
 // first of its family.
 func (w *Worker) snatIndex(s *Snapshot, p *packet.Parsed) uint8 {

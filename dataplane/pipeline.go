@@ -145,12 +145,14 @@ func (w *Worker) Process(s *Snapshot, frames []encap.Frame, res []Result, now in
 	}
 	if !w.prefetch {
 		x := &w.xs[0]
-		x.p = &w.ps[0]
+		p := &w.ps[0]
+		x.p = p
 		for i := range frames {
 			x.f = &frames[i]
-			r := packet.Decode(frames[i].Bytes(), x.p)
-			if keyed(r, x.p) {
-				w.setKey(x)
+			r := packet.Decode(frames[i].Bytes(), p)
+			if keyed(r, p) { // setKey, by hand: it is too big to be inlined
+				x.key = conntrack.Key{SrcIP: p.Src, DstIP: p.Dst, SrcPort: p.SrcPort, DstPort: p.DstPort, Proto: p.Proto, V6: p.Family == 6}
+				x.hash = w.ct.Hash(&x.key)
 			}
 			res[i] = w.one(s, x, r, now)
 		}
@@ -407,10 +409,12 @@ func keeps(s *Snapshot, svc *Service, p *packet.Parsed, e *conntrack.Entry) bool
 		return false
 	}
 	be := &s.Backends[e.Backend]
-	if !be.Present || be.Service != svc.ID || be.State == StateDown {
-		return false
-	}
-	return be.State != StateDraining || p.Proto != packet.ProtoTCP || p.TCPFlags&(packet.TCPSyn|packet.TCPAck) != packet.TCPSyn
+	return be.Present && be.Service == svc.ID && be.State != StateDown && (be.State != StateDraining || !freshSYN(p))
+}
+
+// freshSYN reports a TCP SYN without ACK.
+func freshSYN(p *packet.Parsed) bool {
+	return p.Proto == packet.ProtoTCP && p.TCPFlags&(packet.TCPSyn|packet.TCPAck) == packet.TCPSyn
 }
 
 // usable reports whether an existing flow may stay on backend id.
@@ -557,17 +561,18 @@ func (w *Worker) newFlow(s *Snapshot, svc *Service, x *flow, now int64) (Result,
 	switch svc.Mode {
 	case ModeNAT:
 		err = w.insertNAT(s, x, now, false)
-		if errors.Is(err, conntrack.ErrFull) {
+		if err != nil && errors.Is(err, conntrack.ErrFull) {
 			err = w.stateless(svc, x) // and replyStateless translates the replies
 		}
 	case ModeFullNAT:
 		err = w.insertNAT(s, x, now, true)
-		if errors.Is(err, conntrack.ErrSNATExhausted) {
+		if err != nil && errors.Is(err, conntrack.ErrSNATExhausted) {
 			return w.drop(DropSNATExhausted), false
 		}
 	default:
-		err = w.insert(x, now)
-		if errors.Is(err, conntrack.ErrFull) {
+		e.State = conntrack.InitialState(x.p.Proto, x.p.TCPFlags)
+		err = w.ct.Insert(&x.key, e, now)
+		if err != nil && errors.Is(err, conntrack.ErrFull) {
 			// Keep serving: a consistent hash gives the same answer on
 			// every packet of the flow without state.
 			w.c.Stateless++

@@ -113,7 +113,8 @@ func mix(h uint64) uint64 {
 // find returns the service for (addr, port, proto), trying the exact port
 // first and then the every-port (0) service.
 func (x *vipIndex) find(ip *[16]byte, v6 bool, port uint16, proto uint8) (uint32, bool) {
-	if id, ok := x.get(ip, vipMeta(v6, port, proto, false)); ok {
+	m := vipMeta(v6, port, proto, false)
+	if id, ok := probe(x.slots, ip, m, x.hash(ip, m, x.shift)); ok {
 		return id, true
 	}
 	if port != 0 {
