@@ -24,6 +24,7 @@ build: gocheck
 	$(GO) build -o $(BIN)/xlb ./cmd/xlb
 	$(GO) build -o $(BIN)/xlbctl ./cmd/xlbctl
 	$(GO) build -o $(BIN)/xlb-demo ./cmd/xlb-demo
+	$(GO) build -o $(BIN)/xlb-bench ./cmd/xlb-bench
 
 # Every test: unit + golden + fuzz seed corpora + integration (root) tests,
 # the race detector over the concurrent packages, and one iteration of every
@@ -96,7 +97,7 @@ bench-e2e: build
 	  command -v $${t%%:*} >/dev/null 2>&1 || [ -x /usr/sbin/$${t%%:*} ] || missing="$$missing $${t#*:}"; done; \
 	if [ -n "$$missing" ]; then echo "bench-e2e: installing$$missing"; \
 	  export DEBIAN_FRONTEND=noninteractive RUNLEVEL=1; apt-get update -qq && apt-get install -y -qq --no-install-recommends $$missing >/dev/null; fi
-	$(BIN)/xlb bench e2e $(E2EFLAGS)
+	$(BIN)/xlb-bench $(E2EFLAGS)
 
 # The appliance image (docs/appliance.md): a bootable x86-64 GPT disk image
 # (BIOS and UEFI GRUB, A/B root slots, a persistent data partition, the

@@ -1,4 +1,4 @@
-// Package e2e is xlb's end-to-end benchmark over veth (`xlb bench e2e`,
+// Package e2e is xlb's end-to-end benchmark over veth (`xlb-bench`,
 // `make bench-e2e`): it builds client ⇄ lb ⇄ sink in network namespaces,
 // sends 60-byte UDP from an XDP program run in live-frame mode
 // (BPF_PROG_TEST_RUN with BPF_F_TEST_XDP_LIVE_FRAMES) in the client

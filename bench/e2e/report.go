@@ -542,7 +542,7 @@ func SVG(r *Result) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, `<svg xmlns="http://www.w3.org/2000/svg" width="%d" height="%d" viewBox="0 0 %d %d" font-family="sans-serif" font-size="12">`+"\n", w, h, w, h)
 	fmt.Fprintf(&b, `<rect width="%d" height="%d" fill="#fff"/>`+"\n", w, h)
-	fmt.Fprintf(&b, `<text x="%d" y="20" font-size="14" font-weight="bold">xlb bench e2e, %s (%d-byte UDP, median and range of %d runs)</text>`+"\n",
+	fmt.Fprintf(&b, `<text x="%d" y="20" font-size="14" font-weight="bold">xlb-bench, %s (%d-byte UDP, median and range of %d runs)</text>`+"\n",
 		10, r.Started.Format("2006-01-02 15:04 UTC"), r.Settings.FrameBytes, r.Settings.Reps)
 	panels := []struct {
 		title string
@@ -634,7 +634,7 @@ func Save(r *Result, dir string) (Files, error) {
 		data []byte
 	}{
 		{f.JSON, append(js, '\n')},
-		{f.Markdown, []byte("# xlb bench e2e\n\n" + Markdown(r, filepath.Base(f.SVG)))},
+		{f.Markdown, []byte("# xlb-bench\n\n" + Markdown(r, filepath.Base(f.SVG)))},
 		{f.SVG, []byte(SVG(r))},
 	} {
 		if err := os.WriteFile(w.path, w.data, 0o644); err != nil {
@@ -673,7 +673,7 @@ func Newest(dir string) (string, error) {
 
 // Doc markers: UpdateDoc rewrites what lies between them.
 const (
-	DocBegin = "<!-- bench-e2e:begin (written by xlb bench e2e; edits between the markers are lost) -->"
+	DocBegin = "<!-- bench-e2e:begin (written by xlb-bench; edits between the markers are lost) -->"
 	DocEnd   = "<!-- bench-e2e:end -->"
 )
 

@@ -12,15 +12,11 @@ import (
 	"strings"
 
 	"github.com/xlb/xlb/bench"
-	"github.com/xlb/xlb/config"
-	"github.com/xlb/xlb/conntrack"
-	"github.com/xlb/xlb/dataplane"
 )
 
 const benchUsage = `usage:
   xlb bench replay --config FILE --pcap IN [--write OUT] [--loops N] [--workers N] [--json]
   xlb bench gen-pcap --out FILE [--flows N] [--packets N] [--v6 SHARE] [--junk SHARE] [--seed N] [--vip A] [--vip6 A] [--port N]
-  xlb bench e2e [--reps N] [--window D] [--only CASES] [--results DIR] [--docs FILE] [--report-only]
 
 replay runs the real pipeline (decode, VIP lookup, conntrack, scheduler,
 rewrite) over a pcap, in process, and reports CPU time per packet and
@@ -43,38 +39,9 @@ func benchCmd(args []string, stdout, stderr io.Writer) int {
 		return replayCmd(args[1:], stdout, stderr)
 	case "gen-pcap":
 		return genCmd(args[1:], stdout, stderr)
-	case "e2e":
-		return e2eCmd(args[1:], stdout, stderr)
 	}
 	fmt.Fprintf(stderr, "xlb bench: unknown command %q\n%s", args[0], benchUsage)
 	return 2
-}
-
-// replaySnapshot compiles a configuration file for replay: one synthetic
-// interface stands in for the NICs.
-func replaySnapshot(path string) (*dataplane.Snapshot, *conntrack.Table, error) {
-	f, err := config.Load(path)
-	if err != nil {
-		return nil, nil, err
-	}
-	spec, ctc, err := f.Compile()
-	if err != nil {
-		return nil, nil, fmt.Errorf("config %s: %w", path, err)
-	}
-	mtu := f.LB.MTU
-	if mtu == 0 {
-		mtu = 1500
-	}
-	spec.Ifaces = []dataplane.Iface{{MAC: [6]byte{2, 0, 0, 0, 0, 0xaa}, MTU: mtu}}
-	snap, err := dataplane.Build(spec, nil)
-	if err != nil {
-		return nil, nil, fmt.Errorf("config %s: %w", path, err)
-	}
-	ct, err := conntrack.New(ctc, 0)
-	if err != nil {
-		return nil, nil, fmt.Errorf("config %s: %w", path, err)
-	}
-	return snap, ct, nil
 }
 
 func replayCmd(args []string, stdout, stderr io.Writer) int {
@@ -116,7 +83,7 @@ Flags:
 		fmt.Fprintln(stderr, "xlb bench replay: --loops and --workers must be at least 1")
 		return 2
 	}
-	snap, ct, err := replaySnapshot(*cfg)
+	snap, ct, err := bench.LoadConfig(*cfg)
 	if err != nil {
 		fmt.Fprintln(stderr, "xlb bench replay:", err)
 		return 1

@@ -1,3 +1,8 @@
+// Command xlb-bench is `make bench-e2e`: xlb measured end to end over veth
+// against the kernel's own balancers and a bare AF_XDP forwarder, in
+// network namespaces it builds and tears down. It lives apart from the xlb
+// binary because it links the namespace harness, which the product must
+// not.
 package main
 
 import (
@@ -18,7 +23,7 @@ import (
 	"github.com/xlb/xlb/bench/e2e"
 )
 
-const e2eHelp = `usage: xlb bench e2e [flags]
+const e2eHelp = `usage: xlb-bench [flags]
 
 Measures xlb end to end over veth against baselines, in network namespaces
 it builds and tears down (root; nothing touches the root namespace):
@@ -46,8 +51,10 @@ the SVG and --docs from the newest JSON in --results (or --from).
 Flags:
 `
 
+func main() { os.Exit(e2eCmd(os.Args[1:], os.Stdout, os.Stderr)) }
+
 func e2eCmd(args []string, stdout, stderr io.Writer) int {
-	fs := flag.NewFlagSet("xlb bench e2e", flag.ContinueOnError)
+	fs := flag.NewFlagSet("xlb-bench", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	var o e2e.Options
 	fs.IntVar(&o.Reps, "reps", 3, "repetitions of every case")
@@ -63,7 +70,7 @@ func e2eCmd(args []string, stdout, stderr io.Writer) int {
 	results := fs.String("results", "bench/results", "directory for the result files")
 	docs := fs.String("docs", "docs/BENCHMARKS.md", "Markdown file whose bench-e2e section to rewrite (empty: none)")
 	replayCfg := fs.String("replay-config", "testdata/replay/dsr.yaml", "configuration for the replay runs")
-	xlbBin := fs.String("xlb", "", "xlb binary to run as the balancer (default: this one)")
+	xlbBin := fs.String("xlb", "", "xlb binary to run as the balancer (default: xlb next to this program)")
 	reportOnly := fs.Bool("report-only", false, "only regenerate the Markdown, SVG and docs from a JSON result")
 	from := fs.String("from", "", "with --report-only: the JSON result (default: the newest in --results)")
 	fs.Usage = func() {
@@ -77,7 +84,7 @@ func e2eCmd(args []string, stdout, stderr io.Writer) int {
 		return 2
 	}
 	if fs.NArg() > 0 {
-		fmt.Fprintf(stderr, "xlb bench e2e: unexpected argument %q\n", fs.Arg(0))
+		fmt.Fprintf(stderr, "xlb-bench: unexpected argument %q\n", fs.Arg(0))
 		return 2
 	}
 	if *reportOnly {
@@ -85,14 +92,14 @@ func e2eCmd(args []string, stdout, stderr io.Writer) int {
 		if path == "" {
 			p, err := e2e.Newest(*results)
 			if err != nil {
-				fmt.Fprintln(stderr, "xlb bench e2e:", err)
+				fmt.Fprintln(stderr, "xlb-bench:", err)
 				return 1
 			}
 			path = p
 		}
 		res, err := e2e.Load(path)
 		if err != nil {
-			fmt.Fprintln(stderr, "xlb bench e2e:", err)
+			fmt.Fprintln(stderr, "xlb-bench:", err)
 			return 1
 		}
 		return e2eWrite(res, filepath.Dir(path), *docs, stdout, stderr)
@@ -101,13 +108,14 @@ func e2eCmd(args []string, stdout, stderr io.Writer) int {
 		o.Only = strings.Split(*only, ",")
 	}
 	if os.Geteuid() != 0 {
-		fmt.Fprintln(stderr, "xlb bench e2e: needs root (network namespaces, XDP, AF_XDP)")
+		fmt.Fprintln(stderr, "xlb-bench: needs root (network namespaces, XDP, AF_XDP)")
 		return 77
 	}
 	if *xlbBin == "" {
 		p, err := os.Executable()
+		p = filepath.Join(filepath.Dir(p), "xlb")
 		if err != nil {
-			fmt.Fprintln(stderr, "xlb bench e2e:", err)
+			fmt.Fprintln(stderr, "xlb-bench:", err)
 			return 1
 		}
 		*xlbBin = p
@@ -117,23 +125,23 @@ func e2eCmd(args []string, stdout, stderr io.Writer) int {
 	if _, err := os.Stat(*replayCfg); err == nil {
 		replay, err := e2eReplay(*replayCfg)
 		if err != nil {
-			fmt.Fprintln(stderr, "xlb bench e2e:", err)
+			fmt.Fprintln(stderr, "xlb-bench:", err)
 			return 1
 		}
 		o.Replay = replay
 	} else if !o.NoReplay {
-		fmt.Fprintf(stderr, "xlb bench e2e: %s not found: replay runs skipped (run from the repository, or --replay-config)\n", *replayCfg)
+		fmt.Fprintf(stderr, "xlb-bench: %s not found: replay runs skipped (run from the repository, or --replay-config)\n", *replayCfg)
 	}
 	ctx, cancel := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer cancel()
-	fmt.Fprintf(stdout, "xlb bench e2e: %d repetitions, %v windows; every case prints a line\n", o.Reps, o.Window)
+	fmt.Fprintf(stdout, "xlb-bench: %d repetitions, %v windows; every case prints a line\n", o.Reps, o.Window)
 	res, err := e2e.Run(ctx, o)
 	if err != nil && res == nil {
-		fmt.Fprintln(stderr, "xlb bench e2e:", err)
+		fmt.Fprintln(stderr, "xlb-bench:", err)
 		return 1
 	}
 	if err != nil {
-		fmt.Fprintln(stderr, "xlb bench e2e: interrupted:", err)
+		fmt.Fprintln(stderr, "xlb-bench: interrupted:", err)
 	}
 	if code := e2eWrite(res, *results, *docs, stdout, stderr); code != 0 || err != nil {
 		return max(code, 1)
@@ -145,7 +153,7 @@ func e2eCmd(args []string, stdout, stderr io.Writer) int {
 func e2eWrite(res *e2e.Result, dir, docs string, stdout, stderr io.Writer) int {
 	files, err := e2e.Save(res, dir)
 	if err != nil {
-		fmt.Fprintln(stderr, "xlb bench e2e:", err)
+		fmt.Fprintln(stderr, "xlb-bench:", err)
 		return 1
 	}
 	fmt.Fprintf(stdout, "\n%s\nwrote %s, %s, %s\n", e2e.Markdown(res, ""), files.JSON, files.Markdown, files.SVG)
@@ -155,7 +163,7 @@ func e2eWrite(res *e2e.Result, dir, docs string, stdout, stderr io.Writer) int {
 			rel = files.SVG
 		}
 		if err := e2e.UpdateDoc(docs, e2e.Markdown(res, filepath.ToSlash(rel))); err != nil {
-			fmt.Fprintln(stderr, "xlb bench e2e:", err)
+			fmt.Fprintln(stderr, "xlb-bench:", err)
 			return 1
 		}
 		fmt.Fprintf(stdout, "updated %s\n", docs)
@@ -175,7 +183,7 @@ func e2eReplay(cfg string) (func(workers int) (e2e.ReplayRun, error), error) {
 		return nil, err
 	}
 	return func(workers int) (e2e.ReplayRun, error) {
-		snap, ct, err := replaySnapshot(cfg)
+		snap, ct, err := bench.LoadConfig(cfg)
 		if err != nil {
 			return e2e.ReplayRun{}, err
 		}
