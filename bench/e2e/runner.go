@@ -683,6 +683,15 @@ func hostInfo() Host {
 			h.Commit = rev + dirty
 		}
 	}
+	if h.Commit == "" {
+		// Built with -buildvcs=false: ask git about the current directory.
+		if out, err := exec.Command("git", "rev-parse", "--short=12", "HEAD").Output(); err == nil {
+			h.Commit = strings.TrimSpace(string(out))
+			if st, err := exec.Command("git", "status", "--porcelain", "--untracked-files=no").Output(); err == nil && len(strings.TrimSpace(string(st))) > 0 {
+				h.Commit += "+dirty"
+			}
+		}
+	}
 	var u unix.Utsname
 	if unix.Uname(&u) == nil {
 		h.Kernel = unix.ByteSliceToString(u.Release[:])
