@@ -350,10 +350,10 @@ func Markdown(r *Result, svgName string) string {
 	}
 	commit := ""
 	if r.Host.Commit != "" {
-		commit = " of xlb " + r.Host.Commit
+		commit = " (xlb " + r.Host.Commit + ")"
 	}
-	fmt.Fprintf(&b, "Run%s of %s: %d repetitions, interleaved, of a %.0f s counting window after %.0f s of warm-up; %d-byte UDP over %d flows, %s; generator on CPU %d, balancer and its NAPIs on CPU %d. Host: %s, %d CPUs (%s), %s; load average %.1f before, %.1f after; the run took %s.\n\n",
-		commit, r.Started.Format("2006-01-02 15:04 UTC"), st.Reps, st.WindowSeconds, st.WarmupSeconds, st.FrameBytes, st.Flows, rate, st.GenCPU, st.LBCPU,
+	fmt.Fprintf(&b, "Run of %s%s: %d repetitions, interleaved, of a %.0f s counting window after %.0f s of warm-up; %d-byte UDP over %d flows, %s; generator on CPU %d, balancer and its NAPIs on CPU %d. Host: %s, %d CPUs (%s), %s; load average %.1f before, %.1f after; the run took %s.\n\n",
+		r.Started.Format("2006-01-02 15:04 UTC"), commit, st.Reps, st.WindowSeconds, st.WarmupSeconds, st.FrameBytes, st.Flows, rate, st.GenCPU, st.LBCPU,
 		r.Host.Kernel, r.Host.CPUs, r.Host.CPUModel, r.Host.Go, r.Host.LoadBefore, r.Host.LoadAfter, (time.Duration(r.Seconds) * time.Second).String())
 	udp := SummarizeUDP(r.UDP)
 	var single []UDPSummary
