@@ -342,7 +342,9 @@ func (f *family[K, E, F]) read(k *K, h uint64, now uint32, tcpFlags uint8, tcp, 
 		return 0, readMiss
 	}
 	if refresh {
-		if tcp && nextState(st, tcpFlags) != st {
+		// An ACK or data on an established flow changes nothing: only
+		// other packets need the state machine.
+		if tcp && (st != StateEstablished || tcpFlags&(TCPFlagSYN|TCPFlagFIN|TCPFlagRST) != 0) && nextState(st, tcpFlags) != st {
 			return 0, readSlow
 		}
 		if int32(now-seen) > 0 {

@@ -139,6 +139,7 @@ func (w *Worker) Process(s *Snapshot, frames []encap.Frame, res []Result, now in
 		// that it costs a batch of decoded headers in L1.
 		w.prefetch = w.ct.Len() >= prefetchFlows
 	}
+	w.c.RxPackets += uint64(len(frames))
 	w.csum = ChecksumVerify
 	if int(w.ingress) < len(s.Ifaces) {
 		w.csum = s.Ifaces[w.ingress].Checksum
@@ -336,8 +337,7 @@ func isL4(proto uint8) bool { return proto == packet.ProtoTCP || proto == packet
 
 // one runs the pipeline for a single frame.
 func (w *Worker) one(s *Snapshot, x *flow, r packet.Reason, now int64) Result {
-	w.c.RxPackets++
-	w.c.RxBytes += uint64(x.f.Len)
+	w.c.RxBytes += uint64(x.f.Len) // (RxPackets is counted per batch)
 	p := x.p
 	if r != packet.OK {
 		if r == packet.ReasonNotIP {
