@@ -415,19 +415,27 @@ func Markdown(r *Result, svgName string) string {
 		}
 	}
 	if multi != nil {
-		one := find(udp, "xlb dsr")
-		b.WriteString("Multiple queues: veths with 2 rx/tx queues, xlb `lb.workers: 2` (one worker per queue, on CPUs 0 and 1, each queue's NAPI with its worker) and a generator thread on each CPU at nice 10, so that it takes what the balancer leaves (a veth picks the rx queue by the sending CPU), against the 1-worker case above (veths with one queue, generator on CPU 0, worker on CPU 1). CPU per packet with two workers is both CPUs' busy time less the generator's and the sink's threads.\n\n")
-		b.WriteString("| | forwarded packets/s | CPU ns/packet | ns/packet (balancer tasks) |\n|---|---|---|---|\n")
-		if one != nil {
-			fmt.Fprintf(&b, "| 1 worker | %s | %s | %s |\n", rangeOf(one.Forwarded, kpps), rangeOf(one.NsPerPacket, ns), rangeOf(one.TaskNsPerPacket, ns))
+		b.WriteString("Multiple queues: veths with 2 rx/tx queues, xlb `lb.workers: 2` (one worker per queue, on CPUs 0 and 1, each queue's NAPI with its worker) and a generator thread on each CPU at nice 10, so that it takes what the balancer leaves (a veth picks the rx queue by the sending CPU), against the 1-worker cases above (veths with one queue, worker on CPU 1): the generator on CPU 0, and, the like-for-like reference, the generator on the worker's CPU at nice 10. CPU per packet with two workers is both CPUs' busy time less the generator's and the sink's threads.\n\n")
+		b.WriteString("| | forwarded packets/s | CPU ns/packet | ns/packet (balancer tasks) | 2 workers against it |\n|---|---|---|---|---|\n")
+		refs := []struct{ name, label string }{
+			{"xlb dsr", "1 worker, generator on CPU 0"},
+			{"xlb dsr" + SameCPUSuffix, "1 worker, generator on its CPU (nice 10)"},
+		}
+		for _, ref := range refs {
+			one := find(udp, ref.name)
+			if one == nil || math.IsNaN(one.Forwarded.Median) {
+				continue
+			}
+			scale := "–"
+			if !math.IsNaN(multi.Forwarded.Median) && one.Forwarded.Median > 0 {
+				scale = ratio(multi.Forwarded.Median / one.Forwarded.Median)
+			}
+			fmt.Fprintf(&b, "| %s | %s | %s | %s | %s |\n", ref.label, rangeOf(one.Forwarded, kpps), rangeOf(one.NsPerPacket, ns), rangeOf(one.TaskNsPerPacket, ns), scale)
 		}
 		if multi.Failed == multi.Runs {
-			fmt.Fprintf(&b, "| 2 workers | failed: %s | | |\n", mdEscape(multi.FirstError))
+			fmt.Fprintf(&b, "| 2 workers | failed: %s | | | |\n", mdEscape(multi.FirstError))
 		} else {
-			fmt.Fprintf(&b, "| 2 workers | %s | %s | %s |\n", rangeOf(multi.Forwarded, kpps), rangeOf(multi.NsPerPacket, ns), rangeOf(multi.TaskNsPerPacket, ns))
-			if one != nil && one.Forwarded.Median > 0 {
-				fmt.Fprintf(&b, "| scaling | %s | | |\n", ratio(multi.Forwarded.Median/one.Forwarded.Median))
-			}
+			fmt.Fprintf(&b, "| 2 workers | %s | %s | %s | |\n", rangeOf(multi.Forwarded, kpps), rangeOf(multi.NsPerPacket, ns), rangeOf(multi.TaskNsPerPacket, ns))
 		}
 		b.WriteString("\n")
 	}
