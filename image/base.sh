@@ -75,11 +75,15 @@ hpsa
 ext4
 MODS
 
+# Downloaded packages are kept in the cache for the next base build.
+export XLB_ARCHIVES="$CACHE/archives"
+mkdir -p "$XLB_ARCHIVES/partial"
 inchroot() {
   unshare --mount --propagation private -- bash -c '
     set -e; r=$1; shift
     mount -t proc proc "$r/proc"; mount -t sysfs sys "$r/sys"
     mount --rbind /dev "$r/dev"
+    mount --bind "$XLB_ARCHIVES" "$r/var/cache/apt/archives"
     exec chroot "$r" env DEBIAN_FRONTEND=noninteractive LC_ALL=C.UTF-8 "$@"' _ "$root" "$@"
 }
 echo "image/base: apt-get install $pkgs + $kernel from $SUITE-backports"
@@ -108,8 +112,7 @@ inchroot sh -c 'for k in /usr/lib/modules/*; do depmod -a "$(basename "$k")"; do
 # cache: apt lists and archives, logs, host keys, machine id.
 inchroot dpkg-query -W -f '${Package} ${Version}\n' > "$work/manifest.txt"
 cp "$work/manifest.txt" "$root/usr/share/xlb-packages.txt"
-inchroot apt-get clean
-rm -rf "$root"/var/lib/apt/lists/* "$root"/var/cache/apt/*.bin "$root"/var/cache/debconf/*-old \
+rm -rf "$root"/var/cache/apt/archives/*.deb "$root"/var/lib/apt/lists/* "$root"/var/cache/apt/*.bin "$root"/var/cache/debconf/*-old \
        "$root"/var/lib/dpkg/*-old "$root"/etc/ssh/ssh_host_* "$root"/tmp/* "$root"/var/tmp/* \
        "$root"/usr/sbin/policy-rc.d "$root"/var/log/bootstrap.log
 find "$root/var/log" -type f -exec truncate -s 0 {} +

@@ -131,10 +131,10 @@ mkdir -p "$work/dataskel/xlb/etc" "$work/dataskel/xlb/lib" "$work/dataskel/journ
 chmod 0700 "$work/dataskel/ssh"; chmod 2755 "$work/dataskel/journal"
 find "$work/dataskel" -exec touch -h -d "@$SOURCE_DATE_EPOCH" {} +
 mkext4 "$work/data.img" "$DATA_MB" XLBDATA 8a1b7a35-5e0f-4b7e-9d7e-7a0b00000003 "$work/dataskel"
-# Slot a: the root file system grown to the slot; slot b: empty.
+# Slot a: the root file system as an upgrade writes it (not grown to the
+# slot: the same bytes but the label); slot b: empty.
 cp --sparse=always "$work/root.img" "$work/slota.img"
 e2label "$work/slota.img" xlb-root-a
-resize2fs -f "$work/slota.img" "${SLOT_MB}M" >/dev/null 2>&1
 truncate -s "${SLOT_MB}M" "$work/slotb.img"
 mkfs.ext4 -F -q -b 4096 -m 1 -L xlb-root-b -U 8a1b7a35-5e0f-4b7e-9d7e-7a0b00000002 \
   -E hash_seed=8a1b7a35-5e0f-4b7e-9d7e-7a0b00000002 "$work/slotb.img"
