@@ -126,11 +126,22 @@ mkext4() { # file size_mb label uuid [dir]
   mkfs.ext4 -F -q -b 4096 -m 1 -L "$label" -U "$uuid" -E "hash_seed=$uuid,root_owner=0:0,lazy_itable_init=0,lazy_journal_init=0" \
     ${dir:+-d "$dir"} "$f"
 }
+# mke2fs -d copies each file's ctime and atime, which are when this build
+# made or read it: set them to SOURCE_DATE_EPOCH, so that the same inputs
+# give the same bytes.
+fixctime() { # image dir
+  local e; e=$(date -u -d "@$SOURCE_DATE_EPOCH" +%Y%m%d%H%M%S)
+  { echo /; find "$2" -mindepth 1 -printf '/%P\n' | grep -v '["\\]'; } |
+    sed "s|.*|sif \"&\" ctime $e\nsif \"&\" atime $e|" > "$work/ctime.cmds"
+  debugfs -w -f "$work/ctime.cmds" "$1" >/dev/null 2>&1
+}
 mkext4 "$work/root.img" "$root_mb" xlb-root-new 8a1b7a35-5e0f-4b7e-9d7e-7a0b00000001 "$root"
+fixctime "$work/root.img" "$root"
 mkdir -p "$work/dataskel/xlb/etc" "$work/dataskel/xlb/lib" "$work/dataskel/journal" "$work/dataskel/ssh"
 chmod 0700 "$work/dataskel/ssh"; chmod 2755 "$work/dataskel/journal"
 find "$work/dataskel" -exec touch -h -d "@$SOURCE_DATE_EPOCH" {} +
 mkext4 "$work/data.img" "$DATA_MB" XLBDATA 8a1b7a35-5e0f-4b7e-9d7e-7a0b00000003 "$work/dataskel"
+fixctime "$work/data.img" "$work/dataskel"
 # Slot a: the root file system as an upgrade writes it (not grown to the
 # slot: the same bytes but the label); slot b: empty.
 cp --sparse=always "$work/root.img" "$work/slota.img"
