@@ -137,7 +137,8 @@ func (t *Table) Lookup(k *Key, h uint64, tcpFlags uint8, now int64, out *Entry) 
 	}
 	tick, tcp := t.tick(now), k.Proto == protoTCP
 	if !k.V6 {
-		k4 := narrowKey4(k)
+		var k4 key4
+		k4.from(k)
 		var e entry4
 		st, r := t.v4.read(&k4, h, tick, tcpFlags, tcp, true, &e)
 		if r == readSlow {
@@ -151,7 +152,8 @@ func (t *Table) Lookup(k *Key, h uint64, tcpFlags uint8, now int64, out *Entry) 
 		}
 		return r == readHit
 	}
-	k6 := narrowKey6(k)
+	var k6 key6
+	k6.from(k)
 	var e entry6
 	st, ok := t.v6.lookup(&k6, h, tcpFlags, tcp, tick, &e)
 	if ok {
@@ -170,7 +172,8 @@ func (t *Table) Peek(k *Key, h uint64, now int64, out *Entry) bool {
 	}
 	tick := t.tick(now)
 	if !k.V6 {
-		k4 := narrowKey4(k)
+		var k4 key4
+		k4.from(k)
 		var e entry4
 		st, ok := t.v4.peek(&k4, h, tick, &e)
 		if ok {
@@ -178,7 +181,8 @@ func (t *Table) Peek(k *Key, h uint64, now int64, out *Entry) bool {
 		}
 		return ok
 	}
-	k6 := narrowKey6(k)
+	var k6 key6
+	k6.from(k)
 	var e entry6
 	st, ok := t.v6.peek(&k6, h, tick, &e)
 	if ok {
@@ -233,7 +237,10 @@ func (t *Table) Insert(k *Key, e *Entry, now int64) error {
 	}
 	st := normState(e.State, k.Proto)
 	if !k.V6 {
-		k4, e4 := narrowKey4(k), narrowEntry4(e)
+		var k4 key4
+		var e4 entry4
+		k4.from(k)
+		e4.from(e)
 		e4.State = st
 		p, err := t.v4.insert(&k4, hash4(&k4, t.seed), &e4, st, isPaired(e.Flags), t.tick(now))
 		if p.what != 0 {
@@ -241,7 +248,10 @@ func (t *Table) Insert(k *Key, e *Entry, now int64) error {
 		}
 		return err
 	}
-	k6, e6 := narrowKey6(k), narrowEntry6(e)
+	var k6 key6
+	var e6 entry6
+	k6.from(k)
+	e6.from(e)
 	e6.State = st
 	p, err := t.v6.insert(&k6, hash6(&k6, t.seed), &e6, st, isPaired(e.Flags), t.tick(now))
 	if p.what != 0 {
@@ -257,10 +267,12 @@ func (t *Table) Delete(k *Key) bool {
 		return false
 	}
 	if !k.V6 {
-		k4 := narrowKey4(k)
+		var k4 key4
+		k4.from(k)
 		return t.v4.remove(&k4, hash4(&k4, t.seed), nil)
 	}
-	k6 := narrowKey6(k)
+	var k6 key6
+	k6.from(k)
 	return t.v6.remove(&k6, hash6(&k6, t.seed), nil)
 }
 
@@ -291,7 +303,12 @@ func (t *Table) InsertNAT(fwd *Key, fe *Entry, rev *Key, re *Entry, now int64) e
 	// The pair is checked and hashed here, where the types are concrete;
 	// insertPair, generic, only stores it.
 	if !fwd.V6 {
-		fk, fe4, rk, re4 := narrowKey4(fwd), narrowEntry4(fe), narrowKey4(rev), narrowEntry4(re)
+		var fk, rk key4
+		var fe4, re4 entry4
+		fk.from(fwd)
+		fe4.from(fe)
+		rk.from(rev)
+		re4.from(re)
 		fe4.State, re4.State = fst, rst
 		fp, rp := pair4(t, &fk, &fe4), pair4(t, &rk, &re4)
 		if !pairsOK(fe4.Flags, re4.Flags, fp.what, rp.what) || fp.partner != rk || rp.partner != fk {
@@ -299,7 +316,12 @@ func (t *Table) InsertNAT(fwd *Key, fe *Entry, rev *Key, re *Entry, now int64) e
 		}
 		return insertPair(t, &t.v4, &fk, &fe4, hash4(&fk, t.seed), &rk, &re4, hash4(&rk, t.seed), fp.pairInfo(), now)
 	}
-	fk, fe6, rk, re6 := narrowKey6(fwd), narrowEntry6(fe), narrowKey6(rev), narrowEntry6(re)
+	var fk, rk key6
+	var fe6, re6 entry6
+	fk.from(fwd)
+	fe6.from(fe)
+	rk.from(rev)
+	re6.from(re)
 	fe6.State, re6.State = fst, rst
 	fp, rp := pair6(t, &fk, &fe6), pair6(t, &rk, &re6)
 	if !pairsOK(fe6.Flags, re6.Flags, fp.what, rp.what) || fp.partner != rk || rp.partner != fk {
@@ -379,7 +401,10 @@ func (t *Table) PairKey(k *Key, e *Entry, out *Key) bool {
 		return false
 	}
 	if !k.V6 {
-		k4, e4 := narrowKey4(k), narrowEntry4(e)
+		var k4 key4
+		var e4 entry4
+		k4.from(k)
+		e4.from(e)
 		p := pair4(t, &k4, &e4)
 		if p.what&pairPartner == 0 {
 			return false
@@ -387,7 +412,10 @@ func (t *Table) PairKey(k *Key, e *Entry, out *Key) bool {
 		wideKey4(&p.partner, out)
 		return true
 	}
-	k6, e6 := narrowKey6(k), narrowEntry6(e)
+	var k6 key6
+	var e6 entry6
+	k6.from(k)
+	e6.from(e)
 	p := pair6(t, &k6, &e6)
 	if p.what&pairPartner == 0 {
 		return false

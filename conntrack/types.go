@@ -91,20 +91,39 @@ type entry6 struct {
 }
 
 // The conversions between the caller's types and the stored ones. They
-// assign field by field through pointers: composite literals would make
-// the compiler build each value in a temporary and copy it.
+// assign field by field through pointers: a value returned and then
+// copied would be written in narrow stores and read back in wide loads,
+// which the CPU cannot forward from its store buffer (a stall of tens of
+// cycles, several per packet before these were pointers).
 
-func narrowKey4(k *Key) (n key4) {
+func (n *key4) from(k *Key) {
 	n.SrcIP, n.DstIP = [4]byte(k.SrcIP[:4]), [4]byte(k.DstIP[:4])
 	n.SrcPort, n.DstPort, n.Proto = k.SrcPort, k.DstPort, k.Proto
-	return n
 }
 
-func narrowKey6(k *Key) (n key6) {
+func (n *key6) from(k *Key) {
 	n.SrcIP, n.DstIP = k.SrcIP, k.DstIP
 	n.SrcPort, n.DstPort, n.Proto = k.SrcPort, k.DstPort, k.Proto
-	return n
 }
+
+func (n *entry4) from(e *Entry) {
+	n.Backend, n.Service = e.Backend, e.Service
+	n.PeerIP, n.VIP = [4]byte(e.PeerIP[:4]), [4]byte(e.VIP[:4])
+	n.PeerPort, n.VPort, n.SNATPort = e.PeerPort, e.VPort, e.SNATPort
+	n.SNATAddr, n.State, n.Flags = e.SNATAddr, e.State, e.Flags
+}
+
+func (n *entry6) from(e *Entry) {
+	n.Backend, n.Service = e.Backend, e.Service
+	n.PeerIP, n.VIP = e.PeerIP, e.VIP
+	n.PeerPort, n.VPort, n.SNATPort = e.PeerPort, e.VPort, e.SNATPort
+	n.SNATAddr, n.State, n.Flags = e.SNATAddr, e.State, e.Flags
+}
+
+func narrowKey4(k *Key) (n key4)       { n.from(k); return n }
+func narrowKey6(k *Key) (n key6)       { n.from(k); return n }
+func narrowEntry4(e *Entry) (n entry4) { n.from(e); return n }
+func narrowEntry6(e *Entry) (n entry6) { n.from(e); return n }
 
 func wideKey4(k *key4, out *Key) {
 	out.SrcIP, out.DstIP = [16]byte{}, [16]byte{}
@@ -115,22 +134,6 @@ func wideKey4(k *key4, out *Key) {
 func wideKey6(k *key6, out *Key) {
 	out.SrcIP, out.DstIP = k.SrcIP, k.DstIP
 	out.SrcPort, out.DstPort, out.Proto, out.V6 = k.SrcPort, k.DstPort, k.Proto, true
-}
-
-func narrowEntry4(e *Entry) (n entry4) {
-	n.Backend, n.Service = e.Backend, e.Service
-	n.PeerIP, n.VIP = [4]byte(e.PeerIP[:4]), [4]byte(e.VIP[:4])
-	n.PeerPort, n.VPort, n.SNATPort = e.PeerPort, e.VPort, e.SNATPort
-	n.SNATAddr, n.State, n.Flags = e.SNATAddr, e.State, e.Flags
-	return n
-}
-
-func narrowEntry6(e *Entry) (n entry6) {
-	n.Backend, n.Service = e.Backend, e.Service
-	n.PeerIP, n.VIP = e.PeerIP, e.VIP
-	n.PeerPort, n.VPort, n.SNATPort = e.PeerPort, e.VPort, e.SNATPort
-	n.SNATAddr, n.State, n.Flags = e.SNATAddr, e.State, e.Flags
-	return n
 }
 
 // wideEntry4 writes e, in state st, to out.
