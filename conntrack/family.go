@@ -106,7 +106,6 @@ type flavor[K comparable, E comparable] interface {
 	flow(e E) (backend uint32, counted bool)
 	// service returns the entry's service ID (for ServiceStats).
 	service(e E) uint32
-	state(e E) uint8
 }
 
 type rangeItem[K, E any] struct {

@@ -314,7 +314,7 @@ func (t *Table) InsertNAT(fwd *Key, fe *Entry, rev *Key, re *Entry, now int64) e
 		if !pairsOK(fe4.Flags, re4.Flags, fp.what, rp.what) || fp.partner != rk || rp.partner != fk {
 			return t.badPair(fp.pairInfo())
 		}
-		return insertPair(t, &t.v4, &fk, &fe4, hash4(&fk, t.seed), &rk, &re4, hash4(&rk, t.seed), fp.pairInfo(), now)
+		return insertPair(t, &t.v4, &fk, &fe4, hash4(&fk, t.seed), &rk, &re4, hash4(&rk, t.seed), fst, rst, fp.pairInfo(), now)
 	}
 	var fk, rk key6
 	var fe6, re6 entry6
@@ -327,7 +327,7 @@ func (t *Table) InsertNAT(fwd *Key, fe *Entry, rev *Key, re *Entry, now int64) e
 	if !pairsOK(fe6.Flags, re6.Flags, fp.what, rp.what) || fp.partner != rk || rp.partner != fk {
 		return t.badPair(fp.pairInfo())
 	}
-	return insertPair(t, &t.v6, &fk, &fe6, hash6(&fk, t.seed), &rk, &re6, hash6(&rk, t.seed), fp.pairInfo(), now)
+	return insertPair(t, &t.v6, &fk, &fe6, hash6(&fk, t.seed), &rk, &re6, hash6(&rk, t.seed), fst, rst, fp.pairInfo(), now)
 }
 
 // pairsOK checks the flags of the two halves of a NAT pair: a forward
@@ -354,13 +354,13 @@ func (p *pairInfo[K]) pairInfo() pairInfo[struct{}] {
 	return pairInfo[struct{}]{snatPort: p.snatPort, snatIdx: p.snatIdx, what: p.what}
 }
 
-// insertPair stores a checked NAT pair (fk, fe) and (rk, re) whose keys
-// hash to fh and rh; snat holds the forward entry's SNAT port.
+// insertPair stores a checked NAT pair (fk, fe) and (rk, re), in states
+// fst and rst, whose keys hash to fh and rh; snat holds the forward
+// entry's SNAT port.
 func insertPair[K, E comparable, F flavor[K, E]](t *Table, f *family[K, E, F], fk *K, fe *E, fh uint64, rk *K, re *E, rh uint64,
-	snat pairInfo[struct{}], now int64) error {
-	var fl F
+	fst, rst uint8, snat pairInfo[struct{}], now int64) error {
 	tick := t.tick(now)
-	p, err := f.insert(fk, fh, fe, fl.state(*fe), true, tick)
+	p, err := f.insert(fk, fh, fe, fst, true, tick)
 	if p.what != 0 {
 		f.settle(&p)
 	}
@@ -368,7 +368,7 @@ func insertPair[K, E comparable, F flavor[K, E]](t *Table, f *family[K, E, F], f
 		t.releasePort(snat)
 		return err
 	}
-	p, err = f.insert(rk, rh, re, fl.state(*re), true, tick)
+	p, err = f.insert(rk, rh, re, rst, true, tick)
 	if p.what != 0 {
 		f.settle(&p)
 	}
@@ -564,12 +564,10 @@ func (flavor4) hash(k key4, seed uint64) uint64                { return hash4(&k
 func (flavor4) pair(t *Table, k key4, e entry4) pairInfo[key4] { return pair4(t, &k, &e) }
 func (flavor4) flow(e entry4) (uint32, bool)                   { return e.Backend, e.Flags&FlagReverse == 0 }
 func (flavor4) service(e entry4) uint32                        { return e.Service }
-func (flavor4) state(e entry4) uint8                           { return e.State }
 func (flavor6) hash(k key6, seed uint64) uint64                { return hash6(&k, seed) }
 func (flavor6) pair(t *Table, k key6, e entry6) pairInfo[key6] { return pair6(t, &k, &e) }
 func (flavor6) flow(e entry6) (uint32, bool)                   { return e.Backend, e.Flags&FlagReverse == 0 }
 func (flavor6) service(e entry6) uint32                        { return e.Service }
-func (flavor6) state(e entry6) uint8                           { return e.State }
 
 // BackendFlows returns the number of flows stored for backend ID id: the
 // entries of both families with that Backend, not counting the reverse
