@@ -1,6 +1,9 @@
 package conntrack
 
-import "errors"
+import (
+	"encoding/binary"
+	"errors"
+)
 
 // Key is a flow key: the 5-tuple exactly as the packet was received, of
 // either address family. Keys are directional: the reply direction of a
@@ -102,7 +105,8 @@ func (n *key4) from(k *Key) {
 }
 
 func (n *key6) from(k *Key) {
-	n.SrcIP, n.DstIP = k.SrcIP, k.DstIP
+	copy16(&n.SrcIP, &k.SrcIP)
+	copy16(&n.DstIP, &k.DstIP)
 	n.SrcPort, n.DstPort, n.Proto = k.SrcPort, k.DstPort, k.Proto
 }
 
@@ -115,7 +119,8 @@ func (n *entry4) from(e *Entry) {
 
 func (n *entry6) from(e *Entry) {
 	n.Backend, n.Service = e.Backend, e.Service
-	n.PeerIP, n.VIP = e.PeerIP, e.VIP
+	copy16(&n.PeerIP, &e.PeerIP)
+	copy16(&n.VIP, &e.VIP)
 	n.PeerPort, n.VPort, n.SNATPort = e.PeerPort, e.VPort, e.SNATPort
 	n.SNATAddr, n.State, n.Flags = e.SNATAddr, e.State, e.Flags
 }
@@ -126,8 +131,8 @@ func narrowEntry4(e *Entry) (n entry4) { n.from(e); return n }
 func narrowEntry6(e *Entry) (n entry6) { n.from(e); return n }
 
 func wideKey4(k *key4, out *Key) {
-	out.SrcIP, out.DstIP = [16]byte{}, [16]byte{}
-	*(*[4]byte)(out.SrcIP[:4]), *(*[4]byte)(out.DstIP[:4]) = k.SrcIP, k.DstIP
+	put4(&out.SrcIP, k.SrcIP)
+	put4(&out.DstIP, k.DstIP)
 	out.SrcPort, out.DstPort, out.Proto, out.V6 = k.SrcPort, k.DstPort, k.Proto, false
 }
 
@@ -139,10 +144,24 @@ func wideKey6(k *key6, out *Key) {
 // wideEntry4 writes e, in state st, to out.
 func wideEntry4(e *entry4, st uint8, out *Entry) {
 	out.Backend, out.Service = e.Backend, e.Service
-	out.PeerIP, out.VIP = [16]byte{}, [16]byte{}
-	*(*[4]byte)(out.PeerIP[:4]), *(*[4]byte)(out.VIP[:4]) = e.PeerIP, e.VIP
+	put4(&out.PeerIP, e.PeerIP)
+	put4(&out.VIP, e.VIP)
 	out.PeerPort, out.VPort, out.SNATPort = e.PeerPort, e.VPort, e.SNATPort
 	out.SNATAddr, out.State, out.Flags = e.SNATAddr, st, e.Flags
+}
+
+// put4 writes an IPv4 address in the 16-byte form, and copy16 copies one,
+// 8 bytes at a time: callers (and Decode) write and read addresses in
+// 8-byte words, and a load spanning two recent stores of other sizes
+// cannot be forwarded from the store buffer.
+func put4(dst *[16]byte, ip [4]byte) {
+	binary.LittleEndian.PutUint64(dst[0:8], uint64(binary.LittleEndian.Uint32(ip[:])))
+	binary.LittleEndian.PutUint64(dst[8:16], 0)
+}
+
+func copy16(dst, src *[16]byte) {
+	binary.LittleEndian.PutUint64(dst[0:8], binary.LittleEndian.Uint64(src[0:8]))
+	binary.LittleEndian.PutUint64(dst[8:16], binary.LittleEndian.Uint64(src[8:16]))
 }
 
 func wideEntry6(e *entry6, st uint8, out *Entry) {

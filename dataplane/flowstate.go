@@ -1,6 +1,8 @@
 package dataplane
 
 import (
+	"encoding/binary"
+
 	"github.com/xlb/xlb/conntrack"
 	"github.com/xlb/xlb/encap"
 	"github.com/xlb/xlb/internal/packet"
@@ -31,9 +33,19 @@ func keyed(r packet.Reason, p *packet.Parsed) bool {
 
 // setKey fills x.key from the decoded packet and hashes it.
 func (w *Worker) setKey(x *flow) {
-	p := x.p
-	x.key = conntrack.Key{SrcIP: p.Src, DstIP: p.Dst, SrcPort: p.SrcPort, DstPort: p.DstPort, Proto: p.Proto, V6: p.Family == 6}
-	x.hash = w.ct.Hash(&x.key)
+	p, k := x.p, &x.key
+	copyAddr(&k.SrcIP, &p.Src)
+	copyAddr(&k.DstIP, &p.Dst)
+	k.SrcPort, k.DstPort, k.Proto, k.V6 = p.SrcPort, p.DstPort, p.Proto, p.Family == 6
+	x.hash = w.ct.Hash(k)
+}
+
+// copyAddr copies an address 8 bytes at a time: Decode has just stored it
+// that way, and a 16-byte load of two recent 8-byte stores cannot be
+// forwarded from the store buffer (a stall of tens of cycles).
+func copyAddr(dst, src *[16]byte) {
+	binary.LittleEndian.PutUint64(dst[0:8], binary.LittleEndian.Uint64(src[0:8]))
+	binary.LittleEndian.PutUint64(dst[8:16], binary.LittleEndian.Uint64(src[8:16]))
 }
 
 // lookup finds the conntrack entry of key (hashed h) and copies it into
@@ -70,9 +82,13 @@ func (w *Worker) insertNAT(s *Snapshot, x *flow, now int64, full bool) error {
 	if full {
 		flags = conntrack.FlagFullNAT
 	}
-	fe := conntrack.Entry{Backend: e.Backend, Service: e.Service, PeerIP: be.Addr.IP, VIP: k.DstIP,
+	// (Addresses are copied with copyAddr: the key's were just stored 8
+	// bytes at a time.)
+	fe := conntrack.Entry{Backend: e.Backend, Service: e.Service, PeerIP: be.Addr.IP,
 		PeerPort: bport, VPort: k.DstPort, State: st, Flags: flags}
-	rk := conntrack.Key{SrcIP: be.Addr.IP, DstIP: k.SrcIP, SrcPort: bport, DstPort: k.SrcPort, Proto: k.Proto, V6: k.V6}
+	copyAddr(&fe.VIP, &k.DstIP)
+	rk := conntrack.Key{SrcIP: be.Addr.IP, SrcPort: bport, DstPort: k.SrcPort, Proto: k.Proto, V6: k.V6}
+	copyAddr(&rk.DstIP, &k.SrcIP)
 	if full {
 		idx, port, ok := w.ct.AllocSNAT(k.V6, uint32(x.hash))
 		if !ok {
@@ -82,8 +98,10 @@ func (w *Worker) insertNAT(s *Snapshot, x *flow, now int64, full bool) error {
 		e.SNATAddr, e.SNATPort = idx, port
 		rk.DstIP, rk.DstPort = s.SNAT[idx].IP, port
 	}
-	re := conntrack.Entry{Backend: e.Backend, Service: e.Service, PeerIP: k.SrcIP, VIP: k.DstIP, PeerPort: k.SrcPort,
+	re := conntrack.Entry{Backend: e.Backend, Service: e.Service, PeerPort: k.SrcPort,
 		VPort: k.DstPort, SNATAddr: fe.SNATAddr, SNATPort: fe.SNATPort, State: st, Flags: flags | conntrack.FlagReverse}
+	copyAddr(&re.PeerIP, &k.SrcIP)
+	copyAddr(&re.VIP, &k.DstIP)
 	// On error InsertNAT has already returned the SNAT port.
 	return w.ct.InsertNAT(k, &fe, &rk, &re, now)
 }

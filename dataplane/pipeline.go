@@ -152,8 +152,11 @@ func (w *Worker) Process(s *Snapshot, frames []encap.Frame, res []Result, now in
 			x.f = &frames[i]
 			r := packet.Decode(frames[i].Bytes(), p)
 			if keyed(r, p) { // setKey, by hand: it is too big to be inlined
-				x.key = conntrack.Key{SrcIP: p.Src, DstIP: p.Dst, SrcPort: p.SrcPort, DstPort: p.DstPort, Proto: p.Proto, V6: p.Family == 6}
-				x.hash = w.ct.Hash(&x.key)
+				k := &x.key
+				copyAddr(&k.SrcIP, &p.Src)
+				copyAddr(&k.DstIP, &p.Dst)
+				k.SrcPort, k.DstPort, k.Proto, k.V6 = p.SrcPort, p.DstPort, p.Proto, p.Family == 6
+				x.hash = w.ct.Hash(k)
 			}
 			res[i] = w.one(s, x, r, now)
 		}
@@ -661,7 +664,8 @@ func (w *Worker) reply(s *Snapshot, x *flow, now int64) (Result, bool) {
 	vip := encap.Endpoint{Addr: svc.VIP, Port: e.VPort}
 	var v encap.Verdict
 	if e.Flags&conntrack.FlagFullNAT != 0 {
-		client := encap.Endpoint{Addr: encap.Addr{IP: e.PeerIP, V6: p.Family == 6}, Port: e.PeerPort}
+		client := encap.Endpoint{Addr: encap.Addr{V6: p.Family == 6}, Port: e.PeerPort}
+		copyAddr(&client.Addr.IP, &e.PeerIP)
 		v = encap.FullNATReply(f.Bytes(), p, &vip, &client, &s.Reply)
 	} else {
 		v = encap.NATReply(f.Bytes(), p, &vip, &s.Reply)

@@ -197,8 +197,14 @@ func decodeFast(frame []byte, p *Parsed) (r Reason, ok bool) {
 	if l4 == EthernetLen+IPv4MinLen {
 		ip := frame[l3:l4]
 		p.EtherType, p.Family, p.TOS, p.TTL, p.DF = EtherTypeIPv4, 4, ip[1], ip[8], ip[6]&0x40 != 0
-		p.Src, p.Dst = [16]byte{}, [16]byte{}
-		*(*[4]byte)(p.Src[:4]), *(*[4]byte)(p.Dst[:4]) = [4]byte(ip[12:16]), [4]byte(ip[16:20])
+		// Each address as two 8-byte stores: the readers (the VIP lookup,
+		// the flow key) load them 8 bytes at a time, and a load that spans
+		// two recent stores (a 16-byte clear and a 4-byte copy) cannot be
+		// forwarded from the store buffer: a stall per address.
+		binary.LittleEndian.PutUint64(p.Src[0:8], uint64(binary.LittleEndian.Uint32(ip[12:16])))
+		binary.LittleEndian.PutUint64(p.Src[8:16], 0)
+		binary.LittleEndian.PutUint64(p.Dst[0:8], uint64(binary.LittleEndian.Uint32(ip[16:20])))
+		binary.LittleEndian.PutUint64(p.Dst[8:16], 0)
 	} else {
 		ip := IPv6(frame[l3:l4])
 		p.EtherType, p.Family, p.TOS, p.TTL, p.DF = EtherTypeIPv6, 6, ip.TrafficClass(), ip[7], false
