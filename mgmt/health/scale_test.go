@@ -92,7 +92,7 @@ func TestManyTargets(t *testing.T) {
 			if !raceEnabled && best > 50*time.Millisecond {
 				t.Errorf("Set of %d targets took %v at best, want < 50ms", manyTargets, best)
 			}
-			if per := (heapAfter - heapBefore) / manyTargets; per > 2048 {
+			if per := (heapAfter - heapBefore) / manyTargets; !raceEnabled && per > 2048 { // the race detector doubles the heap
 				t.Errorf("%d bytes per target", per)
 			}
 
