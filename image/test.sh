@@ -120,8 +120,11 @@ LinkLocalAddressing=no
 IPv6AcceptRA=no
 NET
 cp "$work/id.pub" "$work/conf/authorized_keys"
+# Kernel notices on the console (the image boots with quiet): the console
+# log then shows where a slow boot spends its time.
+echo 'set xlb_cmdline="loglevel=6"' > "$work/conf/boot.cfg"
 export MTOOLS_SKIP_CHECK=1
-mcopy -o -i "$work/disk.img@@$conf_off" "$work/conf/xlb.yaml" "$work/conf/authorized_keys" ::/
+mcopy -o -i "$work/disk.img@@$conf_off" "$work/conf/xlb.yaml" "$work/conf/authorized_keys" "$work/conf/boot.cfg" ::/
 mcopy -o -i "$work/disk.img@@$conf_off" "$work/conf/network/20-client.network" "$work/conf/network/30-backend.network" ::/network/
 
 # --- namespaces -----------------------------------------------------------------
@@ -163,13 +166,13 @@ stamp() { local l now; while IFS= read -r l; do printf -v now '%(%s)T' -1; print
 # connections fail. With queues = vCPUs XDP transmit shares the queues
 # (locked) and the rx queue count does not change.
 qemu() {
-  local nic='virtio-net-pci,mq=on,vectors=6,iommu_platform=on,disable-legacy=on'
+  local nic='virtio-net-pci,mq=on,vectors=6,iommu_platform=on,disable-legacy=on,romfile='
   ip netns exec "$nsq" qemu-system-x86_64 -M pc -accel tcg -smp 2 -m 1536 \
     -display none -monitor none -chardev stdio,id=ser,signal=off -serial chardev:ser \
     -drive "file=$work/disk.img,format=raw,if=none,id=disk,cache=unsafe" -device virtio-blk-pci,drive=disk,bootindex=1,addr=0x6 \
     -drive "file=$payload,format=raw,if=none,id=upd,readonly=on" -device virtio-blk-pci,drive=upd,serial=xlbupdate,addr=0x7 \
     -netdev user,id=mgmt,hostfwd=tcp:127.0.0.1:18080-:8080,hostfwd=tcp:127.0.0.1:10022-:22 \
-    -device virtio-net-pci,netdev=mgmt,mac=52:54:00:00:00:01,addr=0x3 \
+    -device virtio-net-pci,netdev=mgmt,mac=52:54:00:00:00:01,addr=0x3,romfile= \
     -netdev tap,id=cl,ifname=tapc,script=no,downscript=no,vhost=off,queues=2 \
     -device "$nic,netdev=cl,mac=52:54:00:00:01:01,addr=0x4" \
     -netdev tap,id=be,ifname=tapb,script=no,downscript=no,vhost=off,queues=2 \
@@ -281,7 +284,7 @@ if [ "${XLB_IMAGE_UPGRADE:-1}" = 1 ]; then
   [ "$(gssh cat /etc/machine-id)" = "$mid" ] || fail "the machine id changed across the upgrade"
   has '"198.51.100.10"' ctl -o json service list || fail "the service is gone after the upgrade"
   ctl backend weight web 10.10.2.12 100 >/dev/null || fail "the token is not accepted after the upgrade"
-  wait_for 120 "HTTP through the VIP after the upgrade" http_both
+  wait_for 180 "HTTP through the VIP after the upgrade" http_both
   m=$(modes)
   [ -z "$(tr ' ' '\n' <<< "$m" | grep -v '=zero-copy$')" ] || fail "after the upgrade, not every socket is zero-copy: $m"
   log "after the upgrade: slot b is the default, token, service and state file kept, HTTP to both backends, $m"
