@@ -22,6 +22,7 @@ import (
 	"github.com/xlb/xlb/config"
 	"github.com/xlb/xlb/internal/daemon"
 	"github.com/xlb/xlb/internal/preflight"
+	"github.com/xlb/xlb/internal/sdnotify"
 	"github.com/xlb/xlb/internal/version"
 	"github.com/xlb/xlb/mgmt"
 )
@@ -243,6 +244,12 @@ func runCmd(args []string, stdout, stderr io.Writer) int {
 		go func() { _ = hs.Serve(ln) }()
 		log.Info().Str("listen", ln.Addr().String()).Bool("tls", hs.TLSConfig != nil).Msg("api listening")
 	}
+	// systemd (Type=notify): ready now, and watchdog pings while running;
+	// both do nothing outside systemd.
+	wd := make(chan struct{})
+	defer close(wd)
+	_ = sdnotify.Ready("serving")
+	go sdnotify.Watchdog(wd, nil)
 	term := endStartup()
 	early.Lock()
 	hup := early.hup
