@@ -130,12 +130,14 @@ func TestLockFreeReadsNotTorn(t *testing.T) {
 	}
 	var bad atomic.Int64
 	var hits atomic.Int64
+	var readers sync.WaitGroup
+	deadline := time.Now().Add(2 * time.Second)
 	for range 2 {
-		wg.Add(1)
+		readers.Add(1)
 		go func() {
-			defer wg.Done()
+			defer readers.Done()
 			var e Entry
-			for n := 0; n < 20000; n++ {
+			for n := 0; hits.Load() < 5000 && time.Now().Before(deadline); n++ {
 				k := &ks[n%keys]
 				if !tbl.Lookup(k, tbl.Hash(k), 0, at(0), &e) {
 					continue
@@ -143,11 +145,11 @@ func TestLockFreeReadsNotTorn(t *testing.T) {
 				hits.Add(1)
 				v := e.Backend
 				ok := v%keys == uint32(n%keys) && e.Service == v && e.PeerPort == uint16(v) && e.VPort == uint16(v)
-				n := 4
+				alen := 4
 				if k.V6 {
-					n = 16
+					alen = 16
 				}
-				for j := range n {
+				for j := range alen {
 					ok = ok && e.PeerIP[j] == byte(v) && e.VIP[j] == byte(v)
 				}
 				if !ok {
@@ -156,10 +158,7 @@ func TestLockFreeReadsNotTorn(t *testing.T) {
 			}
 		}()
 	}
-	time.Sleep(10 * time.Millisecond)
-	for hits.Load() < 1000 && bad.Load() == 0 {
-		time.Sleep(10 * time.Millisecond)
-	}
+	readers.Wait()
 	stop.Store(true)
 	wg.Wait()
 	if bad.Load() != 0 {
