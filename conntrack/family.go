@@ -43,12 +43,7 @@ type slot[K comparable, E comparable] struct {
 // memory for a persistent table), so it holds no Go pointers; Attach
 // rebuilds everything in it but the counters from the slots.
 type shardData struct {
-	mu sync.Mutex
-	// seq is the shard's sequence count for the lock-free readers (see
-	// read): odd while a writer, holding mu, changes what they read (the
-	// chains, and the keys, entries, states and marks of the slots). A
-	// crash may leave it odd; Attach resets it with the rest of the header.
-	seq  atomic.Uint64
+	mu   sync.Mutex
 	free int32 // head of the free list (slot index), -1 if empty
 	head int32 // most recently linked entry that is not half-open
 	tail int32 // least recently linked one: the eviction candidate
@@ -66,6 +61,14 @@ type shardData struct {
 
 	// Counters, written under mu.
 	inserts, updates, deletes, expired, evictions, evictedSyn, full, pairRemovals uint64
+
+	// seq is the shard's sequence count for the lock-free readers (see
+	// read): odd while a writer, holding mu, changes what they read (the
+	// chains, and the keys, entries, states and marks of the slots). A
+	// crash may leave it odd; Attach resets it with the rest of the header.
+	// It sits in what was the header's padding, at the end, so that the
+	// memory format, and a table the previous binary left, did not change.
+	seq atomic.Uint64
 }
 
 // shard is padded to two cache lines so that the locks and counters of

@@ -23,7 +23,7 @@ const (
 	// FormatVersion is the version of the table's memory format. Bump it
 	// whenever the meaning of stored bytes changes in a way the layout
 	// checksum cannot see (a new state, a different hash).
-	FormatVersion = 3
+	FormatVersion = 2
 	pageSize      = 4096
 )
 
@@ -123,7 +123,7 @@ func layoutSum() uint64 {
 		unsafe.Offsetof(e6.SNATAddr), unsafe.Offsetof(e6.Flags),
 		unsafe.Sizeof(k4), unsafe.Offsetof(k4.DstIP), unsafe.Offsetof(k4.SrcPort), unsafe.Offsetof(k4.DstPort), unsafe.Offsetof(k4.Proto),
 		unsafe.Sizeof(k6), unsafe.Offsetof(k6.DstIP), unsafe.Offsetof(k6.SrcPort), unsafe.Offsetof(k6.DstPort), unsafe.Offsetof(k6.Proto),
-		unsafe.Sizeof(sh), unsafe.Sizeof(sh.mu), unsafe.Offsetof(sh.seq), unsafe.Offsetof(sh.free), unsafe.Offsetof(sh.head), unsafe.Offsetof(sh.tail),
+		unsafe.Sizeof(sh), unsafe.Sizeof(sh.mu), unsafe.Offsetof(sh.free), unsafe.Offsetof(sh.head), unsafe.Offsetof(sh.tail),
 		unsafe.Offsetof(sh.n), unsafe.Offsetof(sh.next), unsafe.Offsetof(sh.synHead), unsafe.Offsetof(sh.synTail),
 		unsafe.Offsetof(sh.synN), unsafe.Offsetof(sh.inserts), unsafe.Offsetof(sh.pairRemovals),
 		unsafe.Sizeof(h), unsafe.Offsetof(h.Seed), unsafe.Offsetof(h.BootBase), unsafe.Offsetof(h.SNAT), unsafe.Offsetof(h.Sum),

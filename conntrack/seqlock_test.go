@@ -5,6 +5,7 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+	"unsafe"
 )
 
 // TestLookupTakesNoLock: a hit on an established flow, and a miss, are
@@ -271,5 +272,17 @@ func TestHash(t *testing.T) {
 		if got, want := tbl.Hash(&w6), hash6(&k6, tbl.seed); got != want {
 			t.Fatalf("%+v: Hash %x, stored under %x", k6, got, want)
 		}
+	}
+}
+
+// TestSeqInPadding: the sequence count sits after every field the memory
+// format knows, in the header's padding, so that a table the previous
+// binary left (format 2, same layout checksum) is reused on upgrade.
+func TestSeqInPadding(t *testing.T) {
+	var sh shard
+	if unsafe.Offsetof(sh.seq) < unsafe.Offsetof(sh.pairRemovals)+unsafe.Sizeof(sh.pairRemovals) ||
+		unsafe.Sizeof(sh) != 2*cacheLine || FormatVersion != 2 {
+		t.Fatalf("seq at %d, counters end at %d, shard %d bytes, format %d", unsafe.Offsetof(sh.seq),
+			unsafe.Offsetof(sh.pairRemovals)+unsafe.Sizeof(sh.pairRemovals), unsafe.Sizeof(sh), FormatVersion)
 	}
 }
