@@ -216,6 +216,32 @@ func (b *builder) copyAddr(ptr asm.Register, off int16, dst int16, words int) {
 	}
 }
 
+// ethernet parses Ethernet and at most one VLAN tag from R7 (which then
+// points at the L3 header) and jumps to "ipv4" or "ipv6"; other frames
+// fall through with R1 = the ethertype as loaded. Shared by the steering
+// and realserver programs.
+func (b *builder) ethernet() {
+	b.need(asm.R7, 14)
+	b.emit(
+		asm.LoadMem(asm.R1, asm.R7, 12, asm.Half),
+		asm.Add.Imm(asm.R7, 14),
+		asm.JEq.Imm(asm.R1, be16(eth8021Q), "vlan"),
+		asm.JEq.Imm(asm.R1, be16(eth8021AD), "vlan"),
+		asm.Ja.Label("l3"),
+	)
+	b.label("vlan")
+	b.need(asm.R7, 4)
+	b.emit(
+		asm.LoadMem(asm.R1, asm.R7, 2, asm.Half),
+		asm.Add.Imm(asm.R7, 4),
+	)
+	b.label("l3")
+	b.emit(
+		asm.JEq.Imm(asm.R1, be16(ethIPv4), "ipv4"),
+		asm.JEq.Imm(asm.R1, be16(ethIPv6), "ipv6"),
+	)
+}
+
 // steeringProgram assembles the XDP steering program.
 //
 // Registers: R6 holds ctx until the queue index is saved, then the L4
@@ -239,25 +265,8 @@ func steeringProgram(xsks, dsts, srcs, locals, snat, hold, counters *ebpf.Map) a
 		asm.LoadMem(asm.R8, asm.R6, mdDataEnd, asm.Word),
 	)
 
-	// Ethernet, then at most one VLAN tag. R1 = ethertype as loaded.
-	b.need(asm.R7, 14)
+	b.ethernet()
 	b.emit(
-		asm.LoadMem(asm.R1, asm.R7, 12, asm.Half),
-		asm.Add.Imm(asm.R7, 14),
-		asm.JEq.Imm(asm.R1, be16(eth8021Q), "vlan"),
-		asm.JEq.Imm(asm.R1, be16(eth8021AD), "vlan"),
-		asm.Ja.Label("l3"),
-	)
-	b.label("vlan")
-	b.need(asm.R7, 4)
-	b.emit(
-		asm.LoadMem(asm.R1, asm.R7, 2, asm.Half),
-		asm.Add.Imm(asm.R7, 4),
-	)
-	b.label("l3")
-	b.emit(
-		asm.JEq.Imm(asm.R1, be16(ethIPv4), "ipv4"),
-		asm.JEq.Imm(asm.R1, be16(ethIPv6), "ipv6"),
 		asm.Mov.Imm(asm.R9, cntPassNotIP),
 		asm.Ja.Label("pass"),
 	)

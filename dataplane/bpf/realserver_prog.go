@@ -176,25 +176,7 @@ func realserverProgram(vips, locals, dscps, counters *ebpf.Map) asm.Instructions
 	)
 
 	// Ethernet and at most one VLAN tag; R7 = L3 header.
-	b.need(asm.R7, 14)
-	b.emit(
-		asm.LoadMem(asm.R1, asm.R7, 12, asm.Half),
-		asm.Add.Imm(asm.R7, 14),
-		asm.JEq.Imm(asm.R1, be16(eth8021Q), "vlan"),
-		asm.JEq.Imm(asm.R1, be16(eth8021AD), "vlan"),
-		asm.Ja.Label("l3"),
-	)
-	b.label("vlan")
-	b.need(asm.R7, 4)
-	b.emit(
-		asm.LoadMem(asm.R1, asm.R7, 2, asm.Half),
-		asm.Add.Imm(asm.R7, 4),
-	)
-	b.label("l3")
-	b.emit(
-		asm.JEq.Imm(asm.R1, be16(ethIPv4), "ipv4"),
-		asm.JEq.Imm(asm.R1, be16(ethIPv6), "ipv6"),
-	)
+	b.ethernet()
 	b.exit(rsPassNotIP)
 
 	b.ipv4(locals)
