@@ -96,7 +96,7 @@ func TestCapacityRounding(t *testing.T) {
 func TestInsertLookupDelete4(t *testing.T) {
 	tbl := newTable(t, smallConfig())
 	k := testKey4(1, protoTCP)
-	e := entry4{Backend: 42, Service: 3, VPort: 80, State: StateEstablished}
+	e := Entry4{Backend: 42, Service: 3, VPort: 80, State: StateEstablished}
 	if _, ok := tbl.lookup4(&k, TCPFlagACK, at(0)); ok {
 		t.Fatal("hit on an empty table")
 	}
@@ -314,7 +314,7 @@ func TestTimeouts(t *testing.T) {
 			tbl := newTable(t, c)
 			k := testKey4(7, tt.proto)
 			k6 := testKey6(7, tt.proto)
-			if err := tbl.insert4(&k, entry4{Backend: 1, State: tt.state}, at(0)); err != nil {
+			if err := tbl.insert4(&k, Entry4{Backend: 1, State: tt.state}, at(0)); err != nil {
 				t.Fatal(err)
 			}
 			if err := tbl.insert6(&k6, entry6{Backend: 1, State: tt.state}, at(0)); err != nil {
@@ -340,7 +340,7 @@ func TestTimeouts(t *testing.T) {
 func TestClockSkew(t *testing.T) {
 	tbl := newTable(t, smallConfig())
 	k := testKey4(1, protoUDP)
-	if err := tbl.insert4(&k, entry4{}, at(10*time.Second)); err != nil {
+	if err := tbl.insert4(&k, Entry4{}, at(10*time.Second)); err != nil {
 		t.Fatal(err)
 	}
 	if _, ok := tbl.lookup4(&k, 0, at(9*time.Second)); !ok {
@@ -364,11 +364,11 @@ func TestExpireIncremental(t *testing.T) {
 	// 30 v6 UDP at 0 and 20 v6 UDP at 15s.
 	for i := range 100 {
 		k := testKey4(i, protoUDP)
-		mustInsert4(t, tbl, &k, entry4{}, at(0))
+		mustInsert4(t, tbl, &k, Entry4{}, at(0))
 	}
 	for i := 100; i < 150; i++ {
 		k := testKey4(i, protoTCP)
-		mustInsert4(t, tbl, &k, entry4{State: StateEstablished}, at(0))
+		mustInsert4(t, tbl, &k, Entry4{State: StateEstablished}, at(0))
 	}
 	for i := range 50 {
 		k := testKey6(i, protoUDP)
@@ -408,7 +408,7 @@ func TestExpireIncremental(t *testing.T) {
 	if st.Expired != 130 {
 		t.Fatalf("Expired = %d, want 130", st.Expired)
 	}
-	tbl.range4(func(k key4, e entry4) bool {
+	tbl.range4(func(k key4, e Entry4) bool {
 		if k.Proto != protoTCP {
 			t.Errorf("survivor %+v is not an established flow", k)
 		}
@@ -424,7 +424,7 @@ func TestExpireIncremental(t *testing.T) {
 	checkTable(t, tbl)
 }
 
-func mustInsert4(tb testing.TB, tbl *Table, k *key4, e entry4, now int64) {
+func mustInsert4(tb testing.TB, tbl *Table, k *key4, e Entry4, now int64) {
 	tb.Helper()
 	if err := tbl.insert4(k, e, now); err != nil {
 		tb.Fatalf("Insert4(%+v): %v", *k, err)
@@ -437,7 +437,7 @@ func TestEvictLRU(t *testing.T) {
 	tbl := newTable(t, smallConfig()) // 16 slots per shard, EvictMinIdle 1s
 	keys := keysInShard4(tbl, 2, 16+8, protoTCP)
 	for i := range 16 {
-		mustInsert4(t, tbl, &keys[i], entry4{Backend: uint32(i), State: StateEstablished}, at(time.Duration(i)*time.Second))
+		mustInsert4(t, tbl, &keys[i], Entry4{Backend: uint32(i), State: StateEstablished}, at(time.Duration(i)*time.Second))
 	}
 	// Touch 0, 5 and 3 (in that order) at 20s, 21s, 22s: the LRU order is
 	// now 1 2 4 6 7 ... 15 0 5 3.
@@ -449,7 +449,7 @@ func TestEvictLRU(t *testing.T) {
 	want := []int{1, 2, 4, 6, 7, 8, 9, 10}
 	for n, victim := range want {
 		now := at(time.Duration(30+n) * time.Second)
-		if err := tbl.insert4(&keys[16+n], entry4{Backend: uint32(16 + n)}, now); err != nil {
+		if err := tbl.insert4(&keys[16+n], Entry4{Backend: uint32(16 + n)}, now); err != nil {
 			t.Fatalf("insert %d: %v", n, err)
 		}
 		for i := range 16 + n + 1 {
@@ -470,8 +470,8 @@ func TestEvictLRU(t *testing.T) {
 }
 
 // peek4 finds k without refreshing it or changing its state.
-func peek4(tbl *Table, k *key4) (e entry4, ok bool) {
-	tbl.range4(func(k2 key4, e2 entry4) bool {
+func peek4(tbl *Table, k *key4) (e Entry4, ok bool) {
+	tbl.range4(func(k2 key4, e2 Entry4) bool {
 		if k2 == *k {
 			e, ok = e2, true
 			return false
@@ -497,7 +497,7 @@ func TestFullRefuses(t *testing.T) {
 	tbl := newTable(t, smallConfig())
 	keys := keysInShard4(tbl, 1, 20, protoTCP)
 	for i := range 16 {
-		mustInsert4(t, tbl, &keys[i], entry4{Backend: uint32(i), State: StateEstablished}, at(time.Duration(i)*100*time.Millisecond))
+		mustInsert4(t, tbl, &keys[i], Entry4{Backend: uint32(i), State: StateEstablished}, at(time.Duration(i)*100*time.Millisecond))
 	}
 	// At 2s the oldest has been idle 2s >= 1s: evictable.
 	// At 1.6s + 0.5s... use a time where every entry is fresh instead.
@@ -508,7 +508,7 @@ func TestFullRefuses(t *testing.T) {
 		}
 	}
 	for n := range 4 {
-		err := tbl.insert4(&keys[16+n], entry4{Backend: 99}, now+int64(500*time.Millisecond))
+		err := tbl.insert4(&keys[16+n], Entry4{Backend: 99}, now+int64(500*time.Millisecond))
 		if !errors.Is(err, ErrFull) {
 			t.Fatalf("insert into a full fresh shard: %v, want ErrFull", err)
 		}
@@ -519,7 +519,7 @@ func TestFullRefuses(t *testing.T) {
 	}
 	// Other shards still take inserts.
 	other := keysInShard4(tbl, 0, 1, protoTCP)
-	mustInsert4(t, tbl, &other[0], entry4{}, now)
+	mustInsert4(t, tbl, &other[0], Entry4{}, now)
 	// Survivors are intact.
 	for i := range 16 {
 		e, ok := tbl.lookup4(&keys[i], TCPFlagACK, now+int64(600*time.Millisecond))
@@ -543,7 +543,7 @@ func TestFullRefuses(t *testing.T) {
 			tbl.lookup4(&keys[i], TCPFlagACK, now+int64(1400*time.Millisecond))
 		}
 	}
-	if err := tbl.insert4(&keys[16], entry4{Backend: 16}, now+int64(1500*time.Millisecond)); err != nil {
+	if err := tbl.insert4(&keys[16], Entry4{Backend: 16}, now+int64(1500*time.Millisecond)); err != nil {
 		t.Fatalf("insert with a closing entry at the tail: %v", err)
 	}
 	if _, ok := peek4(tbl, &keys[7]); ok {
@@ -559,7 +559,7 @@ func TestEvictMinIdleZero(t *testing.T) {
 	tbl := newTable(t, c)
 	keys := keysInShard4(tbl, 3, 40, protoUDP)
 	for i, k := range keys {
-		mustInsert4(t, tbl, &k, entry4{Backend: uint32(i)}, at(0))
+		mustInsert4(t, tbl, &k, Entry4{Backend: uint32(i)}, at(0))
 	}
 	if st := tbl.Stats(); st.Evictions != 24 || st.Full != 0 || st.Entries4 != 16 {
 		t.Fatalf("stats %+v", st)
@@ -684,7 +684,7 @@ func TestFullNATTeardown(t *testing.T) {
 	type env struct {
 		tbl        *Table
 		fwd, rev   key4
-		fe, re     entry4
+		fe, re     Entry4
 		idx        uint8
 		port       uint16
 		fwd6, rev6 key6
@@ -805,7 +805,7 @@ func TestFullNATTeardown(t *testing.T) {
 			en.tbl.Expire(now, 1<<20)
 		}},
 		{"overwrite forward", protoTCP, func(t *testing.T, en *env) {
-			if err := en.tbl.insert4(&en.fwd, entry4{Backend: 9}, at(time.Second)); err != nil {
+			if err := en.tbl.insert4(&en.fwd, Entry4{Backend: 9}, at(time.Second)); err != nil {
 				t.Fatal(err)
 			}
 			if err := en.tbl.insert6(&en.fwd6, entry6{Backend: 9}, at(time.Second)); err != nil {
@@ -839,7 +839,7 @@ func TestFullNATTeardown(t *testing.T) {
 		}
 		now := at(2 * time.Second)
 		for i := 0; ; i++ {
-			mustInsert4(t, tbl, &fill[i], entry4{}, now)
+			mustInsert4(t, tbl, &fill[i], Entry4{}, now)
 			if _, ok := peek4(tbl, &en.fwd); !ok {
 				break
 			}
@@ -900,7 +900,7 @@ func TestFullNATTeardown(t *testing.T) {
 		tbl := newTable(t, c)
 		idx, port, _ := tbl.allocSNAT4(0, 0)
 		var fwd, rev key4
-		var fe, re entry4
+		var fe, re Entry4
 		var rs, fs *shard
 		for i := 1; rs == fs; i++ { // find a pair whose halves are in different shards
 			fwd, fe, rev, re = fullNATPair4(tbl, testKey4(i, protoTCP), idx, port, 1)
@@ -909,7 +909,7 @@ func TestFullNATTeardown(t *testing.T) {
 		}
 		si := uint32((uintptr(unsafe.Pointer(rs)) - uintptr(unsafe.Pointer(&tbl.v4.shards[0]))) / unsafe.Sizeof(shard{}))
 		for _, k := range keysInShard4(tbl, si, 16, protoTCP) {
-			mustInsert4(t, tbl, &k, entry4{State: StateEstablished}, at(time.Second))
+			mustInsert4(t, tbl, &k, Entry4{State: StateEstablished}, at(time.Second))
 		}
 		err := tbl.insertNAT4(&fwd, fe, &rev, re, at(time.Second))
 		if !errors.Is(err, ErrFull) {
@@ -935,13 +935,13 @@ func TestNATPair(t *testing.T) {
 	tbl := newTable(t, smallConfig())
 	fwd := testKey4(3, protoTCP)
 	bip := [4]byte{192, 0, 2, 12}
-	fe := entry4{Backend: 2, PeerIP: bip, PeerPort: 8080, VIP: fwd.DstIP, VPort: fwd.DstPort, Flags: FlagNAT}
+	fe := Entry4{Backend: 2, PeerIP: bip, PeerPort: 8080, VIP: fwd.DstIP, VPort: fwd.DstPort, Flags: FlagNAT}
 	rev, ok := tbl.pairKey4(&fwd, &fe)
 	want := key4{SrcIP: bip, SrcPort: 8080, DstIP: fwd.SrcIP, DstPort: fwd.SrcPort, Proto: protoTCP}
 	if !ok || rev != want {
 		t.Fatalf("PairKey4 = %+v %v, want %+v", rev, ok, want)
 	}
-	re := entry4{Backend: 2, PeerIP: fwd.SrcIP, PeerPort: fwd.SrcPort, VIP: fwd.DstIP, VPort: fwd.DstPort, Flags: FlagNAT | FlagReverse}
+	re := Entry4{Backend: 2, PeerIP: fwd.SrcIP, PeerPort: fwd.SrcPort, VIP: fwd.DstIP, VPort: fwd.DstPort, Flags: FlagNAT | FlagReverse}
 	if back, _ := tbl.pairKey4(&rev, &re); back != fwd {
 		t.Fatalf("PairKey4(rev) = %+v", back)
 	}
@@ -958,7 +958,7 @@ func TestNATPair(t *testing.T) {
 	}
 	// Replacing the reverse entry by a plain one tears the pair down: the
 	// forward entry goes, the new plain entry stays.
-	mustInsert4(t, tbl, &rev, entry4{Backend: 77}, at(0))
+	mustInsert4(t, tbl, &rev, Entry4{Backend: 77}, at(0))
 	if _, ok := peek4(tbl, &fwd); ok {
 		t.Fatal("forward entry survived the replacement of its reverse entry")
 	}
@@ -975,7 +975,7 @@ func TestNATPair(t *testing.T) {
 	if tbl.Len() != 1 || tbl.Stats().PairRemovals != 1 {
 		t.Fatalf("Len %d, stats %+v", tbl.Len(), tbl.Stats())
 	}
-	if _, ok := tbl.pairKey4(&fwd, &entry4{}); ok {
+	if _, ok := tbl.pairKey4(&fwd, &Entry4{}); ok {
 		t.Fatal("PairKey4 of a plain entry")
 	}
 	if _, ok := tbl.pairKey4(nil, nil); ok {
@@ -995,7 +995,7 @@ func TestRange(t *testing.T) {
 	tbl := newTable(t, c)
 	for i := range 50 {
 		k := testKey4(i, protoTCP)
-		mustInsert4(t, tbl, &k, entry4{Backend: uint32(i)}, at(0))
+		mustInsert4(t, tbl, &k, Entry4{Backend: uint32(i)}, at(0))
 		k6 := testKey6(i, protoTCP)
 		if err := tbl.insert6(&k6, entry6{Backend: uint32(i)}, at(0)); err != nil {
 			t.Fatal(err)
@@ -1004,7 +1004,7 @@ func TestRange(t *testing.T) {
 	k := testKey4(3, protoTCP)
 	tbl.lookup4(&k, TCPFlagACK, at(time.Second))
 	seen := map[key4]bool{}
-	tbl.range4(func(k key4, e entry4) bool {
+	tbl.range4(func(k key4, e Entry4) bool {
 		if seen[k] {
 			t.Errorf("%+v visited twice", k)
 		}
@@ -1027,7 +1027,7 @@ func TestRange(t *testing.T) {
 		t.Fatalf("Range6 did not stop: %d", n)
 	}
 	// fn may use the table.
-	tbl.range4(func(k key4, e entry4) bool {
+	tbl.range4(func(k key4, e Entry4) bool {
 		tbl.delete4(&k)
 		return true
 	})
@@ -1040,7 +1040,7 @@ func TestBytesPerEntry(t *testing.T) {
 	tbl := newTable(t, smallConfig())
 	b4, b6 := tbl.BytesPerEntry4(), tbl.BytesPerEntry6()
 	t.Logf("bytes per entry: IPv4 %d, IPv6 %d (slot %d/%d + 4 bucket + 4 link); shard header %d",
-		b4, b6, unsafe.Sizeof(slot[key4, entry4]{}), unsafe.Sizeof(slot[key6, entry6]{}), unsafe.Sizeof(shard{}))
+		b4, b6, unsafe.Sizeof(slot[key4, Entry4]{}), unsafe.Sizeof(slot[key6, entry6]{}), unsafe.Sizeof(shard{}))
 	if b4 > 64 {
 		t.Errorf("IPv4 entry costs %d bytes, want <= 64", b4)
 	}
@@ -1147,7 +1147,7 @@ func testConcurrent(t *testing.T, budget int) {
 					tbl.lookup4(&k, []uint8{TCPFlagSYN, TCPFlagACK, TCPFlagFIN, TCPFlagRST}[rng.IntN(4)], now)
 					tbl.lookup6(&k6, 0, now)
 				case op < 10:
-					_ = tbl.insert4(&k, entry4{Backend: uint32(n)}, now)
+					_ = tbl.insert4(&k, Entry4{Backend: uint32(n)}, now)
 					_ = tbl.insert6(&k6, entry6{Backend: uint32(n)}, now)
 				case op < 12:
 					tbl.delete4(&k)
@@ -1183,7 +1183,7 @@ func testConcurrent(t *testing.T, budget int) {
 	wg.Wait()
 	checkTable(t, tbl)
 	n := 0
-	tbl.range4(func(key4, entry4) bool { n++; return true })
+	tbl.range4(func(key4, Entry4) bool { n++; return true })
 	tbl.range6(func(key6, entry6) bool { n++; return true })
 	st := tbl.Stats()
 	if n != tbl.Len() || n != st.Entries4+st.Entries6 {
@@ -1196,7 +1196,7 @@ func testConcurrent(t *testing.T, budget int) {
 		port uint16
 	}
 	held := map[port]int{}
-	tbl.range4(func(k key4, e entry4) bool {
+	tbl.range4(func(k key4, e Entry4) bool {
 		if e.Flags&(FlagFullNAT|FlagReverse) == FlagFullNAT {
 			held[port{e.SNATAddr, e.SNATPort}]++
 		}
@@ -1231,13 +1231,13 @@ func TestBackendFlows(t *testing.T) {
 		checkTable(t, tbl)
 	}
 	k1, k2, k3 := testKey4(1, protoTCP), testKey4(2, protoUDP), testKey6(3, protoTCP)
-	mustInsert4(t, tbl, &k1, entry4{Backend: 1}, at(0))
-	mustInsert4(t, tbl, &k2, entry4{Backend: 1}, at(0))
+	mustInsert4(t, tbl, &k1, Entry4{Backend: 1}, at(0))
+	mustInsert4(t, tbl, &k2, Entry4{Backend: 1}, at(0))
 	if err := tbl.insert6(&k3, entry6{Backend: 2}, at(0)); err != nil {
 		t.Fatal(err)
 	}
 	flows(0, 2, 1)
-	mustInsert4(t, tbl, &k2, entry4{Backend: 2}, at(0)) // moves to backend 2
+	mustInsert4(t, tbl, &k2, Entry4{Backend: 2}, at(0)) // moves to backend 2
 	flows(0, 1, 2)
 	// A NAT pair counts once.
 	idx, port, _ := tbl.allocSNAT4(0, at(0))
@@ -1256,12 +1256,12 @@ func TestBackendFlows(t *testing.T) {
 		t.Fatal("uncounted ID has flows")
 	}
 	// Uncounted IDs do not disturb anything.
-	mustInsert4(t, tbl, &k1, entry4{Backend: 5000}, at(0))
+	mustInsert4(t, tbl, &k1, Entry4{Backend: 5000}, at(0))
 	tbl.delete4(&k1)
 	c := smallConfig()
 	c.MaxBackends = 0
 	tbl = newTable(t, c)
-	mustInsert4(t, tbl, &k1, entry4{Backend: 0}, at(0))
+	mustInsert4(t, tbl, &k1, Entry4{Backend: 0}, at(0))
 	if tbl.BackendFlows(0) != 0 {
 		t.Fatal("counted with MaxBackends 0")
 	}
@@ -1336,7 +1336,7 @@ func TestPeekHasNoSideEffects(t *testing.T) {
 		t.Fatal(err)
 	}
 	k := key4{SrcIP: [4]byte{1, 2, 3, 4}, DstIP: [4]byte{5, 6, 7, 8}, SrcPort: 1, DstPort: 80, Proto: 6}
-	if err := tb.insert4(&k, entry4{Backend: 7, State: StateSynSent}, 0); err != nil {
+	if err := tb.insert4(&k, Entry4{Backend: 7, State: StateSynSent}, 0); err != nil {
 		t.Fatal(err)
 	}
 	syn := int64(cfg.TCPSyn)

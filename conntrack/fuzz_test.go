@@ -111,7 +111,7 @@ func fuzzTable(t *testing.T, data []byte) {
 		c.Capacity = 256 // 64 per shard: more than all keys of a family
 	}
 	tbl := newTable(t, c)
-	m4 := model[key4, entry4]{m: map[key4]*modelEntry[entry4]{}}
+	m4 := model[key4, Entry4]{m: map[key4]*modelEntry[Entry4]{}}
 	m6 := model[key6, entry6]{m: map[key6]*modelEntry[entry6]{}}
 	now := at(0)
 	for n := 0; len(data) >= 3; n++ {
@@ -120,14 +120,14 @@ func fuzzTable(t *testing.T, data []byte) {
 		switch op % 11 {
 		case 0: // Insert4
 			k := testKey4(a%24, fuzzProto(a))
-			e := entry4{Backend: uint32(b), Service: uint32(a), VPort: uint16(b) << 4, State: b % 9}
+			e := Entry4{Backend: uint32(b), Service: uint32(a), VPort: uint16(b) << 4, State: b % 9}
 			_, stored := peek4(tbl, &k)
 			err := tbl.insert4(&k, e, now)
 			fuzzInsert(t, &m4, k, e, k.Proto, stored, err, evicting, now)
 		case 1: // Lookup4
 			k := testKey4(a%24, fuzzProto(a))
 			e, ok := tbl.lookup4(&k, b, now)
-			fuzzLookup(t, &m4, k, e, ok, b, k.Proto == protoTCP, evicting, now, func(e *entry4) *uint8 { return &e.State })
+			fuzzLookup(t, &m4, k, e, ok, b, k.Proto == protoTCP, evicting, now, func(e *Entry4) *uint8 { return &e.State })
 		case 2: // Delete4
 			k := testKey4(a%24, fuzzProto(a))
 			fuzzDelete(t, &m4, k, tbl.delete4(&k), evicting, now)
@@ -157,7 +157,7 @@ func fuzzTable(t *testing.T, data []byte) {
 			tbl.Expire(now, st.Capacity4+st.Capacity6)
 			live4, live6 := m4.sweep(now), m6.sweep(now)
 			got4, got6 := 0, 0
-			tbl.range4(func(k key4, e entry4) bool {
+			tbl.range4(func(k key4, e Entry4) bool {
 				if e.Flags == 0 {
 					got4++
 				}
@@ -208,7 +208,7 @@ func fuzzInsert[K comparable, E any](t *testing.T, m *model[K, E], k K, e E, pro
 	t.Helper()
 	var st *uint8
 	switch e := any(&e).(type) {
-	case *entry4:
+	case *Entry4:
 		st = &e.State
 	case *entry6:
 		st = &e.State

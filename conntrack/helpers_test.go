@@ -88,13 +88,13 @@ func keysInShard4(tbl *Table, si uint32, n int, proto uint8) []key4 {
 
 // fullNATPair4 builds a consistent fullnat pair for client key fwd: the
 // backend is 192.0.2.11:8080, the SNAT address idx and port as given.
-func fullNATPair4(tbl *Table, fwd key4, idx uint8, port uint16, backend uint32) (key4, entry4, key4, entry4) {
+func fullNATPair4(tbl *Table, fwd key4, idx uint8, port uint16, backend uint32) (key4, Entry4, key4, Entry4) {
 	bip := [4]byte{192, 0, 2, 11}
 	sip, _ := tbl.snatIP4(idx)
-	fe := entry4{Backend: backend, Service: 7, PeerIP: bip, PeerPort: 8080, VIP: fwd.DstIP, VPort: fwd.DstPort,
+	fe := Entry4{Backend: backend, Service: 7, PeerIP: bip, PeerPort: 8080, VIP: fwd.DstIP, VPort: fwd.DstPort,
 		SNATAddr: idx, SNATPort: port, Flags: FlagFullNAT}
 	rev := key4{SrcIP: bip, SrcPort: 8080, DstIP: sip, DstPort: port, Proto: fwd.Proto}
-	re := entry4{Backend: backend, Service: 7, PeerIP: fwd.SrcIP, PeerPort: fwd.SrcPort, VIP: fwd.DstIP, VPort: fwd.DstPort,
+	re := Entry4{Backend: backend, Service: 7, PeerIP: fwd.SrcIP, PeerPort: fwd.SrcPort, VIP: fwd.DstIP, VPort: fwd.DstPort,
 		SNATAddr: idx, SNATPort: port, Flags: FlagFullNAT | FlagReverse}
 	return fwd, fe, rev, re
 }
@@ -127,7 +127,7 @@ func checkTable(tb testing.TB, tbl *Table) {
 			want[backend]++
 		}
 	}
-	tbl.range4(func(_ key4, e entry4) bool { count(e.Backend, e.Flags); return true })
+	tbl.range4(func(_ key4, e Entry4) bool { count(e.Backend, e.Flags); return true })
 	tbl.range6(func(_ key6, e entry6) bool { count(e.Backend, e.Flags); return true })
 	for id, w := range want {
 		if got := tbl.BackendFlows(uint32(id)); got != w {
@@ -273,7 +273,7 @@ func checkPairs(tb testing.TB, tbl *Table) {
 		port uint16
 	}
 	held := map[port]bool{}
-	tbl.range4(func(k key4, e entry4) bool {
+	tbl.range4(func(k key4, e Entry4) bool {
 		if !isPaired(e.Flags) {
 			return true
 		}
@@ -282,9 +282,9 @@ func checkPairs(tb testing.TB, tbl *Table) {
 			tb.Errorf("v4 %v: NAT entry without partner key", k)
 			return true
 		}
-		var pe entry4
+		var pe Entry4
 		found := false
-		tbl.range4(func(k2 key4, e2 entry4) bool {
+		tbl.range4(func(k2 key4, e2 Entry4) bool {
 			if k2 == pk {
 				pe, found = e2, true
 				return false
@@ -320,7 +320,7 @@ func checkPairs(tb testing.TB, tbl *Table) {
 	}
 }
 
-// Most tests are written with the table's stored types (key4, entry4, key6,
+// Most tests are written with the table's stored types (key4, Entry4, key6,
 // entry6); these adapters run them through the public API (Key, Entry,
 // one method per operation for both families).
 
@@ -336,7 +336,7 @@ func wide6(k *key6) Key {
 	return w
 }
 
-func wideE4(e *entry4) Entry {
+func wideE4(e *Entry4) Entry {
 	var w Entry
 	wideEntry4(e, e.State, &w)
 	return w
@@ -348,9 +348,9 @@ func wideE6(e *entry6) Entry {
 	return w
 }
 
-func (t *Table) lookup4(k *key4, tcpFlags uint8, now int64) (entry4, bool) {
+func (t *Table) lookup4(k *key4, tcpFlags uint8, now int64) (Entry4, bool) {
 	if k == nil {
-		return entry4{}, false
+		return Entry4{}, false
 	}
 	w := wide4(k)
 	var e Entry
@@ -368,9 +368,9 @@ func (t *Table) lookup6(k *key6, tcpFlags uint8, now int64) (entry6, bool) {
 	return narrowEntry6(&e), ok
 }
 
-func (t *Table) peekKey4(k *key4, now int64) (entry4, bool) {
+func (t *Table) peekKey4(k *key4, now int64) (Entry4, bool) {
 	if k == nil {
-		return entry4{}, false
+		return Entry4{}, false
 	}
 	w := wide4(k)
 	var e Entry
@@ -378,7 +378,7 @@ func (t *Table) peekKey4(k *key4, now int64) (entry4, bool) {
 	return narrowEntry4(&e), ok
 }
 
-func (t *Table) insert4(k *key4, e entry4, now int64) error {
+func (t *Table) insert4(k *key4, e Entry4, now int64) error {
 	if k == nil {
 		return t.Insert(nil, &Entry{}, now)
 	}
@@ -410,7 +410,7 @@ func (t *Table) delete6(k *key6) bool {
 	return t.Delete(&w)
 }
 
-func (t *Table) insertNAT4(fwd *key4, fe entry4, rev *key4, re entry4, now int64) error {
+func (t *Table) insertNAT4(fwd *key4, fe Entry4, rev *key4, re Entry4, now int64) error {
 	var fk, rk *Key
 	if fwd != nil {
 		w := wide4(fwd)
@@ -438,7 +438,7 @@ func (t *Table) insertNAT6(fwd *key6, fe entry6, rev *key6, re entry6, now int64
 	return t.InsertNAT(fk, &wf, rk, &wr, now)
 }
 
-func (t *Table) pairKey4(k *key4, e *entry4) (key4, bool) {
+func (t *Table) pairKey4(k *key4, e *Entry4) (key4, bool) {
 	if k == nil || e == nil {
 		return key4{}, t.PairKey(nil, nil, nil)
 	}
@@ -465,7 +465,7 @@ func (t *Table) allocSNAT6(hash uint32, _ int64) (uint8, uint16, bool) {
 	return t.AllocSNAT(true, hash)
 }
 
-func (t *Table) range4(fn func(k key4, e entry4) bool) {
+func (t *Table) range4(fn func(k key4, e Entry4) bool) {
 	if fn == nil {
 		t.Range(nil)
 		return

@@ -88,7 +88,7 @@ func newLayout(cfg Config) layout {
 		return o
 	}
 	n4, n6 := l.ps4*l.shards, l.ps6*l.shards
-	l.f4 = familyLayout{place(l.shards, unsafe.Sizeof(shard{})), place(n4, unsafe.Sizeof(slot[key4, entry4]{})), place(n4, 4), place(n4, 4)}
+	l.f4 = familyLayout{place(l.shards, unsafe.Sizeof(shard{})), place(n4, unsafe.Sizeof(slot[key4, Entry4]{})), place(n4, 4), place(n4, 4)}
 	l.f6 = familyLayout{place(l.shards, unsafe.Sizeof(shard{})), place(n6, unsafe.Sizeof(slot[key6, entry6]{})), place(n6, 4), place(n6, 4)}
 	l.size = (off + pageSize - 1) &^ (pageSize - 1)
 	return l
@@ -100,9 +100,9 @@ func newLayout(cfg Config) layout {
 // keys), which decides where an entry lives. A binary whose sum differs
 // cannot read a table another binary left.
 func layoutSum() uint64 {
-	var s4 slot[key4, entry4]
+	var s4 slot[key4, Entry4]
 	var s6 slot[key6, entry6]
-	var e4 entry4
+	var e4 Entry4
 	var e6 entry6
 	var k4 key4
 	var k6 key6
@@ -475,7 +475,7 @@ func (f *family[K, E, F]) fixEntry(sl *slot[K, E], fix *snatFix) bool {
 	var port uint16
 	var flags uint8
 	switch e := any(&sl.e).(type) {
-	case *entry4:
+	case *Entry4:
 		idx, port, flags = &e.SNATAddr, e.SNATPort, e.Flags
 	case *entry6:
 		idx, port, flags = &e.SNATAddr, e.SNATPort, e.Flags

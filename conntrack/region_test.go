@@ -70,7 +70,7 @@ func TestAttachHeader(t *testing.T) {
 				t.Fatalf("fresh: %+v", info)
 			}
 			k := testKey4(1, protoTCP)
-			mustInsert4(t, tbl, &k, entry4{Backend: 3, State: StateEstablished}, at(0))
+			mustInsert4(t, tbl, &k, Entry4{Backend: 3, State: StateEstablished}, at(0))
 			cfg := base
 			mem2 := restart(mem)
 			tc.change(&cfg, mem2)
@@ -107,7 +107,7 @@ func TestAttachAfterCrash(t *testing.T) {
 	for i := range 40 {
 		k := testKey4(i, protoTCP)
 		if i%2 == 0 {
-			mustInsert4(t, tbl, &k, entry4{Backend: uint32(i % 5), State: StateEstablished}, at(time.Duration(i)*time.Second))
+			mustInsert4(t, tbl, &k, Entry4{Backend: uint32(i % 5), State: StateEstablished}, at(time.Duration(i)*time.Second))
 			continue
 		}
 		idx, port, ok := tbl.allocSNAT4(uint32(i), at(0))
@@ -179,7 +179,7 @@ func TestAttachAfterCrash(t *testing.T) {
 	}
 	for i := range 40 {
 		k := testKey4(100+i, protoTCP)
-		mustInsert4(t, tbl2, &k, entry4{Backend: 1}, now2)
+		mustInsert4(t, tbl2, &k, Entry4{Backend: 1}, now2)
 	}
 	tbl2.Expire(now2, 1<<20)
 	checkTable(t, tbl2)
@@ -206,8 +206,8 @@ func TestAttachClock(t *testing.T) {
 			mem := region(t, cfg)
 			tbl, _ := attach(t, cfg, mem, Persist{Now: t0, Boot: 50e9, BootID: bootA, Fresh: true})
 			old, fresh := testKey4(1, protoTCP), testKey4(2, protoTCP)
-			mustInsert4(t, tbl, &old, entry4{State: StateEstablished}, at(0))
-			mustInsert4(t, tbl, &fresh, entry4{State: StateEstablished}, at(30*time.Second)) // boot 80s
+			mustInsert4(t, tbl, &old, Entry4{State: StateEstablished}, at(0))
+			mustInsert4(t, tbl, &fresh, Entry4{State: StateEstablished}, at(30*time.Second)) // boot 80s
 			now := int64(3) * t0
 			tbl2, info := attach(t, cfg, restart(mem), Persist{Now: now, Boot: tc.boot, BootID: tc.id})
 			if info.Rebased != tc.rebase {
@@ -311,12 +311,12 @@ func TestSynBudget(t *testing.T) {
 	keys := keysInShard4(tbl, 0, 200, protoTCP)
 	est := keys[:12]
 	for i := range est {
-		mustInsert4(t, tbl, &est[i], entry4{Service: 1, State: StateEstablished}, at(0))
+		mustInsert4(t, tbl, &est[i], Entry4{Service: 1, State: StateEstablished}, at(0))
 	}
 	// A flood of 100 SYNs into the shard: 12 established + 4 half-open fill it.
 	flood := keys[12:112]
 	for i := range flood {
-		mustInsert4(t, tbl, &flood[i], entry4{Service: 2, State: StateSynSent}, at(time.Duration(i)*time.Millisecond))
+		mustInsert4(t, tbl, &flood[i], Entry4{Service: 2, State: StateSynSent}, at(time.Duration(i)*time.Millisecond))
 		if n := tbl.v4.shards[0].synN; n > 4 {
 			t.Fatalf("after SYN %d: %d half-open entries", i, n)
 		}
@@ -345,7 +345,7 @@ func TestSynBudget(t *testing.T) {
 	}
 	// A real handshake completes: its ACK moves it out of the budget.
 	real := keys[150]
-	mustInsert4(t, tbl, &real, entry4{Service: 2, State: StateSynSent}, at(time.Second))
+	mustInsert4(t, tbl, &real, Entry4{Service: 2, State: StateSynSent}, at(time.Second))
 	if e, ok := tbl.lookup4(&real, TCPFlagACK, at(time.Second)); !ok || e.State != StateEstablished {
 		t.Fatal("handshake")
 	}
@@ -369,28 +369,28 @@ func TestEvictionOrder(t *testing.T) {
 		if i < 4 {
 			d = 0
 		}
-		mustInsert4(t, tbl, &keys[i], entry4{Service: 1, State: StateEstablished}, at(d))
+		mustInsert4(t, tbl, &keys[i], Entry4{Service: 1, State: StateEstablished}, at(d))
 	}
-	mustInsert4(t, tbl, &keys[14], entry4{Service: 2, State: StateSynSent}, at(5*time.Second))
-	mustInsert4(t, tbl, &keys[15], entry4{Service: 2, State: StateSynSent}, at(6*time.Second))
+	mustInsert4(t, tbl, &keys[14], Entry4{Service: 2, State: StateSynSent}, at(5*time.Second))
+	mustInsert4(t, tbl, &keys[15], Entry4{Service: 2, State: StateSynSent}, at(6*time.Second))
 	now := at(10 * time.Second)
 	// Full: an established insert evicts the half-open entries, oldest first.
-	mustInsert4(t, tbl, &keys[16], entry4{Service: 3, State: StateEstablished}, now)
+	mustInsert4(t, tbl, &keys[16], Entry4{Service: 3, State: StateEstablished}, now)
 	if _, ok := peek4(tbl, &keys[14]); ok {
 		t.Fatal("oldest half-open entry not evicted first")
 	}
-	mustInsert4(t, tbl, &keys[17], entry4{Service: 3, State: StateEstablished}, now)
+	mustInsert4(t, tbl, &keys[17], Entry4{Service: 3, State: StateEstablished}, now)
 	if _, ok := peek4(tbl, &keys[15]); ok {
 		t.Fatal("second half-open entry not evicted")
 	}
 	// No half-open left: the LRU entry idle >= 1s (keys[0]) goes.
-	mustInsert4(t, tbl, &keys[18], entry4{Service: 3, State: StateSynSent}, now)
+	mustInsert4(t, tbl, &keys[18], Entry4{Service: 3, State: StateSynSent}, now)
 	if _, ok := peek4(tbl, &keys[0]); ok {
 		t.Fatal("LRU entry not evicted")
 	}
 	// Now the shard holds one half-open entry (keys[18]): the next SYN
 	// replaces it rather than an established flow.
-	mustInsert4(t, tbl, &keys[19], entry4{Service: 3, State: StateSynSent}, now)
+	mustInsert4(t, tbl, &keys[19], Entry4{Service: 3, State: StateSynSent}, now)
 	if _, ok := peek4(tbl, &keys[18]); ok {
 		t.Fatal("half-open entry not replaced by the next SYN")
 	}
@@ -403,7 +403,7 @@ func TestEvictionOrder(t *testing.T) {
 	for i := range keys[:20] {
 		tbl.lookup4(&keys[i], TCPFlagACK, now)
 	}
-	if err := tbl.insert4(&keys[30], entry4{Service: 4, State: StateEstablished}, now); err != ErrFull {
+	if err := tbl.insert4(&keys[30], Entry4{Service: 4, State: StateEstablished}, now); err != ErrFull {
 		t.Fatalf("insert into a full shard of fresh flows: %v", err)
 	}
 	if ss := tbl.ServiceStats(4); ss.Refused != 1 {
@@ -428,7 +428,7 @@ func TestSparse(t *testing.T) {
 	tbl, _ := attach(t, cfg, mem, Persist{Now: t0, Boot: t0, Fresh: true})
 	for i := range 10 {
 		k := testKey4(i, protoTCP)
-		mustInsert4(t, tbl, &k, entry4{}, at(0))
+		mustInsert4(t, tbl, &k, Entry4{}, at(0))
 	}
 	tbl.Expire(at(time.Second), 1<<20)
 	lay := newLayout(cfg)
@@ -489,7 +489,7 @@ func TestSynBudgetEstablishedPair(t *testing.T) {
 	h := hash4(&r, tbl.seed)
 	si := uint32(h>>32) & tbl.v4.shardMask
 	for i, k := range keysInShard4(tbl, si, 100, protoTCP) {
-		mustInsert4(t, tbl, &k, entry4{State: StateSynSent}, at(time.Duration(i)*time.Millisecond))
+		mustInsert4(t, tbl, &k, Entry4{State: StateSynSent}, at(time.Duration(i)*time.Millisecond))
 	}
 	if _, ok := peek4(tbl, &f); !ok {
 		t.Fatal("established pair evicted by a SYN flood")
@@ -516,7 +516,7 @@ func TestPointerFree(t *testing.T) {
 			}
 		}
 	}
-	for _, v := range []any{header{}, shard{}, slot[key4, entry4]{}, slot[key6, entry6]{}} {
+	for _, v := range []any{header{}, shard{}, slot[key4, Entry4]{}, slot[key6, entry6]{}} {
 		check(reflect.TypeOf(v).String(), reflect.TypeOf(v))
 	}
 }

@@ -197,7 +197,7 @@ func TestAttachResetsSeq(t *testing.T) {
 	}
 	var e Entry
 	k4w := narrowKey4(&k)
-	if st, r := tbl2.v4.read(&k4w, tbl2.Hash(&k), tbl2.tick(at(0)), TCPFlagACK, true, true, new(entry4)); r != readHit || st != StateEstablished {
+	if st, r := tbl2.v4.read(&k4w, tbl2.Hash(&k), tbl2.tick(at(0)), TCPFlagACK, true, true, new(Entry4)); r != readHit || st != StateEstablished {
 		t.Fatalf("read after Attach: %d %d", st, r)
 	}
 	if !tbl2.Lookup(&k, tbl2.Hash(&k), TCPFlagACK, at(0), &e) || e.Backend != 4 {
@@ -249,7 +249,7 @@ func TestLockFreeReadSlotReuse(t *testing.T) {
 	s, _ := tbl.v4.locate(h)
 	s.mu.Lock()
 	s.wbegin()
-	if _, r := tbl.v4.read(&a4, h, 0, 0, false, false, new(entry4)); r != readSlow {
+	if _, r := tbl.v4.read(&a4, h, 0, 0, false, false, new(Entry4)); r != readSlow {
 		t.Errorf("read during a write: %d, want readSlow", r)
 	}
 	s.wend()

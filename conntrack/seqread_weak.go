@@ -13,7 +13,7 @@ import (
 // of 8-byte words, at an 8-byte aligned address (the slot arrays start on
 // a cache line).
 
-var _ [0]struct{} = [unsafe.Sizeof(slot[key4, entry4]{}) % 8]struct{}{}
+var _ [0]struct{} = [unsafe.Sizeof(slot[key4, Entry4]{}) % 8]struct{}{}
 var _ [0]struct{} = [unsafe.Sizeof(slot[key6, entry6]{}) % 8]struct{}{}
 
 // view copies the slot to buf, word by word, and returns buf.

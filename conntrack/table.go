@@ -17,7 +17,7 @@ const tickNanos = uint64(Tick)
 // Table is the flow table: one family of IPv4 entries, one of IPv6 entries
 // and the SNAT port allocator. All methods are safe for concurrent use.
 type Table struct {
-	v4 family[key4, entry4, flavor4]
+	v4 family[key4, Entry4, flavor4]
 	v6 family[key6, entry6, flavor6]
 
 	base     int64   // the caller's clock at tick 0
@@ -139,7 +139,7 @@ func (t *Table) Lookup(k *Key, h uint64, tcpFlags uint8, now int64, out *Entry) 
 	if !k.V6 {
 		var k4 key4
 		k4.from(k)
-		var e entry4
+		var e Entry4
 		st, r := t.v4.read(&k4, h, tick, tcpFlags, tcp, true, &e)
 		if r == readSlow {
 			var ok bool
@@ -174,7 +174,7 @@ func (t *Table) Peek(k *Key, h uint64, now int64, out *Entry) bool {
 	if !k.V6 {
 		var k4 key4
 		k4.from(k)
-		var e entry4
+		var e Entry4
 		st, ok := t.v4.peek(&k4, h, tick, &e)
 		if ok {
 			wideEntry4(&e, st, out)
@@ -238,7 +238,7 @@ func (t *Table) Insert(k *Key, e *Entry, now int64) error {
 	st := normState(e.State, k.Proto)
 	if !k.V6 {
 		var k4 key4
-		var e4 entry4
+		var e4 Entry4
 		k4.from(k)
 		e4.from(e)
 		e4.State = st
@@ -304,7 +304,7 @@ func (t *Table) InsertNAT(fwd *Key, fe *Entry, rev *Key, re *Entry, now int64) e
 	// insertPair, generic, only stores it.
 	if !fwd.V6 {
 		var fk, rk key4
-		var fe4, re4 entry4
+		var fe4, re4 Entry4
 		fk.from(fwd)
 		fe4.from(fe)
 		rk.from(rev)
@@ -402,7 +402,7 @@ func (t *Table) PairKey(k *Key, e *Entry, out *Key) bool {
 	}
 	if !k.V6 {
 		var k4 key4
-		var e4 entry4
+		var e4 Entry4
 		k4.from(k)
 		e4.from(e)
 		p := pair4(t, &k4, &e4)
@@ -517,7 +517,7 @@ func (t *Table) Len() int { return t.v4.len() + t.v6.len() }
 // each) are not included. Everything is allocated at New, so the table's
 // memory is BytesPerEntry4 * Stats.Capacity4 (+ the IPv6 equivalent).
 func (t *Table) BytesPerEntry4() int {
-	return int(unsafe.Sizeof(slot[key4, entry4]{})) + 2*int(unsafe.Sizeof(uint32(0)))
+	return int(unsafe.Sizeof(slot[key4, Entry4]{})) + 2*int(unsafe.Sizeof(uint32(0)))
 }
 
 // BytesPerEntry6 is BytesPerEntry4 for IPv6.
@@ -538,7 +538,7 @@ func (t *Table) Range(fn func(k *Key, e *Entry) bool) {
 	var k Key
 	var e Entry
 	more := true
-	t.v4.rangeAll(func(k4 key4, e4 entry4, st uint8) bool {
+	t.v4.rangeAll(func(k4 key4, e4 Entry4, st uint8) bool {
 		wideKey4(&k4, &k)
 		wideEntry4(&e4, st, &e)
 		more = fn(&k, &e)
@@ -561,9 +561,9 @@ type (
 )
 
 func (flavor4) hash(k key4, seed uint64) uint64                { return hash4(&k, seed) }
-func (flavor4) pair(t *Table, k key4, e entry4) pairInfo[key4] { return pair4(t, &k, &e) }
-func (flavor4) flow(e entry4) (uint32, bool)                   { return e.Backend, e.Flags&FlagReverse == 0 }
-func (flavor4) service(e entry4) uint32                        { return e.Service }
+func (flavor4) pair(t *Table, k key4, e Entry4) pairInfo[key4] { return pair4(t, &k, &e) }
+func (flavor4) flow(e Entry4) (uint32, bool)                   { return e.Backend, e.Flags&FlagReverse == 0 }
+func (flavor4) service(e Entry4) uint32                        { return e.Service }
 func (flavor6) hash(k key6, seed uint64) uint64                { return hash6(&k, seed) }
 func (flavor6) pair(t *Table, k key6, e entry6) pairInfo[key6] { return pair6(t, &k, &e) }
 func (flavor6) flow(e entry6) (uint32, bool)                   { return e.Backend, e.Flags&FlagReverse == 0 }
@@ -660,7 +660,7 @@ func (t *Table) countRefused(id uint32) {
 }
 
 // pair4 computes the NAT obligations of e stored under k (see Entry).
-func pair4(t *Table, k *key4, e *entry4) (p pairInfo[key4]) {
+func pair4(t *Table, k *key4, e *Entry4) (p pairInfo[key4]) {
 	if !isPaired(e.Flags) {
 		return p
 	}

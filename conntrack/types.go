@@ -52,7 +52,7 @@ type Entry struct {
 	Flags    uint8    // FlagReverse, FlagNAT, FlagFullNAT
 }
 
-// key4, entry4, key6 and entry6 are what the table stores: Key and Entry
+// key4, Entry4, key6 and entry6 are what the table stores: Key and Entry
 // with the addresses of one family, so that an IPv4 entry takes 64 bytes
 // of memory and an IPv6 one 112.
 type key4 struct {
@@ -67,7 +67,9 @@ type key6 struct {
 	Proto            uint8
 }
 
-type entry4 struct {
+// Entry4 is an IPv4 flow's Entry as the table stores it (the addresses
+// are four bytes) and as LookupFast4 reports it.
+type Entry4 struct {
 	Backend  uint32
 	Service  uint32
 	PeerIP   [4]byte
@@ -110,7 +112,7 @@ func (n *key6) from(k *Key) {
 	n.SrcPort, n.DstPort, n.Proto = k.SrcPort, k.DstPort, k.Proto
 }
 
-func (n *entry4) from(e *Entry) {
+func (n *Entry4) from(e *Entry) {
 	n.Backend, n.Service = e.Backend, e.Service
 	n.PeerIP, n.VIP = [4]byte(e.PeerIP[:4]), [4]byte(e.VIP[:4])
 	n.PeerPort, n.VPort, n.SNATPort = e.PeerPort, e.VPort, e.SNATPort
@@ -127,7 +129,7 @@ func (n *entry6) from(e *Entry) {
 
 func narrowKey4(k *Key) (n key4)       { n.from(k); return n }
 func narrowKey6(k *Key) (n key6)       { n.from(k); return n }
-func narrowEntry4(e *Entry) (n entry4) { n.from(e); return n }
+func narrowEntry4(e *Entry) (n Entry4) { n.from(e); return n }
 func narrowEntry6(e *Entry) (n entry6) { n.from(e); return n }
 
 func wideKey4(k *key4, out *Key) {
@@ -142,7 +144,7 @@ func wideKey6(k *key6, out *Key) {
 }
 
 // wideEntry4 writes e, in state st, to out.
-func wideEntry4(e *entry4, st uint8, out *Entry) {
+func wideEntry4(e *Entry4, st uint8, out *Entry) {
 	out.Backend, out.Service = e.Backend, e.Service
 	put4(&out.PeerIP, e.PeerIP)
 	put4(&out.VIP, e.VIP)

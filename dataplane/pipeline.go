@@ -63,11 +63,16 @@ type Worker struct {
 	ps       []packet.Parsed
 	xs       []flow
 	reasons  []packet.Reason
+	heads    []head4 // parse4's results, for the fast path after a prefetch
 	hs4, hs6 []uint64
 	// prefetch is on while the conntrack table holds at least
 	// prefetchFlows entries (checked every prefetchCheck batches).
 	prefetch bool
-	csum     ChecksumMode // the ingress interface's, for this batch
+	// Test knobs: slow turns the fast path off, prefetchAll forces the
+	// prefetching batch loop (TestFastPathMatchesPipeline compares them).
+	slow, prefetchAll bool
+	fastHits          uint64       // frames the fast path took (tests)
+	csum              ChecksumMode // the ingress interface's, for this batch
 
 	c        Counters
 	svc      []objState // by service ID
@@ -131,24 +136,34 @@ func (w *Worker) Process(s *Snapshot, frames []encap.Frame, res []Result, now in
 		w.ps = make([]packet.Parsed, len(frames))
 		w.xs = make([]flow, len(frames))
 		w.reasons = make([]packet.Reason, len(frames))
+		w.heads = make([]head4, len(frames))
 		w.hs4 = make([]uint64, 0, len(frames))
 		w.hs6 = make([]uint64, 0, len(frames))
 	}
 	if w.batch%prefetchCheck == 1 && !w.dry {
 		// Prefetching pays once the table outgrows the CPU caches; before
 		// that it costs a batch of decoded headers in L1.
-		w.prefetch = w.ct.Len() >= prefetchFlows
+		w.prefetch = w.ct.Len() >= prefetchFlows || w.prefetchAll
 	}
 	w.c.RxPackets += uint64(len(frames))
 	w.csum = ChecksumVerify
 	if int(w.ingress) < len(s.Ifaces) {
 		w.csum = s.Ifaces[w.ingress].Checksum
 	}
+	// The established-flow fast path (fast.go) takes what it can; not
+	// for a flow lookup (which must not refresh entries) or with
+	// checksum: fix (which rewrites every frame's checksum).
+	fast := !w.dry && !w.slow && w.csum != ChecksumFix
 	if !w.prefetch {
 		x := &w.xs[0]
 		p := &w.ps[0]
 		x.p = p
 		for i := range frames {
+			if fast {
+				if k, fl, n, ok := parse4(frames[i].Bytes()); ok && w.established4(s, &frames[i], k, w.ct.Hash4(k), fl, n, now, &res[i]) {
+					continue
+				}
+			}
 			x.f = &frames[i]
 			r := packet.Decode(frames[i].Bytes(), p)
 			if keyed(r, p) { // setKey, by hand: it is too big to be inlined
@@ -161,14 +176,22 @@ func (w *Worker) Process(s *Snapshot, frames []encap.Frame, res []Result, now in
 			res[i] = w.one(s, x, r, now)
 		}
 	} else {
+		// Frames the fast path may take are parsed by parse4 and decoded
+		// only if it does not take them.
 		hs4, hs6 := w.hs4[:0], w.hs6[:0]
 		for i := range frames {
 			x := &w.xs[i]
 			x.p, x.f = &w.ps[i], &frames[i]
-			r := packet.Decode(frames[i].Bytes(), x.p)
-			w.reasons[i] = r
-			if keyed(r, x.p) {
-				w.setKey(x)
+			if fast {
+				hd := &w.heads[i]
+				if hd.k, hd.flags, hd.ipLen, hd.ok = parse4(frames[i].Bytes()); hd.ok {
+					hd.h = w.ct.Hash4(hd.k)
+					hs4 = append(hs4, hd.h)
+					continue
+				}
+			}
+			w.decode(x, i)
+			if keyed(w.reasons[i], x.p) {
 				if x.key.V6 {
 					hs6 = append(hs6, x.hash)
 				} else {
@@ -183,13 +206,30 @@ func (w *Worker) Process(s *Snapshot, frames []encap.Frame, res []Result, now in
 			w.ct.Prefetch(true, hs6)
 		}
 		for i := range frames {
-			res[i] = w.one(s, &w.xs[i], w.reasons[i], now)
+			x := &w.xs[i]
+			if fast && w.heads[i].ok {
+				hd := &w.heads[i]
+				if w.established4(s, x.f, hd.k, hd.h, hd.flags, hd.ipLen, now, &res[i]) {
+					continue
+				}
+				w.decode(x, i)
+			}
+			res[i] = w.one(s, x, w.reasons[i], now)
 		}
 	}
 	if !w.dry {
 		w.ct.Expire(now, ExpireBudget)
 	}
 	w.publish()
+}
+
+// decode decodes frame i of a prefetched batch into x and keys it.
+func (w *Worker) decode(x *flow, i int) {
+	r := packet.Decode(x.f.Bytes(), x.p)
+	w.reasons[i] = r
+	if keyed(r, x.p) {
+		w.setKey(x)
+	}
 }
 
 // adopt sizes the per-ID state for a new snapshot (allocates only when the
@@ -297,6 +337,20 @@ func (w *Worker) pass(r Reason) Result {
 }
 
 func (w *Worker) tx(f *encap.Frame, iface uint8, svc, be uint32) Result {
+	w.count(f, svc, be)
+	return Result{Action: ActTx, Iface: iface, HasBackend: true, Service: svc, Backend: be}
+}
+
+// txTo is tx writing the verdict to *out: a Result returned by value is
+// assembled in narrow stores and copied in wide loads by the caller, a
+// store-forwarding stall per return.
+func (w *Worker) txTo(out *Result, f *encap.Frame, iface uint8, svc, be uint32) {
+	w.count(f, svc, be)
+	out.Action, out.Reason, out.Iface, out.HasBackend, out.Service, out.Backend = ActTx, ReasonNone, iface, true, svc, be
+}
+
+// count counts a transmitted frame against its service and backend.
+func (w *Worker) count(f *encap.Frame, svc, be uint32) {
 	n := uint64(f.Len)
 	w.c.TxPackets++
 	w.c.TxBytes += n
@@ -313,7 +367,6 @@ func (w *Worker) tx(f *encap.Frame, iface uint8, svc, be uint32) Result {
 		bo.mark = w.batch
 		w.touch(be | 1<<31)
 	}
-	return Result{Action: ActTx, Iface: iface, HasBackend: true, Service: svc, Backend: be}
 }
 
 // touch remembers an object whose counters changed in this batch; when the

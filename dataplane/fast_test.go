@@ -1,0 +1,196 @@
+package dataplane
+
+import (
+	"bytes"
+	"fmt"
+	"math/rand/v2"
+	"net/netip"
+	"testing"
+
+	"github.com/xlb/xlb/conntrack"
+	"github.com/xlb/xlb/encap"
+)
+
+// fastSpec has a service of each mode the fast path takes (TCP on port
+// 80 of three VIPs, and UDP dsr on 53), one it does not (l3dsr), and a
+// small MTU towards the fullnat backends so that large frames meet it.
+func fastSpec(states map[int]BackendState) Spec {
+	spec := testSpec(ModeDSR, SchedMaglev, false, 3)
+	vips := []netip.Addr{vip4, netip.MustParseAddr("198.51.100.11"), netip.MustParseAddr("198.51.100.12"), netip.MustParseAddr("198.51.100.13")}
+	mk := func(name string, mode Mode, vip netip.Addr, port uint16, proto uint8) ServiceSpec {
+		s := testSpec(mode, SchedMaglev, false, 3).Services[0]
+		s.Name, s.VIP, s.Port, s.Proto = name, vip, port, proto
+		return s
+	}
+	spec.Services = []ServiceSpec{
+		mk("dsr", ModeDSR, vips[0], 80, 6),
+		mk("dns", ModeDSR, vips[0], 53, 17),
+		mk("nat", ModeNAT, vips[1], 80, 6),
+		mk("fullnat", ModeFullNAT, vips[2], 80, 6),
+		mk("l3dsr", ModeL3DSR, vips[3], 80, 6),
+	}
+	for i := range spec.Services {
+		for j := range spec.Services[i].Backends {
+			spec.Services[i].Backends[j].Address = netip.AddrFrom4([4]byte{10, 0, byte(i), byte(11 + j)})
+			spec.Services[i].Backends[j].State = states[i*10+j]
+		}
+	}
+	spec.Ifaces = append(spec.Ifaces, Iface{MAC: [6]byte{2, 0, 0, 0, 0, 0xbb}, MTU: 600})
+	for j := range spec.Services[3].Backends {
+		spec.Services[3].Backends[j].Iface = 1
+	}
+	return spec
+}
+
+// TestFastPathMatchesPipeline runs the same random traffic (new flows,
+// established flows, closes, resets, replies, fragments, truncated and
+// oversized frames, backends drained and taken down, time jumping past
+// timeouts) through a worker with the established-flow fast path and one
+// without, each with its own table, and checks that every verdict, every
+// output frame, the counters and the tables end up identical; with and
+// without the prefetching batch loop.
+func TestFastPathMatchesPipeline(t *testing.T) {
+	for _, prefetch := range []bool{false, true} {
+		t.Run(fmt.Sprintf("prefetch=%v", prefetch), func(t *testing.T) {
+			rng := rand.New(rand.NewPCG(1, 2))
+			type side struct {
+				w  *Worker
+				ct *conntrack.Table
+			}
+			var sides [2]side
+			for i := range sides {
+				sides[i].ct = newCT(t, 4096)
+				sides[i].w = NewWorker(sides[i].ct, 0)
+				sides[i].w.prefetchAll = prefetch
+			}
+			sides[1].w.slow = true
+			s := mustBuild(t, fastSpec(nil), nil)
+			svcs := fastSpec(nil).Services
+			type flowT struct {
+				svc   int
+				src   netip.Addr
+				sport uint16
+				reply []byte // the last output frame, for replies
+			}
+			var flows []flowT
+			for i := 0; i < 300; i++ {
+				flows = append(flows, flowT{svc: rng.IntN(5), src: client(i), sport: uint16(10000 + i)})
+			}
+			now := int64(1e9)
+			fastTaken := 0
+			for round := 0; round < 400; round++ {
+				if round%50 == 49 {
+					// Drain or take down a random backend, or restore all.
+					st := map[int]BackendState{}
+					if rng.IntN(3) > 0 {
+						st[rng.IntN(5)*10+rng.IntN(3)] = BackendState(1 + rng.IntN(2))
+					}
+					s = mustBuild(t, fastSpec(st), s)
+				}
+				switch rng.IntN(10) {
+				case 0:
+					now += int64(rng.IntN(3)) * 1e9 // past the LRU granule
+				case 1:
+					now += 400e9 // past the SYN and UDP timeouts
+				default:
+					now += int64(rng.IntN(1e6))
+				}
+				n := 1 + rng.IntN(BatchSize)
+				var tmpl [][]byte
+				var who []int
+				for j := 0; j < n; j++ {
+					fi := rng.IntN(len(flows))
+					fl := &flows[fi]
+					svc := svcs[fl.svc]
+					p := pkt{src: fl.src, dst: svc.VIP, sport: fl.sport, dport: svc.Port, flags: "A", payload: rng.IntN(64)}
+					if svc.Proto == 17 {
+						p.udp = true
+					}
+					switch r := rng.IntN(40); {
+					case r < 4:
+						p.flags = "S"
+					case r < 6:
+						p.flags = "FA"
+					case r == 6:
+						p.flags = "R"
+					case r == 7:
+						p.flags = "SA"
+					case r < 10:
+						p.flags = "PA"
+						p.payload = 700 // over the fullnat backends' MTU
+					case r == 10:
+						p.fragOff, p.mf = 0, true // a first fragment
+					case r == 11:
+						p.fragOff = 100
+					case r < 16 && fl.reply != nil:
+						tmpl = append(tmpl, fl.reply)
+						who = append(who, -1)
+						continue
+					}
+					b := p.bytes(t)
+					if rng.IntN(30) == 0 {
+						b = b[:20+rng.IntN(len(b)-20)] // truncated
+					}
+					tmpl = append(tmpl, b)
+					who = append(who, fi)
+				}
+				var outs [2][]encap.Frame
+				var ress [2][]Result
+				for i := range sides {
+					outs[i] = make([]encap.Frame, n)
+					ress[i] = make([]Result, n)
+					for j := range outs[i] {
+						outs[i][j] = frameOf(tmpl[j])
+					}
+					sides[i].w.Process(s, outs[i], ress[i], now)
+				}
+				for j := 0; j < n; j++ {
+					a, b := outs[0][j], outs[1][j]
+					if ress[0][j] != ress[1][j] || a.Off != b.Off || !bytes.Equal(a.Bytes(), b.Bytes()) {
+						t.Fatalf("round %d frame %d: fast path %+v % x\nfull pipeline %+v % x", round, j, ress[0][j], a.Bytes(), ress[1][j], b.Bytes())
+					}
+					if who[j] >= 0 && ress[0][j].Action == ActTx && (flows[who[j]].svc == 2 || flows[who[j]].svc == 3) {
+						flows[who[j]].reply = reverseFrame(t, a.Bytes())
+					}
+				}
+				c0, c1 := sides[0].w.Counters(), sides[1].w.Counters()
+				if c0 != c1 {
+					t.Fatalf("round %d: counters differ:\nfast %+v\nfull %+v", round, c0, c1)
+				}
+				fastTaken = int(c0.TxPackets)
+			}
+			e0, e1 := entries(sides[0].ct), entries(sides[1].ct)
+			if len(e0) != len(e1) {
+				t.Fatalf("tables hold %d and %d entries", len(e0), len(e1))
+			}
+			for k, v := range e0 {
+				if e1[k] != v {
+					t.Fatalf("entry %+v: fast %+v, full %+v", k, v, e1[k])
+				}
+			}
+			if hits := sides[0].w.fastHits; fastTaken < 1000 || len(e0) < 50 || hits < 1000 || sides[1].w.fastHits != 0 {
+				t.Fatalf("the traffic exercised too little: %d transmitted, %d by the fast path, %d entries", fastTaken, hits, len(e0))
+			}
+			t.Logf("%d transmitted, %d by the fast path; %d entries", fastTaken, sides[0].w.fastHits, len(e0))
+		})
+	}
+}
+
+func entries(ct *conntrack.Table) map[conntrack.Key]conntrack.Entry {
+	m := map[conntrack.Key]conntrack.Entry{}
+	ct.Range(func(k *conntrack.Key, e *conntrack.Entry) bool {
+		m[*k] = *e
+		return true
+	})
+	return m
+}
+
+// reverseFrame returns the reply a backend would send to an IPv4 TCP
+// frame the balancer sent it: addresses, ports and MACs swapped, an ACK.
+func reverseFrame(t *testing.T, b []byte) []byte {
+	src := netip.AddrFrom4([4]byte(b[26:30]))
+	dst := netip.AddrFrom4([4]byte(b[30:34]))
+	sport := uint16(b[34])<<8 | uint16(b[35])
+	dport := uint16(b[36])<<8 | uint16(b[37])
+	return pkt{src: dst, dst: src, sport: dport, dport: sport, flags: "A", payload: 10, srcMAC: [6]byte(b[0:6])}.bytes(t)
+}
