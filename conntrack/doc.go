@@ -41,11 +41,12 @@
 //
 // # Locking
 //
-// Every shard has its own sync.Mutex, a sequence count and counters,
-// padded to 128 bytes so that shards never share a cache line. Writers
-// (Insert, Delete, expiry, state changes) take the mutex, and around any
-// change a reader could see (chains, keys, entries, states) they make the
-// sequence count odd and then even again.
+// Every shard has its own lock, which is also its sequence count, and
+// counters, padded to 128 bytes so that shards never share a cache line.
+// Writers (Insert, Delete, expiry, state changes) take the lock by moving
+// the count from even to odd (one compare-and-swap) and release it by
+// moving it on to even (one add): two locked instructions per section,
+// where a mutex and a separate count took four.
 //
 // Lookups of established flows take no lock: a lookup is a seqlock read.
 // It loads the shard's count, walks the chain and copies the entry, and

@@ -1,18 +1,17 @@
 package conntrack
 
 import (
-	"sync"
+	"runtime"
 	"sync/atomic"
 	"unsafe"
 )
 
 // This file is the table proper, generic over the key and entry types of
-// one address family. Everything that depends on the concrete types (the
-// hash, the NAT partner of an entry) comes in through a flavor F. The
-// per-packet paths (lookup, insert, remove) receive the hash from the
-// non-generic wrappers in table.go and call F only on the rare paths
-// (eviction, expiry, NAT pairs); F's methods take values, not pointers, so
-// the dictionary calls do not make the caller's key escape.
+// one address family. What depends on the concrete types comes in
+// through a flavor F: the hash and the NAT partner of an entry by a type
+// switch on F (hashOf, pairOf: direct calls, see there), the counters'
+// IDs through F's methods. The per-packet paths (lookup, insert, remove)
+// receive the hash from the non-generic wrappers in table.go.
 
 const (
 	markUsed   uint8 = 1 << 0 // slot holds an entry
@@ -43,7 +42,9 @@ type slot[K comparable, E comparable] struct {
 // memory for a persistent table), so it holds no Go pointers; Attach
 // rebuilds everything in it but the counters from the slots.
 type shardData struct {
-	mu   sync.Mutex
+	// The place of the sync.Mutex the shard had before seq became its
+	// lock; kept so that the memory format stays the same.
+	_    [8]byte
 	free int32 // head of the free list (slot index), -1 if empty
 	head int32 // most recently linked entry that is not half-open
 	tail int32 // least recently linked one: the eviction candidate
@@ -62,10 +63,11 @@ type shardData struct {
 	// Counters, written under mu.
 	inserts, updates, deletes, expired, evictions, evictedSyn, full, pairRemovals uint64
 
-	// seq is the shard's sequence count for the lock-free readers (see
-	// read): odd while a writer, holding mu, changes what they read (the
-	// chains, and the keys, entries, states and marks of the slots). A
-	// crash may leave it odd; Attach resets it with the rest of the header.
+	// seq is the shard's lock and its sequence count for the lock-free
+	// readers (see lock and read): odd while a writer holds the shard
+	// (and may change what they read: the chains, and the keys, entries,
+	// states and marks of the slots). A crash may leave it odd; Attach
+	// resets it with the rest of the header.
 	// It sits in what was the header's padding, at the end, so that the
 	// memory format, and a table the previous binary left, did not change.
 	seq atomic.Uint64
@@ -102,8 +104,6 @@ type pending[K any] struct {
 
 // flavor supplies what depends on the concrete key and entry types.
 type flavor[K comparable, E comparable] interface {
-	hash(k K, seed uint64) uint64
-	pair(t *Table, k K, e E) pairInfo[K]
 	// flow returns the backend of a flow entry counted by BackendFlows
 	// (every entry but the reverse half of a NAT pair).
 	flow(e E) (backend uint32, counted bool)
@@ -139,6 +139,36 @@ type family[K comparable, E comparable, F flavor[K, E]] struct {
 	tagShift   uint8  // tag = h >> tagShift (64 when there is no room for a tag)
 	synMax     int32  // half-open entries a shard may hold (Config.SynBudget); 0: off
 	t          *Table
+}
+
+// pairOf writes the NAT obligations of e stored under k to *out, and
+// hashOf returns k's hash: flavor's work, called directly. A call through
+// the flavor's dictionary passes keys and entries by value (they hold
+// arrays, so on the stack), returns the obligations the same way and,
+// being opaque to escape analysis, cannot take pointers to the caller's
+// locals; here the concrete function is picked by a type switch on the
+// zero-size flavor, which the compiler resolves per instantiation.
+func (f *family[K, E, F]) pairOf(k *K, e *E, out *pairInfo[K]) {
+	var fl F
+	switch any(fl).(type) {
+	case flavor4:
+		pair4to(f.t, (*key4)(unsafe.Pointer(k)), (*Entry4)(unsafe.Pointer(e)), (*pairInfo[key4])(unsafe.Pointer(out)))
+	case flavor6:
+		pair6to(f.t, (*key6)(unsafe.Pointer(k)), (*entry6)(unsafe.Pointer(e)), (*pairInfo[key6])(unsafe.Pointer(out)))
+	default:
+		panic("conntrack: unknown flavor")
+	}
+}
+
+func (f *family[K, E, F]) hashOf(k *K) uint64 {
+	var fl F
+	switch any(fl).(type) {
+	case flavor4:
+		return hash4((*key4)(unsafe.Pointer(k)), f.t.seed)
+	case flavor6:
+		return hash6((*key6)(unsafe.Pointer(k)), f.t.seed)
+	}
+	panic("conntrack: unknown flavor")
 }
 
 // place lays the family over the table's memory at the offsets of fl
@@ -177,17 +207,32 @@ func (f *family[K, E, F]) place(t *Table, mem []byte, fl familyLayout, ps, shard
 
 // reset empties a shard header but for its counters.
 func (s *shard) reset() {
-	s.mu = sync.Mutex{}
 	s.seq.Store(0)
 	s.free, s.head, s.tail, s.synHead, s.synTail = -1, -1, -1, -1, -1
 	s.n, s.next, s.synN = 0, 0, 0
 }
 
-// wbegin and wend bracket, under s.mu, a change that the lock-free
-// readers can see: they make seq odd and then even again, so that a read
-// that overlapped the change sees seq move and takes the lock.
-func (s *shard) wbegin() { s.seq.Add(1) }
-func (s *shard) wend()   { s.seq.Add(1) }
+// lock takes the shard's lock, which is its sequence count: a writer
+// moves seq from even to odd with one compare-and-swap and back to even
+// with one add (unlock), so that the lock-free readers (read) see every
+// locked section as a change and retry under the lock. One word and two
+// locked instructions per section, where a mutex plus a separate count
+// took four, each of which drains the store buffer: a new fullnat flow
+// takes several sections. Writers hold it for well under a microsecond;
+// a waiter spins, and yields its thread if that takes long.
+func (s *shard) lock() {
+	for n := 0; ; n++ {
+		if q := s.seq.Load(); q&1 == 0 && s.seq.CompareAndSwap(q, q+1) {
+			return
+		}
+		if n >= 32 {
+			runtime.Gosched()
+		}
+	}
+}
+
+// unlock releases the lock taken by lock.
+func (s *shard) unlock() { s.seq.Add(1) }
 
 // halfOpen reports whether an entry in state st is on the half-open LRU
 // list (always false with the SYN budget off).
@@ -279,7 +324,7 @@ const maxReadChain = 32
 // the shard's seq, walks the chain, copies the entry of the slot whose key
 // matches, and trusts the copy only if seq was even and has not moved
 // meanwhile.
-// Writers make seq odd while they change chains or slots (wbegin, wend).
+// Writers make seq odd while they hold the shard (lock, unlock).
 // Everything read before the second load of seq may be torn, so it is only
 // used, bounds-checked, to find the next word or slot to read. A reader
 // never writes the shard's header or blocks its writers.
@@ -371,10 +416,10 @@ func (f *family[K, E, F]) read(k *K, h uint64, now uint32, tcpFlags uint8, tcp, 
 //go:noinline
 func (f *family[K, E, F]) lookupLocked(k *K, h uint64, tcpFlags uint8, tcp bool, now uint32, out *E, pairCheck bool) (st uint8, ok bool) {
 	s, b := f.locate(h)
-	s.mu.Lock()
+	s.lock()
 	i := f.find(k, b, f.tag(h))
 	if i < 0 {
-		s.mu.Unlock()
+		s.unlock()
 		return 0, false
 	}
 	sl := &f.slots[i]
@@ -390,14 +435,12 @@ func (f *family[K, E, F]) lookupLocked(k *K, h uint64, tcpFlags uint8, tcp bool,
 			if sl.mark&markPaired != 0 && st == StateEstablished && f.halfOpen(sl.state) {
 				return f.lookupEstablishPair(s, i, st, now, out)
 			}
-			s.wbegin()
 			f.setState(s, i, st)
-			s.wend()
 		}
 	}
 	f.touchLocked(s, i, now)
 	*out, st = sl.e, sl.state
-	s.mu.Unlock()
+	s.unlock()
 	return st, true
 }
 
@@ -411,30 +454,27 @@ func (f *family[K, E, F]) lookupLocked(k *K, h uint64, tcpFlags uint8, tcp bool,
 //
 //go:noinline
 func (f *family[K, E, F]) lookupEstablishPair(s *shard, i int32, st uint8, now uint32, out *E) (uint8, bool) {
-	var fl F
 	sl := &f.slots[i]
-	s.wbegin()
 	f.setState(s, i, st)
-	s.wend()
 	f.touchLocked(s, i, now)
 	*out = sl.e
-	info := fl.pair(f.t, sl.k, sl.e)
+	var info pairInfo[K]
+	f.pairOf(&sl.k, &sl.e, &info)
 	k := sl.k
-	s.mu.Unlock()
+	s.unlock()
 	if info.what&pairPartner == 0 {
 		return st, true
 	}
-	h := fl.hash(info.partner, f.t.seed)
+	h := f.hashOf(&info.partner)
 	ps, b := f.locate(h)
-	ps.mu.Lock()
+	ps.lock()
 	if j := f.find(&info.partner, b, f.tag(h)); j >= 0 && f.slots[j].state == StateSynSent && f.slots[j].mark&markPaired != 0 {
-		if back := fl.pair(f.t, f.slots[j].k, f.slots[j].e); back.what&pairPartner != 0 && back.partner == k {
-			ps.wbegin()
+		var back pairInfo[K]
+		if f.pairOf(&f.slots[j].k, &f.slots[j].e, &back); back.what&pairPartner != 0 && back.partner == k {
 			f.setState(ps, j, StateEstablished)
-			ps.wend()
 		}
 	}
-	ps.mu.Unlock()
+	ps.unlock()
 	return st, true
 }
 
@@ -444,9 +484,9 @@ func (f *family[K, E, F]) lookupEstablishPair(s *shard, i int32, st uint8, now u
 //
 //go:noinline
 func (f *family[K, E, F]) lookupExpiredPair(s *shard, i int32, k *K, h uint64, tcpFlags uint8, tcp bool, now uint32, out *E) (uint8, bool) {
-	var fl F
-	info := fl.pair(f.t, f.slots[i].k, f.slots[i].e)
-	s.mu.Unlock()
+	var info pairInfo[K]
+	f.pairOf(&f.slots[i].k, &f.slots[i].e, &info)
+	s.unlock()
 	if f.expirePaired(k, &info, now) > 0 {
 		return 0, false
 	}
@@ -463,33 +503,35 @@ func (f *family[K, E, F]) lookupExpiredPair(s *shard, i int32, k *K, h uint64, t
 // removed together with its partner. No lock is held on entry; the two
 // shards are locked one after the other. Returns the entries removed.
 func (f *family[K, E, F]) expirePaired(k *K, info *pairInfo[K], now uint32) (removed int) {
-	var fl F
 	var pSeen uint32
 	var pState uint8
 	partner := false
 	if info.what&pairPartner != 0 {
-		h := fl.hash(info.partner, f.t.seed)
+		h := f.hashOf(&info.partner)
 		s, b := f.locate(h)
-		s.mu.Lock()
+		s.lock()
 		if i := f.find(&info.partner, b, f.tag(h)); i >= 0 && f.slots[i].mark&markPaired != 0 {
 			sl := &f.slots[i]
-			if back := fl.pair(f.t, sl.k, sl.e); back.what&pairPartner != 0 && back.partner == *k {
+			var back pairInfo[K]
+			if f.pairOf(&sl.k, &sl.e, &back); back.what&pairPartner != 0 && back.partner == *k {
 				pSeen, pState, partner = sl.seen, sl.state, true
 			}
 		}
-		s.mu.Unlock()
+		s.unlock()
 	}
-	h := fl.hash(*k, f.t.seed)
+	h := f.hashOf(k)
 	s, b := f.locate(h)
-	s.mu.Lock()
+	s.lock()
 	i := f.find(k, b, f.tag(h))
 	if i < 0 {
-		s.mu.Unlock()
+		s.unlock()
 		return 0
 	}
 	sl := &f.slots[i]
-	if !f.expiredAt(sl, now) || sl.mark&markPaired == 0 || fl.pair(f.t, sl.k, sl.e) != *info {
-		s.mu.Unlock() // refreshed or replaced meanwhile
+	var now4 pairInfo[K]
+	f.pairOf(&sl.k, &sl.e, &now4)
+	if !f.expiredAt(sl, now) || sl.mark&markPaired == 0 || now4 != *info {
+		s.unlock() // refreshed or replaced meanwhile
 		return 0
 	}
 	if partner {
@@ -498,19 +540,15 @@ func (f *family[K, E, F]) expirePaired(k *K, info *pairInfo[K], now uint32) (rem
 			seen = pSeen
 		}
 		if age(now, seen) <= f.t.timeouts[st&7] {
-			s.wbegin()
 			f.setState(s, i, st)
-			s.wend()
 			f.touchLocked(s, i, seen) // also moves it in the LRU list
-			s.mu.Unlock()
+			s.unlock()
 			return 0
 		}
 	}
-	s.wbegin()
 	p := f.removeLocked(s, i, b)
-	s.wend()
 	s.expired++
-	s.mu.Unlock()
+	s.unlock()
 	return 1 + f.settle(&p)
 }
 
@@ -535,11 +573,9 @@ func pairState(a uint8, aSeen uint32, b uint8, bSeen uint32) uint8 {
 //
 //go:noinline
 func (f *family[K, E, F]) expireLocked(s *shard, i int32, b uint32) {
-	s.wbegin()
 	p := f.removeLocked(s, i, b)
-	s.wend()
 	s.expired++
-	s.mu.Unlock()
+	s.unlock()
 	if p.what != 0 {
 		f.settle(&p)
 	}
@@ -556,8 +592,7 @@ func (f *family[K, E, F]) insert(k *K, h uint64, e *E, st uint8, paired bool, no
 	}
 	s, b := f.locate(h)
 	tag := f.tag(h)
-	s.mu.Lock()
-	s.wbegin()
+	s.lock()
 	if i := f.find(k, b, tag); i >= 0 {
 		sl := &f.slots[i]
 		if sl.mark&markPaired != 0 {
@@ -581,8 +616,7 @@ func (f *family[K, E, F]) insert(k *K, h uint64, e *E, st uint8, paired bool, no
 		}
 		sl.e, sl.mark = *e, mark
 		f.touchLocked(s, i, now)
-		s.wend()
-		s.mu.Unlock()
+		s.unlock()
 		return p, nil
 	}
 	base := int32(b &^ f.bucketMask)
@@ -590,8 +624,7 @@ func (f *family[K, E, F]) insert(k *K, h uint64, e *E, st uint8, paired bool, no
 		v := f.victim(s, st, now)
 		if v < 0 {
 			s.full++
-			s.wend()
-			s.mu.Unlock()
+			s.unlock()
 			var fl F
 			f.t.countRefused(fl.service(*e))
 			return p, ErrFull
@@ -602,7 +635,7 @@ func (f *family[K, E, F]) insert(k *K, h uint64, e *E, st uint8, paired bool, no
 		if f.halfOpen(vs.state) {
 			s.evictedSyn++
 		}
-		_, vb := f.locate(fl.hash(vs.k, f.t.seed))
+		_, vb := f.locate(f.hashOf(&vs.k))
 		p = f.removeLocked(s, v, vb)
 		s.evictions++
 	}
@@ -628,8 +661,7 @@ func (f *family[K, E, F]) insert(k *K, h uint64, e *E, st uint8, paired bool, no
 	}
 	s.n++
 	s.inserts++
-	s.wend()
-	s.mu.Unlock()
+	s.unlock()
 	return p, nil
 }
 
@@ -637,13 +669,13 @@ func (f *family[K, E, F]) insert(k *K, h uint64, e *E, st uint8, paired bool, no
 // requires: removing the old partner unless the new entry has the same one,
 // freeing the old SNAT port unless the new entry keeps it.
 func (f *family[K, E, F]) overwriteObligations(sl *slot[K, E], k *K, e *E, paired bool) (p pending[K]) {
-	var fl F
-	p.pairInfo = fl.pair(f.t, sl.k, sl.e)
+	f.pairOf(&sl.k, &sl.e, &p.pairInfo)
 	p.from = *k
 	if !paired {
 		return p
 	}
-	nw := fl.pair(f.t, *k, *e)
+	var nw pairInfo[K]
+	f.pairOf(k, e, &nw)
 	if nw.what&pairPartner != 0 && nw.partner == p.partner {
 		p.what &^= pairPartner
 	}
@@ -781,7 +813,7 @@ func (f *family[K, E, F]) removeLocked(s *shard, i int32, b uint32) (p pending[K
 		f.t.addFlows(id, -1)
 	}
 	if sl.mark&markPaired != 0 {
-		p.pairInfo = fl.pair(f.t, sl.k, sl.e)
+		f.pairOf(&sl.k, &sl.e, &p.pairInfo)
 		p.from = sl.k
 	}
 	sl.mark = 0
@@ -799,17 +831,15 @@ func (f *family[K, E, F]) removeLocked(s *shard, i int32, b uint32) (p pending[K
 // deleted.
 func (f *family[K, E, F]) remove(k *K, h uint64, match *E) bool {
 	s, b := f.locate(h)
-	s.mu.Lock()
+	s.lock()
 	i := f.find(k, b, f.tag(h))
 	if i < 0 || (match != nil && f.slots[i].e != *match) {
-		s.mu.Unlock()
+		s.unlock()
 		return false
 	}
-	s.wbegin()
 	p := f.removeLocked(s, i, b)
-	s.wend()
 	s.deletes++
-	s.mu.Unlock()
+	s.unlock()
 	if p.what != 0 {
 		f.settle(&p)
 	}
@@ -823,22 +853,20 @@ func (f *family[K, E, F]) remove(k *K, h uint64, match *E) bool {
 // It returns the number of entries removed (0 or 1).
 func (f *family[K, E, F]) settle(p *pending[K]) (removed int) {
 	if p.what&pairPartner != 0 {
-		var fl F
-		h := fl.hash(p.partner, f.t.seed)
+		h := f.hashOf(&p.partner)
 		s, b := f.locate(h)
-		s.mu.Lock()
+		s.lock()
 		var q pending[K]
 		if i := f.find(&p.partner, b, f.tag(h)); i >= 0 && f.slots[i].mark&markPaired != 0 {
-			back := fl.pair(f.t, f.slots[i].k, f.slots[i].e)
+			var back pairInfo[K]
+			f.pairOf(&f.slots[i].k, &f.slots[i].e, &back)
 			if back.what&pairPartner != 0 && back.partner == p.from {
-				s.wbegin()
 				q = f.removeLocked(s, i, b)
-				s.wend()
 				s.pairRemovals++
 				removed = 1
 			}
 		}
-		s.mu.Unlock()
+		s.unlock()
 		if q.what&pairSNAT != 0 {
 			f.t.FreeSNAT(q.snatIdx, q.snatPort)
 		}
@@ -858,7 +886,6 @@ func (f *family[K, E, F]) settle(p *pending[K]) (removed int) {
 // and handed to expirePaired once the shard's lock is released.
 func (f *family[K, E, F]) expireRange(lo, hi int, now uint32) (removed int) {
 	var cand [16]pending[K]
-	var fl F
 	for lo < hi {
 		si := lo >> f.bits
 		end := min(hi, (si+1)<<f.bits)
@@ -868,8 +895,7 @@ func (f *family[K, E, F]) expireRange(lo, hi int, now uint32) (removed int) {
 		}
 		s := &f.shards[si]
 		n := 0
-		writing := false
-		s.mu.Lock()
+		s.lock()
 		// Slots above the high-water mark have never been used.
 		for i := lo; i < min(end, si<<f.bits+int(s.next)); i++ {
 			sl := &f.slots[i]
@@ -877,35 +903,24 @@ func (f *family[K, E, F]) expireRange(lo, hi int, now uint32) (removed int) {
 				continue
 			}
 			if sl.mark&markPaired != 0 {
-				cand[n].pairInfo = fl.pair(f.t, sl.k, sl.e)
+				f.pairOf(&sl.k, &sl.e, &cand[n].pairInfo)
 				cand[n].from = sl.k
 				if n++; n == len(cand) {
-					if writing {
-						s.wend()
-						writing = false
-					}
-					s.mu.Unlock()
+					s.unlock()
 					for j := range cand {
 						removed += f.expirePaired(&cand[j].from, &cand[j].pairInfo, now)
 					}
 					n = 0
-					s.mu.Lock()
+					s.lock()
 				}
 				continue
 			}
-			if !writing {
-				s.wbegin()
-				writing = true
-			}
-			_, b := f.locate(fl.hash(sl.k, f.t.seed))
+			_, b := f.locate(f.hashOf(&sl.k))
 			f.removeLocked(s, int32(i), b) // no obligations: not paired
 			s.expired++
 			removed++
 		}
-		if writing {
-			s.wend()
-		}
-		s.mu.Unlock()
+		s.unlock()
 		for j := range cand[:n] {
 			removed += f.expirePaired(&cand[j].from, &cand[j].pairInfo, now)
 		}
@@ -945,7 +960,7 @@ func (f *family[K, E, F]) rangeAll(fn func(k K, e E, st uint8) bool) {
 		s := &f.shards[si]
 		for lo, hi := si*per, (si+1)*per; lo < hi; {
 			n := 0
-			s.mu.Lock()
+			s.lock()
 			hi = min(hi, si*per+int(s.next))
 			for ; lo < hi && n < len(buf); lo++ {
 				if sl := &f.slots[lo]; sl.mark&markUsed != 0 {
@@ -953,7 +968,7 @@ func (f *family[K, E, F]) rangeAll(fn func(k K, e E, st uint8) bool) {
 					n++
 				}
 			}
-			s.mu.Unlock()
+			s.unlock()
 			for j := range buf[:n] {
 				if !fn(buf[j].k, buf[j].e, buf[j].st) {
 					return
@@ -968,7 +983,7 @@ func (f *family[K, E, F]) addStats(st *Stats) int {
 	n := 0
 	for si := range f.shards {
 		s := &f.shards[si]
-		s.mu.Lock()
+		s.lock()
 		n += int(s.n)
 		st.Inserts += s.inserts
 		st.Updates += s.updates
@@ -979,7 +994,7 @@ func (f *family[K, E, F]) addStats(st *Stats) int {
 		st.HalfOpen += int(s.synN)
 		st.Full += s.full
 		st.PairRemovals += s.pairRemovals
-		s.mu.Unlock()
+		s.unlock()
 	}
 	return n
 }
@@ -988,9 +1003,9 @@ func (f *family[K, E, F]) len() int {
 	n := 0
 	for si := range f.shards {
 		s := &f.shards[si]
-		s.mu.Lock()
+		s.lock()
 		n += int(s.n)
-		s.mu.Unlock()
+		s.unlock()
 	}
 	return n
 }

@@ -123,13 +123,11 @@ func TestLookupFast4NotTorn(t *testing.T) {
 	}
 	_ = tbl.Insert(&ka, &Entry{Backend: 2, Service: 2, State: StateUDP}, at(0))
 	s, _ := tbl.v4.locate(h)
-	s.mu.Lock()
-	s.wbegin()
+	s.lock()
 	if tbl.LookupFast4(fa, h, 0, at(0), &e) {
 		t.Error("LookupFast4 hit while a writer held the shard")
 	}
-	s.wend()
-	s.mu.Unlock()
+	s.unlock()
 	if !tbl.LookupFast4(fa, h, 0, at(0), &e) || e.Backend != 2 {
 		t.Errorf("LookupFast4 after the write: %+v", e)
 	}

@@ -156,7 +156,6 @@ func checkTable(tb testing.TB, tbl *Table) {
 
 func checkFamily[K comparable, E comparable, F flavor[K, E]](f *family[K, E, F]) error {
 	per := int32(1) << f.bits
-	var fl F
 	for si := range f.shards {
 		s := &f.shards[si]
 		lo, hi := int32(si)*per, int32(si+1)*per
@@ -242,7 +241,7 @@ func checkFamily[K comparable, E comparable, F flavor[K, E]](f *family[K, E, F])
 				if !in(i) || f.slots[i].mark&markUsed == 0 {
 					return fmt.Errorf("shard %d: bucket %d chains bad slot %d", si, b, i)
 				}
-				h := fl.hash(f.slots[i].k, f.t.seed)
+				h := f.hashOf(&f.slots[i].k)
 				hs, hb := f.locate(h)
 				if hs != s || hb != uint32(b) {
 					return fmt.Errorf("shard %d: slot %d chained in bucket %d, hashes to %d", si, i, b, hb)

@@ -10,8 +10,8 @@ func (f *family[K, E, F]) peek(k *K, h uint64, now uint32, out *E) (st uint8, ok
 		return st, r == readHit
 	}
 	s, b := f.locate(h)
-	s.mu.Lock()
-	defer s.mu.Unlock()
+	s.lock()
+	defer s.unlock()
 	i := f.find(k, b, f.tag(h))
 	if i < 0 || f.expiredAt(&f.slots[i], now) {
 		return 0, false

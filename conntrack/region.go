@@ -12,7 +12,7 @@ import (
 // memory is the Go heap for New, or a shared mapping of a file (package
 // conntrack/shm) that a restarted, upgraded or crashed process attaches
 // to again. Everything in the block is pointer-free (slots, index words,
-// shard headers with their sync.Mutex), so the same bytes mean the same
+// shard headers with their lock words), so the same bytes mean the same
 // table in any process built from the same layout; the header says which
 // layout and geometry that is.
 
@@ -123,7 +123,7 @@ func layoutSum() uint64 {
 		unsafe.Offsetof(e6.SNATAddr), unsafe.Offsetof(e6.Flags),
 		unsafe.Sizeof(k4), unsafe.Offsetof(k4.DstIP), unsafe.Offsetof(k4.SrcPort), unsafe.Offsetof(k4.DstPort), unsafe.Offsetof(k4.Proto),
 		unsafe.Sizeof(k6), unsafe.Offsetof(k6.DstIP), unsafe.Offsetof(k6.SrcPort), unsafe.Offsetof(k6.DstPort), unsafe.Offsetof(k6.Proto),
-		unsafe.Sizeof(sh), unsafe.Sizeof(sh.mu), unsafe.Offsetof(sh.free), unsafe.Offsetof(sh.head), unsafe.Offsetof(sh.tail),
+		unsafe.Sizeof(sh), uintptr(8) /* was sync.Mutex */, unsafe.Offsetof(sh.free), unsafe.Offsetof(sh.head), unsafe.Offsetof(sh.tail),
 		unsafe.Offsetof(sh.n), unsafe.Offsetof(sh.next), unsafe.Offsetof(sh.synHead), unsafe.Offsetof(sh.synTail),
 		unsafe.Offsetof(sh.synN), unsafe.Offsetof(sh.inserts), unsafe.Offsetof(sh.pairRemovals),
 		unsafe.Sizeof(h), unsafe.Offsetof(h.Seed), unsafe.Offsetof(h.BootBase), unsafe.Offsetof(h.SNAT), unsafe.Offsetof(h.Sum),
@@ -408,7 +408,6 @@ func (x *snatFix) apply(idx *uint8, port uint16) bool {
 // lists from its slots and drops slots that cannot be entries. It returns
 // the number dropped and the newest timestamp (ok false if no entry).
 func (f *family[K, E, F]) recover(fix *snatFix) (dropped int, newest uint32, ok bool) {
-	var fl F
 	ps := int32(f.bucketMask) + 1
 	var order []int32
 	for si := range f.shards {
@@ -427,7 +426,7 @@ func (f *family[K, E, F]) recover(fix *snatFix) (dropped int, newest uint32, ok 
 			if sl.mark == 0 {
 				continue
 			}
-			h := fl.hash(sl.k, f.t.seed)
+			h := f.hashOf(&sl.k)
 			hs, b := f.locate(h)
 			if sl.mark&^(markUsed|markPaired) != 0 || sl.mark&markUsed == 0 || sl.state == StateNone || sl.state >= numStates ||
 				hs != s || !f.fixEntry(sl, fix) || f.find(&sl.k, b, f.tag(h)) >= 0 {
@@ -495,21 +494,22 @@ func (f *family[K, E, F]) fixEntry(sl *slot[K, E], fix *snatFix) bool {
 // not name it back, and fullnat pairs whose SNAT port is held twice; it
 // marks the ports of the others in used. Returns the entries removed.
 func (f *family[K, E, F]) recoverPairs(used [][]uint64) (dropped int) {
-	var fl F
 	for i := range f.usedRange() {
 		sl := &f.slots[i]
 		if sl.mark&markPaired == 0 {
 			continue
 		}
-		info := fl.pair(f.t, sl.k, sl.e)
+		var info pairInfo[K]
+		f.pairOf(&sl.k, &sl.e, &info)
 		ok := info.what&pairPartner != 0
 		if ok {
-			h := fl.hash(info.partner, f.t.seed)
+			h := f.hashOf(&info.partner)
 			_, b := f.locate(h)
 			j := f.find(&info.partner, b, f.tag(h))
 			ok = j >= 0 && f.slots[j].mark&markPaired != 0
 			if ok {
-				back := fl.pair(f.t, f.slots[j].k, f.slots[j].e)
+				var back pairInfo[K]
+				f.pairOf(&f.slots[j].k, &f.slots[j].e, &back)
 				ok = back.what&pairPartner != 0 && back.partner == sl.k
 			}
 		}
@@ -539,8 +539,7 @@ func (f *family[K, E, F]) recoverPairs(used [][]uint64) (dropped int) {
 // dropLocked removes k without settling its NAT obligations (recovery
 // only: no lock is needed, the table is not in use yet).
 func (f *family[K, E, F]) dropLocked(k *K) {
-	var fl F
-	h := fl.hash(*k, f.t.seed)
+	h := f.hashOf(k)
 	s, b := f.locate(h)
 	if i := f.find(k, b, f.tag(h)); i >= 0 {
 		f.removeLocked(s, i, b)

@@ -127,8 +127,8 @@ func TestAttachAfterCrash(t *testing.T) {
 	pk, _ := tbl.pairKey4(&half, &halfEntry)
 	// The crash: two shards locked, one slot torn (used, garbage key), one
 	// NAT half whose partner is gone, LRU and free-list heads scribbled.
-	tbl.v4.shards[0].mu.Lock()
-	tbl.v4.shards[2].mu.Lock()
+	tbl.v4.shards[0].lock()
+	tbl.v4.shards[2].lock()
 	tbl.v4.shards[1].head, tbl.v4.shards[1].free, tbl.v4.shards[3].n = 7, 3, 99
 	s0 := &tbl.v4.shards[0]
 	torn := int32(0)*int32(tbl.v4.bucketMask+1) + s0.next

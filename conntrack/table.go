@@ -560,14 +560,10 @@ type (
 	flavor6 struct{}
 )
 
-func (flavor4) hash(k key4, seed uint64) uint64                { return hash4(&k, seed) }
-func (flavor4) pair(t *Table, k key4, e Entry4) pairInfo[key4] { return pair4(t, &k, &e) }
-func (flavor4) flow(e Entry4) (uint32, bool)                   { return e.Backend, e.Flags&FlagReverse == 0 }
-func (flavor4) service(e Entry4) uint32                        { return e.Service }
-func (flavor6) hash(k key6, seed uint64) uint64                { return hash6(&k, seed) }
-func (flavor6) pair(t *Table, k key6, e entry6) pairInfo[key6] { return pair6(t, &k, &e) }
-func (flavor6) flow(e entry6) (uint32, bool)                   { return e.Backend, e.Flags&FlagReverse == 0 }
-func (flavor6) service(e entry6) uint32                        { return e.Service }
+func (flavor4) flow(e Entry4) (uint32, bool) { return e.Backend, e.Flags&FlagReverse == 0 }
+func (flavor4) service(e Entry4) uint32      { return e.Service }
+func (flavor6) flow(e entry6) (uint32, bool) { return e.Backend, e.Flags&FlagReverse == 0 }
+func (flavor6) service(e entry6) uint32      { return e.Service }
 
 // BackendFlows returns the number of flows stored for backend ID id: the
 // entries of both families with that Backend, not counting the reverse
@@ -661,8 +657,15 @@ func (t *Table) countRefused(id uint32) {
 
 // pair4 computes the NAT obligations of e stored under k (see Entry).
 func pair4(t *Table, k *key4, e *Entry4) (p pairInfo[key4]) {
+	pair4to(t, k, e, &p)
+	return p
+}
+
+// pair4to is pair4 writing to *p.
+func pair4to(t *Table, k *key4, e *Entry4, p *pairInfo[key4]) {
+	*p = pairInfo[key4]{}
 	if !isPaired(e.Flags) {
-		return p
+		return
 	}
 	p.partner.Proto = k.Proto
 	p.partner.SrcIP, p.partner.SrcPort = e.PeerIP, e.PeerPort
@@ -672,7 +675,8 @@ func pair4(t *Table, k *key4, e *Entry4) (p pairInfo[key4]) {
 	case e.Flags&FlagFullNAT != 0:
 		ip, ok := t.snatIP4(e.SNATAddr)
 		if !ok {
-			return pairInfo[key4]{}
+			*p = pairInfo[key4]{}
+			return
 		}
 		p.what = pairSNAT
 		p.snatIdx, p.snatPort = e.SNATAddr, e.SNATPort
@@ -681,13 +685,19 @@ func pair4(t *Table, k *key4, e *Entry4) (p pairInfo[key4]) {
 		p.partner.DstIP, p.partner.DstPort = k.SrcIP, k.SrcPort
 	}
 	p.what |= pairPartner
-	return p
 }
 
 // pair6 computes the NAT obligations of e stored under k (see Entry).
 func pair6(t *Table, k *key6, e *entry6) (p pairInfo[key6]) {
+	pair6to(t, k, e, &p)
+	return p
+}
+
+// pair6to is pair6 writing to *p.
+func pair6to(t *Table, k *key6, e *entry6, p *pairInfo[key6]) {
+	*p = pairInfo[key6]{}
 	if !isPaired(e.Flags) {
-		return p
+		return
 	}
 	p.partner.Proto = k.Proto
 	p.partner.SrcIP, p.partner.SrcPort = e.PeerIP, e.PeerPort
@@ -697,7 +707,8 @@ func pair6(t *Table, k *key6, e *entry6) (p pairInfo[key6]) {
 	case e.Flags&FlagFullNAT != 0:
 		ip, ok := t.snatIP6(e.SNATAddr)
 		if !ok {
-			return pairInfo[key6]{}
+			*p = pairInfo[key6]{}
+			return
 		}
 		p.what = pairSNAT
 		p.snatIdx, p.snatPort = e.SNATAddr, e.SNATPort
@@ -706,5 +717,4 @@ func pair6(t *Table, k *key6, e *entry6) (p pairInfo[key6]) {
 		p.partner.DstIP, p.partner.DstPort = k.SrcIP, k.SrcPort
 	}
 	p.what |= pairPartner
-	return p
 }
