@@ -102,13 +102,11 @@ type pending[K any] struct {
 	from K // the removed key: the partner is removed only if it names it
 }
 
-// flavor supplies what depends on the concrete key and entry types.
+// flavor names the concrete key and entry types of a family: flavor4
+// (key4, Entry4) or flavor6 (key6, entry6). What depends on them is
+// picked by a type switch on it (pairOf, hashOf, flowOf, serviceOf).
 type flavor[K comparable, E comparable] interface {
-	// flow returns the backend of a flow entry counted by BackendFlows
-	// (every entry but the reverse half of a NAT pair).
-	flow(e E) (backend uint32, counted bool)
-	// service returns the entry's service ID (for ServiceStats).
-	service(e E) uint32
+	flavor4 | flavor6
 }
 
 type rangeItem[K, E any] struct {
@@ -158,6 +156,33 @@ func (f *family[K, E, F]) pairOf(k *K, e *E, out *pairInfo[K]) {
 	default:
 		panic("conntrack: unknown flavor")
 	}
+}
+
+// flowOf returns the backend of a flow entry counted by BackendFlows
+// (every entry but the reverse half of a NAT pair).
+func (f *family[K, E, F]) flowOf(e *E) (backend uint32, counted bool) {
+	var fl F
+	switch any(fl).(type) {
+	case flavor4:
+		x := (*Entry4)(unsafe.Pointer(e))
+		return x.Backend, x.Flags&FlagReverse == 0
+	case flavor6:
+		x := (*entry6)(unsafe.Pointer(e))
+		return x.Backend, x.Flags&FlagReverse == 0
+	}
+	panic("conntrack: unknown flavor")
+}
+
+// serviceOf returns the entry's service ID (for ServiceStats).
+func (f *family[K, E, F]) serviceOf(e *E) uint32 {
+	var fl F
+	switch any(fl).(type) {
+	case flavor4:
+		return (*Entry4)(unsafe.Pointer(e)).Service
+	case flavor6:
+		return (*entry6)(unsafe.Pointer(e)).Service
+	}
+	panic("conntrack: unknown flavor")
 }
 
 func (f *family[K, E, F]) hashOf(k *K) uint64 {
@@ -604,11 +629,10 @@ func (f *family[K, E, F]) insert(k *K, h uint64, e *E, st uint8, paired bool, no
 		} else {
 			s.updates++
 		}
-		var fl F
-		if id, ok := fl.flow(sl.e); ok {
+		if id, ok := f.flowOf(&sl.e); ok {
 			f.t.addFlows(id, -1)
 		}
-		if id, ok := fl.flow(*e); ok {
+		if id, ok := f.flowOf(e); ok {
 			f.t.addFlows(id, 1)
 		}
 		if st != sl.state {
@@ -625,13 +649,11 @@ func (f *family[K, E, F]) insert(k *K, h uint64, e *E, st uint8, paired bool, no
 		if v < 0 {
 			s.full++
 			s.unlock()
-			var fl F
-			f.t.countRefused(fl.service(*e))
+			f.t.countRefused(f.serviceOf(e))
 			return p, ErrFull
 		}
-		var fl F
 		vs := &f.slots[v]
-		f.t.countEvicted(fl.service(vs.e), vs.state)
+		f.t.countEvicted(f.serviceOf(&vs.e), vs.state)
 		if f.halfOpen(vs.state) {
 			s.evictedSyn++
 		}
@@ -655,8 +677,7 @@ func (f *family[K, E, F]) insert(k *K, h uint64, e *E, st uint8, paired bool, no
 	f.links[i] = f.buckets[b]
 	f.buckets[b] = f.word(tag, i, base)
 	f.lruPush(s, i)
-	var fl F
-	if id, ok := fl.flow(*e); ok {
+	if id, ok := f.flowOf(e); ok {
 		f.t.addFlows(id, 1)
 	}
 	s.n++
@@ -808,8 +829,7 @@ func (f *family[K, E, F]) removeLocked(s *shard, i int32, b uint32) (p pending[K
 		}
 	}
 	f.lruUnlink(s, i)
-	var fl F
-	if id, ok := fl.flow(sl.e); ok {
+	if id, ok := f.flowOf(&sl.e); ok {
 		f.t.addFlows(id, -1)
 	}
 	if sl.mark&markPaired != 0 {

@@ -564,13 +564,12 @@ func (f *family[K, E, F]) usedRange() func(func(int) bool) {
 // recount sets the per-backend flow counters from the family's entries
 // and returns the number of entries.
 func (f *family[K, E, F]) recount() (n int) {
-	var fl F
 	for si := range f.shards {
 		n += int(f.shards[si].n)
 	}
 	for i := range f.usedRange() {
 		if sl := &f.slots[i]; sl.mark&markUsed != 0 {
-			if id, ok := fl.flow(sl.e); ok {
+			if id, ok := f.flowOf(&sl.e); ok {
 				f.t.addFlows(id, 1)
 			}
 		}

@@ -560,11 +560,6 @@ type (
 	flavor6 struct{}
 )
 
-func (flavor4) flow(e Entry4) (uint32, bool) { return e.Backend, e.Flags&FlagReverse == 0 }
-func (flavor4) service(e Entry4) uint32      { return e.Service }
-func (flavor6) flow(e entry6) (uint32, bool) { return e.Backend, e.Flags&FlagReverse == 0 }
-func (flavor6) service(e entry6) uint32      { return e.Service }
-
 // BackendFlows returns the number of flows stored for backend ID id: the
 // entries of both families with that Backend, not counting the reverse
 // halves of NAT pairs (a NAT flow counts once), including expired entries
