@@ -4,6 +4,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -97,5 +98,35 @@ func TestSetOverridesNameTheKey(t *testing.T) {
 	}
 	if !errors.As(err, &fe) || fe.Field != "lb.maglev_size" || fe.Value != "big" {
 		t.Fatalf("--set lb.maglev_size=big: %v", err)
+	}
+}
+
+// TestSetList: --set gives a list key its elements, comma-separated, with
+// or without brackets; a bad element is named by its index.
+func TestSetList(t *testing.T) {
+	p := filepath.Join(t.TempDir(), "xlb.yaml")
+	if err := os.WriteFile(p, []byte(good), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct {
+		val  string
+		want []int
+	}{{"0,1", []int{0, 1}}, {"[0, 1]", []int{0, 1}}, {"1", []int{1}}, {"", []int{}}} {
+		f, err := LoadWith(p, map[string]string{"lb.cpus": c.val})
+		if err != nil {
+			t.Fatalf("--set lb.cpus=%q: %v", c.val, err)
+		}
+		if len(f.LB.CPUs) != len(c.want) || (len(c.want) > 0 && !slices.Equal(f.LB.CPUs, c.want)) {
+			t.Errorf("--set lb.cpus=%q: %v, want %v", c.val, f.LB.CPUs, c.want)
+		}
+	}
+	_, err := LoadWith(p, map[string]string{"lb.cpus": "0,x"})
+	var fe *FieldError
+	if !errors.As(err, &fe) || fe.Field != "lb.cpus[1]" || fe.Value != "x" {
+		t.Fatalf("--set lb.cpus=0,x: %v", err)
+	}
+	f, err := LoadWith(p, map[string]string{"lb.snat.addresses": "10.0.0.2, 10.0.0.3"})
+	if err != nil || !slices.Equal(f.LB.SNAT.Addresses, []string{"10.0.0.2", "10.0.0.3"}) {
+		t.Fatalf("--set lb.snat.addresses: %v %v", err, f.LB.SNAT.Addresses)
 	}
 }

@@ -306,9 +306,59 @@ func LoadWith(path string, overrides map[string]string) (*File, error) {
 		if err := checkOverrideKey(k); err != nil {
 			return nil, err
 		}
-		v.Set(k, val)
+		v.Set(k, overrideValue(k, val))
 	}
 	return decode(v)
+}
+
+// overrideValue is the value of --set key=val: for a key that holds a
+// list (lb.cpus, lb.snat.addresses), the comma-separated elements, in
+// brackets or not ("0,1", "[0, 1]"); otherwise val as given.
+func overrideValue(key, val string) any {
+	t := reflect.TypeOf(File{})
+	for _, part := range strings.Split(key, ".") {
+		f, ok := fieldByTag(t, part)
+		if !ok {
+			return val // unknown keys are reported by decode
+		}
+		t = f.Type
+	}
+	if t.Kind() != reflect.Slice || t.Elem().Kind() == reflect.Struct {
+		return val
+	}
+	val = strings.TrimSuffix(strings.TrimPrefix(strings.TrimSpace(val), "["), "]")
+	if strings.TrimSpace(val) == "" {
+		return []string{}
+	}
+	parts := strings.Split(val, ",")
+	for i := range parts {
+		parts[i] = strings.TrimSpace(parts[i])
+	}
+	return parts
+}
+
+// fieldByTag finds the field of struct type t whose mapstructure name is
+// name.
+func fieldByTag(t reflect.Type, name string) (reflect.StructField, bool) {
+	for t.Kind() == reflect.Pointer {
+		t = t.Elem()
+	}
+	if t.Kind() != reflect.Struct {
+		return reflect.StructField{}, false
+	}
+	for i := 0; i < t.NumField(); i++ {
+		f := t.Field(i)
+		tag, _, _ := strings.Cut(f.Tag.Get("mapstructure"), ",")
+		if tag == name {
+			return f, true
+		}
+		if tag == "" && f.Anonymous {
+			if g, ok := fieldByTag(f.Type, name); ok {
+				return g, true
+			}
+		}
+	}
+	return reflect.StructField{}, false
 }
 
 // checkOverrideKey refuses --set keys that index into lists (viper cannot
