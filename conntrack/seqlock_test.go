@@ -216,6 +216,12 @@ func TestAttachResetsSeq(t *testing.T) {
 // back) while readers look up one of them; an entry of the other key
 // would be a read torn between a key and the entry that replaced it.
 func TestLockFreeReadSlotReuse(t *testing.T) {
+	for _, fast := range []bool{false, true} {
+		t.Run(map[bool]string{false: "Lookup", true: "LookupFast4"}[fast], func(t *testing.T) { slotReuse(t, fast) })
+	}
+}
+
+func slotReuse(t *testing.T, fast bool) {
 	c := smallConfig()
 	c.Capacity, c.Shards = 16, 1
 	tbl := newTable(t, c)
@@ -234,30 +240,47 @@ func TestLockFreeReadSlotReuse(t *testing.T) {
 		}
 	}()
 	var e Entry
+	var e4 Entry4
 	h := tbl.Hash(&ka)
+	lookup := func() (backend, service uint32, ok bool) {
+		if fast {
+			ok = tbl.LookupFast4(flow4(&a4), h, 0, at(0), &e4)
+			return e4.Backend, e4.Service, ok
+		}
+		ok = tbl.Lookup(&ka, h, 0, at(0), &e)
+		return e.Backend, e.Service, ok
+	}
 	hits, bad := 0, 0
 	deadline := time.Now().Add(2 * time.Second)
 	for n := 0; (n < 2_000_000 || hits < 1000) && time.Now().Before(deadline); n++ {
-		if tbl.Lookup(&ka, h, 0, at(0), &e) {
+		if be, svc, ok := lookup(); ok {
 			hits++
-			if e.Backend%2 != 0 || e.Service != e.Backend {
+			if be%2 != 0 || svc != be {
 				bad++
 			}
 		}
 	}
 	stop.Store(true)
 	wg.Wait()
-	if bad != 0 {
+	if bad != 0 || hits == 0 {
 		t.Fatalf("%d of %d lookups of one key returned another key's entry", bad, hits)
 	}
 	t.Logf("%d hits", hits)
-	// A writer in the middle of a change (seq odd) sends readers to the lock.
+	// A writer in the middle of a change (seq odd) sends readers to the
+	// lock; LookupFast4 then reports nothing.
+	_ = tbl.Insert(&ka, &Entry{Backend: 2, Service: 2, State: StateUDP}, at(0))
 	s, _ := tbl.v4.locate(h)
 	s.lock()
 	if _, r := tbl.v4.read(&a4, h, 0, 0, false, false, new(Entry4)); r != readSlow {
 		t.Errorf("read during a write: %d, want readSlow", r)
 	}
+	if tbl.LookupFast4(flow4(&a4), h, 0, at(0), &e4) {
+		t.Error("LookupFast4 hit while a writer held the shard")
+	}
 	s.unlock()
+	if be, _, ok := lookup(); !ok || be != 2 {
+		t.Errorf("lookup after the write: %v %d", ok, be)
+	}
 }
 
 // TestHash: the hash callers get for a key is the one the table files its

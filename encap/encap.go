@@ -190,19 +190,25 @@ func Translate(frame []byte, p *packet.Parsed, src, dst *Endpoint, e *Egress) Ve
 		fixIPv4(l3, d)
 	}
 	if ports {
-		l4 := frame[p.L4Off:]
-		if src != nil && src.Port != 0 {
-			d.Add16(binary.BigEndian.Uint16(l4[0:2]), src.Port)
-			binary.BigEndian.PutUint16(l4[0:2], src.Port)
-		}
-		if dst != nil && dst.Port != 0 {
-			d.Add16(binary.BigEndian.Uint16(l4[2:4]), dst.Port)
-			binary.BigEndian.PutUint16(l4[2:4], dst.Port)
-		}
+		setPorts(frame[p.L4Off:], src, dst, &d)
 	}
 	fixL4(frame, p, d)
 	setMACs(frame, e)
 	return Forward
+}
+
+// setPorts overwrites the source and/or destination port of the TCP or
+// UDP header l4 (nil, or a port of 0, keeps it), recording the change.
+func setPorts(l4 []byte, src, dst *Endpoint, d *packet.Delta) {
+	l4 = l4[:4]
+	if src != nil && src.Port != 0 {
+		d.Add16(binary.BigEndian.Uint16(l4[0:2]), src.Port)
+		binary.BigEndian.PutUint16(l4[0:2], src.Port)
+	}
+	if dst != nil && dst.Port != 0 {
+		d.Add16(binary.BigEndian.Uint16(l4[2:4]), dst.Port)
+		binary.BigEndian.PutUint16(l4[2:4], dst.Port)
+	}
 }
 
 // NAT is half-NAT towards a backend: the destination becomes the backend's

@@ -29,14 +29,7 @@ func Translate4(frame []byte, proto uint8, src, dst *Endpoint, e *Egress) {
 	}
 	fixIPv4(ip, d)
 	t := frame[l4 : l4+packet.UDPLen : l4+packet.UDPLen]
-	if src != nil && src.Port != 0 {
-		d.Add16(binary.BigEndian.Uint16(t[0:2]), src.Port)
-		binary.BigEndian.PutUint16(t[0:2], src.Port)
-	}
-	if dst != nil && dst.Port != 0 {
-		d.Add16(binary.BigEndian.Uint16(t[2:4]), dst.Port)
-		binary.BigEndian.PutUint16(t[2:4], dst.Port)
-	}
+	setPorts(t, src, dst, &d)
 	if proto == packet.ProtoUDP {
 		binary.BigEndian.PutUint16(t[6:8], d.ApplyUDP(binary.BigEndian.Uint16(t[6:8])))
 	} else {
