@@ -10,7 +10,8 @@ import (
 
 // The established-flow fast path. Most packets a balancer sees are the
 // next packet of a flow it already knows: an untagged IPv4 TCP segment
-// (no SYN, FIN or RST) or UDP datagram to a dsr, nat or fullnat service
+// (no SYN, FIN or RST) or UDP datagram to a service (of any mode but
+// frag_hash)
 // whose conntrack entry needs nothing but a new timestamp. For those the
 // pipeline's general stages (Decode into a Parsed, the 16-byte key, the
 // Entry copied from stage to stage, a Result returned through three
@@ -74,7 +75,7 @@ func parse4(b []byte) (k conntrack.Flow4, flags uint8, ipLen int, ok bool) {
 }
 
 // established4 forwards frame f, parsed by parse4 (key k, hashed h), if it
-// is the next packet of an established dsr, nat or fullnat flow, writing
+// is the next packet of an established flow, writing
 // its verdict to *out; otherwise it reports false having changed nothing
 // (but, like any lookup, the entry's timestamp). It is one() for that
 // case: the same lookups, checks, rewrite and counters.
@@ -87,7 +88,7 @@ func (w *Worker) established4(s *Snapshot, f *encap.Frame, k conntrack.Flow4, h 
 		return false // a reply, or not ours
 	}
 	svc := &s.Services[id]
-	if svc.FragHash || (svc.Mode != ModeDSR && svc.Mode != ModeNAT && svc.Mode != ModeFullNAT) {
+	if svc.FragHash {
 		return false
 	}
 	var e conntrack.Entry4
@@ -102,10 +103,21 @@ func (w *Worker) established4(s *Snapshot, f *encap.Frame, k conntrack.Flow4, h 
 	if !be.Present || be.Service != svc.ID || be.State == StateDown || (be.Egress.MTU > 0 && ipLen > be.Egress.MTU) {
 		return false
 	}
-	b := f.Bytes()
+	b, rxLen := f.Bytes(), f.Len // (a tunnel rewrite changes f.Len)
 	switch svc.Mode {
 	case ModeDSR:
 		encap.SetMACs(b, &be.Egress)
+	case ModeTunnel, ModeL3DSR:
+		// The general rewrites, with the few header fields they read
+		// (each stored once and read at its own width); a verdict other
+		// than Forward leaves the frame as it was, for the full pipeline
+		// to answer (too big: the ICMP error).
+		p := &w.fp
+		p.L3Off, p.L4Off, p.End, p.Tagged = packet.EthernetLen, packet.EthernetLen+packet.IPv4MinLen, uint16(packet.EthernetLen+ipLen), false
+		p.Family, p.Proto, p.TOS, p.DF, p.Frag = 4, k.Proto, b[packet.EthernetLen+1], b[packet.EthernetLen+6]&0x40 != 0, packet.FragNone
+		if directRewrite(f, p, svc, be, uint32(h)) != encap.Forward {
+			return false
+		}
 	case ModeNAT:
 		if be.Endpoint.V6 {
 			return false
@@ -118,7 +130,7 @@ func (w *Worker) established4(s *Snapshot, f *encap.Frame, k conntrack.Flow4, h 
 		snat := encap.Endpoint{Addr: s.SNAT[e.SNATAddr], Port: e.SNATPort}
 		encap.Translate4(b, k.Proto, &snat, &be.Endpoint, &be.Egress)
 	}
-	w.c.RxBytes += uint64(f.Len)
+	w.c.RxBytes += uint64(rxLen)
 	w.fastHits++
 	w.txTo(out, f, be.Iface, svc.ID, be.ID)
 	return true

@@ -11,12 +11,14 @@ import (
 	"github.com/xlb/xlb/encap"
 )
 
-// fastSpec has a service of each mode the fast path takes (TCP on port
-// 80 of three VIPs, and UDP dsr on 53), one it does not (l3dsr), and a
-// small MTU towards the fullnat backends so that large frames meet it.
+// fastSpec has a service of each mode (TCP on port 80 of five VIPs, and
+// UDP dsr on 53), one the fast path does not take (frag_hash), and a
+// small MTU towards the fullnat and tunnel backends so that large frames
+// meet it.
 func fastSpec(states map[int]BackendState) Spec {
 	spec := testSpec(ModeDSR, SchedMaglev, false, 3)
-	vips := []netip.Addr{vip4, netip.MustParseAddr("198.51.100.11"), netip.MustParseAddr("198.51.100.12"), netip.MustParseAddr("198.51.100.13")}
+	vips := []netip.Addr{vip4, netip.MustParseAddr("198.51.100.11"), netip.MustParseAddr("198.51.100.12"), netip.MustParseAddr("198.51.100.13"),
+		netip.MustParseAddr("198.51.100.14"), netip.MustParseAddr("198.51.100.15")}
 	mk := func(name string, mode Mode, vip netip.Addr, port uint16, proto uint8) ServiceSpec {
 		s := testSpec(mode, SchedMaglev, false, 3).Services[0]
 		s.Name, s.VIP, s.Port, s.Proto = name, vip, port, proto
@@ -28,7 +30,10 @@ func fastSpec(states map[int]BackendState) Spec {
 		mk("nat", ModeNAT, vips[1], 80, 6),
 		mk("fullnat", ModeFullNAT, vips[2], 80, 6),
 		mk("l3dsr", ModeL3DSR, vips[3], 80, 6),
+		mk("tunnel", ModeTunnel, vips[4], 80, 6),
+		mk("fraghash", ModeDSR, vips[5], 80, 6),
 	}
+	spec.Services[6].FragHash = true
 	for i := range spec.Services {
 		for j := range spec.Services[i].Backends {
 			spec.Services[i].Backends[j].Address = netip.AddrFrom4([4]byte{10, 0, byte(i), byte(11 + j)})
@@ -36,8 +41,10 @@ func fastSpec(states map[int]BackendState) Spec {
 		}
 	}
 	spec.Ifaces = append(spec.Ifaces, Iface{MAC: [6]byte{2, 0, 0, 0, 0, 0xbb}, MTU: 600})
-	for j := range spec.Services[3].Backends {
-		spec.Services[3].Backends[j].Iface = 1
+	for _, i := range []int{3, 5} {
+		for j := range spec.Services[i].Backends {
+			spec.Services[i].Backends[j].Iface = 1
+		}
 	}
 	return spec
 }
@@ -74,7 +81,7 @@ func TestFastPathMatchesPipeline(t *testing.T) {
 			}
 			var flows []flowT
 			for i := 0; i < 300; i++ {
-				flows = append(flows, flowT{svc: rng.IntN(5), src: client(i), sport: uint16(10000 + i)})
+				flows = append(flows, flowT{svc: rng.IntN(len(svcs)), src: client(i), sport: uint16(10000 + i)})
 			}
 			now := int64(1e9)
 			fastTaken := 0
@@ -83,7 +90,7 @@ func TestFastPathMatchesPipeline(t *testing.T) {
 					// Drain or take down a random backend, or restore all.
 					st := map[int]BackendState{}
 					if rng.IntN(3) > 0 {
-						st[rng.IntN(5)*10+rng.IntN(3)] = BackendState(1 + rng.IntN(2))
+						st[rng.IntN(len(svcs))*10+rng.IntN(3)] = BackendState(1 + rng.IntN(2))
 					}
 					s = mustBuild(t, fastSpec(st), s)
 				}

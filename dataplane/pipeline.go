@@ -63,7 +63,8 @@ type Worker struct {
 	ps       []packet.Parsed
 	xs       []flow
 	reasons  []packet.Reason
-	heads    []head4 // parse4's results, for the fast path after a prefetch
+	heads    []head4       // parse4's results, for the fast path after a prefetch
+	fp       packet.Parsed // the fast path's header fields for the tunnel and l3dsr rewrites
 	hs4, hs6 []uint64
 	// prefetch is on while the conntrack table holds at least
 	// prefetchFlows entries (checked every prefetchCheck batches).
