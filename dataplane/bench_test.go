@@ -113,6 +113,61 @@ func BenchmarkEstablished(b *testing.B) {
 	b.Run("dsr,checksum=fix/flows=1000", func(b *testing.B) { benchEstablished(b, ModeDSR, 1000, ChecksumFix) })
 }
 
+// BenchmarkReply measures a nat or fullnat backend's replies on
+// established flows (1k flows): the reverse entry's lookup and the
+// translation back to VIP and client.
+func BenchmarkReply(b *testing.B) {
+	for _, mode := range []Mode{ModeNAT, ModeFullNAT} {
+		b.Run(mode.String(), func(b *testing.B) {
+			s := mustBuild(b, testSpec(mode, SchedMaglev, false, 8), nil)
+			ct := newCT(b, 8192)
+			w := NewWorker(ct, 0)
+			const n = 1000
+			now := int64(1e9)
+			replies := make([][]byte, n)
+			for i := range replies {
+				src := netip.AddrFrom4([4]byte{100, 64, byte(i >> 8), byte(i)})
+				for _, fl := range []string{"S", "A"} {
+					r, out := run(w, s, pkt{src: src, dst: vip4, sport: 40000, dport: 80, flags: fl}.bytes(b), now)
+					if r.Action != ActTx {
+						b.Fatalf("flow %d %s: %+v", i, fl, r)
+					}
+					replies[i] = reverseFrame(b, out)
+				}
+				// The backend's SYN-ACK moves the reverse entry to
+				// established; the measured packets are its data.
+				run(w, s, replies[i], now)
+			}
+			bufs := make([]encap.Frame, n)
+			for i := range bufs {
+				bufs[i] = frameOf(replies[i])
+			}
+			res := make([]Result, BatchSize)
+			b.ReportAllocs()
+			b.ResetTimer()
+			done := 0
+			for done < b.N {
+				for off := 0; off+BatchSize <= n && done < b.N; off += BatchSize {
+					batch := bufs[off : off+BatchSize]
+					for j := range batch {
+						copy(batch[j].Buf[headroom:], replies[off+j])
+						batch[j].Off, batch[j].Len = headroom, len(replies[off+j])
+					}
+					now += 1000
+					w.Process(s, batch, res, now)
+					done += BatchSize
+				}
+			}
+			b.StopTimer()
+			if res[0].Action != ActTx || w.Counters().Replies == 0 {
+				b.Fatalf("result %+v", res[0])
+			}
+			b.ReportMetric(0, "ns/op")
+			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(done), "ns/pkt")
+		})
+	}
+}
+
 // BenchmarkNewFlow measures SYNs of flows never seen before (schedule +
 // conntrack insert + rewrite), with expiry keeping the table in steady state.
 func BenchmarkNewFlow(b *testing.B) {

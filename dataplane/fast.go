@@ -85,7 +85,7 @@ func (w *Worker) established4(s *Snapshot, f *encap.Frame, k conntrack.Flow4, h 
 	}
 	id, ok := s.vips.find4(uint32(k.Addrs>>32), k.DstPort, k.Proto)
 	if !ok {
-		return false // a reply, or not ours
+		return w.reply4(s, f, k, h, flags, ipLen, now, out)
 	}
 	svc := &s.Services[id]
 	if svc.FragHash {
@@ -133,5 +133,34 @@ func (w *Worker) established4(s *Snapshot, f *encap.Frame, k conntrack.Flow4, h 
 	w.c.RxBytes += uint64(rxLen)
 	w.fastHits++
 	w.txTo(out, f, be.Iface, svc.ID, be.ID)
+	return true
+}
+
+// reply4 is established4 for a packet to no service: a nat or fullnat
+// backend's reply, translated back by its reverse entry (reply, for the
+// case of a lock-free hit on an IPv4 service). Anything else, replies
+// without state included, goes to the full pipeline.
+func (w *Worker) reply4(s *Snapshot, f *encap.Frame, k conntrack.Flow4, h uint64, flags uint8, ipLen int, now int64, out *Result) bool {
+	var e conntrack.Entry4
+	if !w.ct.LookupFast4(k, h, flags, now, &e) || e.Flags&conntrack.FlagReverse == 0 {
+		return false
+	}
+	svc := s.Service(e.Service)
+	if svc == nil || svc.VIP.V6 || s.Backend(e.Backend) == nil || (s.Reply.MTU > 0 && ipLen > s.Reply.MTU) {
+		return false
+	}
+	b, rxLen := f.Bytes(), f.Len
+	vip := encap.Endpoint{Addr: svc.VIP, Port: e.VPort}
+	if e.Flags&conntrack.FlagFullNAT != 0 {
+		client := encap.Endpoint{Port: e.PeerPort}
+		copy(client.IP[:4], e.PeerIP[:])
+		encap.Translate4(b, k.Proto, &vip, &client, &s.Reply)
+	} else {
+		encap.Translate4(b, k.Proto, &vip, nil, &s.Reply)
+	}
+	w.c.RxBytes += uint64(rxLen)
+	w.c.Replies++
+	w.fastHits++
+	w.txTo(out, f, s.ReplyIface, svc.ID, e.Backend)
 	return true
 }
