@@ -39,8 +39,9 @@ func (t *Table) Hash4(k Flow4) uint64 {
 // to *out (out.State is the entry's state) and reports true, as Lookup
 // would. Anything else
 // (a miss, an expired entry, a TCP state change, an LRU move, a writer at
-// work in the shard) reports false and changes nothing: the caller then
-// calls Lookup, which does it all. h is Hash4(k).
+// work in the shard) reports false and changes nothing in the table
+// (*out is then undefined): the caller calls Lookup, which does it all.
+// h is Hash4(k).
 func (t *Table) LookupFast4(k Flow4, h uint64, tcpFlags uint8, now int64, out *Entry4) bool {
 	return read4(&t.v4, k, h, t.tick(now), tcpFlags, out)
 }
@@ -50,7 +51,8 @@ func (t *Table) LookupFast4(k Flow4, h uint64, tcpFlags uint8, now int64, out *E
 // wrote), where read compares two key structs, one of which its caller
 // has just written in narrow stores. It follows read's seqlock protocol
 // and its rules for what a lock-free hit may do; everything else is
-// reported as not found.
+// reported as not found. *out is written before the check; on false its
+// contents mean nothing.
 //
 //go:norace
 func read4(f *family[key4, Entry4, flavor4], k Flow4, h uint64, now uint32, tcpFlags uint8, out *Entry4) bool {
@@ -74,7 +76,8 @@ func read4(f *family[key4, Entry4, flavor4], k Flow4, h uint64, now uint32, tcpF
 		if w>>(f.ib&31) == tag {
 			sl := view(&f.slots[j], &buf)
 			if addrWord(&sl.k) == k.Addrs && uint32(sl.k.SrcPort)|uint32(sl.k.DstPort)<<16 == ports && sl.k.Proto == k.Proto {
-				e, st, mark, seen := sl.e, sl.state, sl.mark, sl.seen
+				*out = sl.e // (a torn copy is not reported: see the check below)
+				st, mark, seen := sl.state, sl.mark, sl.seen
 				if s.seq.Load() != seq || mark&markUsed == 0 || age(now, seen) > f.t.timeouts[st&7] {
 					return false
 				}
@@ -87,7 +90,6 @@ func read4(f *family[key4, Entry4, flavor4], k Flow4, h uint64, now uint32, tcpF
 					}
 					atomic.CompareAndSwapUint32(&f.slots[j].seen, seen, now)
 				}
-				*out = e
 				out.State = st
 				return true
 			}
