@@ -10,11 +10,11 @@
 // keep their backend when the configuration changes; IDs of removed objects
 // are never reused by the same process.
 //
-// The next packet of an established flow (untagged IPv4, TCP without
-// SYN, FIN or RST, or UDP; any mode but frag_hash; and nat/fullnat
-// replies) takes a fast path (fast.go) that reads the flow key straight
+// The next packet of an established flow (untagged IPv4 without options
+// or IPv6 without extension headers; TCP without SYN, FIN or RST, or
+// UDP; any mode but frag_hash; and nat/fullnat replies) takes a fast path (fast.go) that reads the flow key straight
 // from the frame into registers, finds the entry with conntrack's
-// lock-free LookupFast4 and rewrites in one pass; everything else, and
+// lock-free LookupFast4 or LookupFast6 and rewrites in one pass; everything else, and
 // anything the fast path is unsure of, goes through the stages above.
 // TestFastPathMatchesPipeline and FuzzFastPathMatchesPipeline check that
 // both give every frame the same verdict, bytes and counters.

@@ -9,9 +9,10 @@ import (
 )
 
 // The established-flow fast path. Most packets a balancer sees are the
-// next packet of a flow it already knows: an untagged IPv4 TCP segment
-// (no SYN, FIN or RST) or UDP datagram to a service (of any mode but
-// frag_hash)
+// next packet of a flow it already knows: an untagged IPv4 or IPv6 (no
+// options, no extension headers) TCP segment (no SYN, FIN or RST) or UDP
+// datagram to a service (of any mode but frag_hash), or a nat/fullnat
+// backend's reply,
 // whose conntrack entry needs nothing but a new timestamp. For those the
 // pipeline's general stages (Decode into a Parsed, the 16-byte key, the
 // Entry copied from stage to stage, a Result returned through three
@@ -23,14 +24,15 @@ import (
 // checks that frame by frame); for anything else it changes nothing and
 // the frame goes through the full pipeline.
 
-// head4 is what parse4 read of a frame, kept between the passes of a
-// prefetched batch.
-type head4 struct {
-	k     conntrack.Flow4
+// head is what parse4 or parse6 read of a frame, kept between the passes
+// of a prefetched batch.
+type head struct {
+	k4    conntrack.Flow4
+	k6    conntrack.Flow6
 	h     uint64
 	ipLen int
 	flags uint8
-	ok    bool
+	fam   uint8 // 4 or 6; 0: not for the fast path
 }
 
 // parse4 reads the flow key of an untagged IPv4 frame without options
@@ -48,25 +50,9 @@ func parse4(b []byte) (k conntrack.Flow4, flags uint8, ipLen int, ok bool) {
 		return k, 0, 0, false
 	}
 	ipLen = int(binary.BigEndian.Uint16(b[l3+2 : l3+4]))
-	end := l3 + ipLen
-	if end > len(b) {
-		return k, 0, 0, false
-	}
 	proto := b[l3+9]
-	switch proto {
-	case packet.ProtoTCP:
-		if end < l4+packet.TCPMinLen {
-			return k, 0, 0, false
-		}
-		if d := int(b[l4+12]>>4) * 4; d < packet.TCPMinLen || l4+d > end {
-			return k, 0, 0, false
-		}
-		flags = b[l4+13]
-	case packet.ProtoUDP:
-		if n := int(binary.BigEndian.Uint16(b[l4+4 : l4+6])); n < packet.UDPLen || l4+n > end {
-			return k, 0, 0, false
-		}
-	default:
+	flags, ok = transport(b, l4, l3+ipLen, proto)
+	if !ok {
 		return k, 0, 0, false
 	}
 	k.Addrs = binary.LittleEndian.Uint64(b[l3+12 : l3+20])
@@ -74,93 +60,204 @@ func parse4(b []byte) (k conntrack.Flow4, flags uint8, ipLen int, ok bool) {
 	return k, flags, ipLen, true
 }
 
+// parse6 is parse4 for an untagged IPv6 frame whose next header is TCP or
+// UDP (no extension headers).
+func parse6(b []byte, k *conntrack.Flow6) (flags uint8, ipLen int, ok bool) {
+	const l3, l4 = packet.EthernetLen, packet.EthernetLen + packet.IPv6Len
+	if len(b) < l4+packet.UDPLen || len(b) > packet.MaxFrame {
+		return 0, 0, false
+	}
+	if binary.BigEndian.Uint16(b[12:14]) != packet.EtherTypeIPv6 || b[l3]>>4 != 6 {
+		return 0, 0, false
+	}
+	ipLen = packet.IPv6Len + int(binary.BigEndian.Uint16(b[l3+4:l3+6]))
+	proto := b[l3+6]
+	if flags, ok = transport(b, l4, l3+ipLen, proto); !ok {
+		return 0, 0, false
+	}
+	le := binary.LittleEndian
+	k.Src = [2]uint64{le.Uint64(b[l3+8 : l3+16]), le.Uint64(b[l3+16 : l3+24])}
+	k.Dst = [2]uint64{le.Uint64(b[l3+24 : l3+32]), le.Uint64(b[l3+32 : l3+40])}
+	k.SrcPort, k.DstPort, k.Proto = binary.BigEndian.Uint16(b[l4:l4+2]), binary.BigEndian.Uint16(b[l4+2:l4+4]), proto
+	return flags, ipLen, true
+}
+
+// transport checks the TCP or UDP header at l4 of an IP packet ending at
+// end (as Decode's fast path does) and returns the TCP flags.
+func transport(b []byte, l4, end int, proto uint8) (flags uint8, ok bool) {
+	if end > len(b) || end < l4 {
+		return 0, false
+	}
+	switch proto {
+	case packet.ProtoTCP:
+		if end < l4+packet.TCPMinLen {
+			return 0, false
+		}
+		if d := int(b[l4+12]>>4) * 4; d < packet.TCPMinLen || l4+d > end {
+			return 0, false
+		}
+		return b[l4+13], true
+	case packet.ProtoUDP:
+		if end < l4+packet.UDPLen {
+			return 0, false
+		}
+		if n := int(binary.BigEndian.Uint16(b[l4+4 : l4+6])); n < packet.UDPLen || l4+n > end {
+			return 0, false
+		}
+		return 0, true
+	}
+	return 0, false
+}
+
+// opens reports a TCP segment that opens, closes or resets a connection:
+// the state machine's, not the fast path's.
+func opens(proto, flags uint8) bool {
+	return proto == packet.ProtoTCP && flags&(packet.TCPSyn|packet.TCPFin|packet.TCPRst) != 0
+}
+
+// hit is what the fast path uses of a conntrack entry of either family.
+type hit struct {
+	backend, service          uint32
+	snatPort, peerPort, vport uint16
+	snatAddr, flags           uint8
+}
+
 // established4 forwards frame f, parsed by parse4 (key k, hashed h), if it
-// is the next packet of an established flow, writing
-// its verdict to *out; otherwise it reports false having changed nothing
-// (but, like any lookup, the entry's timestamp). It is one() for that
-// case: the same lookups, checks, rewrite and counters.
+// is the next packet of an established flow, writing its verdict to
+// *out; otherwise it reports false having changed nothing (but, like any
+// lookup, the entry's timestamp). It is one() for that case: the same
+// lookups, checks, rewrite and counters.
 func (w *Worker) established4(s *Snapshot, f *encap.Frame, k conntrack.Flow4, h uint64, flags uint8, ipLen int, now int64, out *Result) bool {
-	if k.Proto == packet.ProtoTCP && flags&(packet.TCPSyn|packet.TCPFin|packet.TCPRst) != 0 {
-		return false // opens, closes or resets: the state machine's
-	}
-	id, ok := s.vips.find4(uint32(k.Addrs>>32), k.DstPort, k.Proto)
-	if !ok {
-		return w.reply4(s, f, k, h, flags, ipLen, now, out)
-	}
-	svc := &s.Services[id]
-	if svc.FragHash {
+	if opens(k.Proto, flags) {
 		return false
 	}
 	var e conntrack.Entry4
+	id, ok := s.vips.find4(uint32(k.Addrs>>32), k.DstPort, k.Proto)
+	if !ok {
+		// A reply, or not ours.
+		if !w.ct.LookupFast4(k, h, flags, now, &e) || e.Flags&conntrack.FlagReverse == 0 {
+			return false
+		}
+		client := encap.Endpoint{Port: e.PeerPort}
+		copy(client.IP[:4], e.PeerIP[:])
+		return w.replyFast(s, f, k.Proto, ipLen, &hit{backend: e.Backend, service: e.Service, vport: e.VPort, flags: e.Flags}, &client, out)
+	}
 	if !w.ct.LookupFast4(k, h, flags, now, &e) {
 		return false
 	}
-	// keeps, for a packet that is not a fresh SYN.
-	if e.Flags&conntrack.FlagReverse != 0 || !modeMatches(svc.Mode, e.Flags) || int(e.Backend) >= len(s.Backends) {
+	return w.forwardFast(s, &s.Services[id], f, false, k.Proto, h, ipLen, &hit{backend: e.Backend, snatPort: e.SNATPort, snatAddr: e.SNATAddr, flags: e.Flags}, out)
+}
+
+// established6 is established4 for a frame parsed by parse6.
+func (w *Worker) established6(s *Snapshot, f *encap.Frame, k *conntrack.Flow6, h uint64, flags uint8, ipLen int, now int64, out *Result) bool {
+	if opens(k.Proto, flags) {
 		return false
 	}
-	be := &s.Backends[e.Backend]
+	var e conntrack.Entry
+	id, ok := s.vips.findWords(k.Dst[0], k.Dst[1], true, k.DstPort, k.Proto)
+	if !ok {
+		if !w.ct.LookupFast6(k, h, flags, now, &e) || e.Flags&conntrack.FlagReverse == 0 {
+			return false
+		}
+		client := encap.Endpoint{Addr: encap.Addr{IP: e.PeerIP, V6: true}, Port: e.PeerPort}
+		return w.replyFast(s, f, k.Proto, ipLen, &hit{backend: e.Backend, service: e.Service, vport: e.VPort, flags: e.Flags}, &client, out)
+	}
+	if !w.ct.LookupFast6(k, h, flags, now, &e) {
+		return false
+	}
+	return w.forwardFast(s, &s.Services[id], f, true, k.Proto, h, ipLen, &hit{backend: e.Backend, snatPort: e.SNATPort, snatAddr: e.SNATAddr, flags: e.Flags}, out)
+}
+
+// forwardFast finishes established4/6 for a client's packet to svc whose
+// entry is e: forward's checks (keeps, for a packet that is not a fresh
+// SYN), rewrite and counters.
+func (w *Worker) forwardFast(s *Snapshot, svc *Service, f *encap.Frame, v6 bool, proto uint8, h uint64, ipLen int, e *hit, out *Result) bool {
+	if svc.FragHash || e.flags&conntrack.FlagReverse != 0 || !modeMatches(svc.Mode, e.flags) || int(e.backend) >= len(s.Backends) {
+		return false
+	}
+	be := &s.Backends[e.backend]
 	if !be.Present || be.Service != svc.ID || be.State == StateDown || (be.Egress.MTU > 0 && ipLen > be.Egress.MTU) {
 		return false
 	}
 	b, rxLen := f.Bytes(), f.Len // (a tunnel rewrite changes f.Len)
-	switch svc.Mode {
-	case ModeDSR:
+	var v encap.Verdict
+	switch {
+	case svc.Mode == ModeDSR:
 		encap.SetMACs(b, &be.Egress)
-	case ModeTunnel, ModeL3DSR:
-		// The general rewrites, with the few header fields they read
-		// (each stored once and read at its own width); a verdict other
-		// than Forward leaves the frame as it was, for the full pipeline
-		// to answer (too big: the ICMP error).
-		p := &w.fp
-		p.L3Off, p.L4Off, p.End, p.Tagged = packet.EthernetLen, packet.EthernetLen+packet.IPv4MinLen, uint16(packet.EthernetLen+ipLen), false
-		p.Family, p.Proto, p.TOS, p.DF, p.Frag = 4, k.Proto, b[packet.EthernetLen+1], b[packet.EthernetLen+6]&0x40 != 0, packet.FragNone
-		if directRewrite(f, p, svc, be, uint32(h)) != encap.Forward {
+		v = encap.Forward
+	case svc.Mode == ModeNAT && !v6 && !be.Endpoint.V6:
+		encap.Translate4(b, proto, nil, &be.Endpoint, &be.Egress)
+		v = encap.Forward
+	case svc.Mode == ModeFullNAT:
+		if int(e.snatAddr) >= len(s.SNAT) {
 			return false
 		}
-	case ModeNAT:
-		if be.Endpoint.V6 {
-			return false
+		snat := encap.Endpoint{Addr: s.SNAT[e.snatAddr], Port: e.snatPort}
+		if !v6 && !snat.V6 && !be.Endpoint.V6 {
+			encap.Translate4(b, proto, &snat, &be.Endpoint, &be.Egress)
+			v = encap.Forward
+		} else {
+			v = encap.FullNAT(b, w.fastParsed(b, v6, proto, ipLen), &snat, &be.Endpoint, &be.Egress)
 		}
-		encap.Translate4(b, k.Proto, nil, &be.Endpoint, &be.Egress)
-	default: // ModeFullNAT
-		if int(e.SNATAddr) >= len(s.SNAT) || s.SNAT[e.SNATAddr].V6 || be.Endpoint.V6 {
-			return false
-		}
-		snat := encap.Endpoint{Addr: s.SNAT[e.SNATAddr], Port: e.SNATPort}
-		encap.Translate4(b, k.Proto, &snat, &be.Endpoint, &be.Egress)
+	case svc.Mode == ModeNAT:
+		v = encap.NAT(b, w.fastParsed(b, v6, proto, ipLen), &be.Endpoint, &be.Egress)
+	default: // tunnel, l3dsr
+		v = directRewrite(f, w.fastParsed(b, v6, proto, ipLen), svc, be, uint32(h))
+	}
+	if v != encap.Forward {
+		// The frame is as it was (the rewrites' contract): the full
+		// pipeline answers (too big: the ICMP error).
+		return false
 	}
 	w.c.RxBytes += uint64(rxLen)
-	w.fastHits++
+	w.fastHits[b2i(v6)]++
 	w.txTo(out, f, be.Iface, svc.ID, be.ID)
 	return true
 }
 
-// reply4 is established4 for a packet to no service: a nat or fullnat
-// backend's reply, translated back by its reverse entry (reply, for the
-// case of a lock-free hit on an IPv4 service). Anything else, replies
-// without state included, goes to the full pipeline.
-func (w *Worker) reply4(s *Snapshot, f *encap.Frame, k conntrack.Flow4, h uint64, flags uint8, ipLen int, now int64, out *Result) bool {
-	var e conntrack.Entry4
-	if !w.ct.LookupFast4(k, h, flags, now, &e) || e.Flags&conntrack.FlagReverse == 0 {
-		return false
-	}
-	svc := s.Service(e.Service)
-	if svc == nil || svc.VIP.V6 || s.Backend(e.Backend) == nil || (s.Reply.MTU > 0 && ipLen > s.Reply.MTU) {
+// replyFast finishes established4/6 for a packet to no service whose
+// entry e is a reverse one: a nat or fullnat backend's reply, translated
+// back to the VIP (and for fullnat to the client) as reply does.
+func (w *Worker) replyFast(s *Snapshot, f *encap.Frame, proto uint8, ipLen int, e *hit, client *encap.Endpoint, out *Result) bool {
+	svc := s.Service(e.service)
+	if svc == nil || svc.VIP.V6 != client.V6 || s.Backend(e.backend) == nil || (s.Reply.MTU > 0 && ipLen > s.Reply.MTU) {
 		return false
 	}
 	b, rxLen := f.Bytes(), f.Len
-	vip := encap.Endpoint{Addr: svc.VIP, Port: e.VPort}
-	if e.Flags&conntrack.FlagFullNAT != 0 {
-		client := encap.Endpoint{Port: e.PeerPort}
-		copy(client.IP[:4], e.PeerIP[:])
-		encap.Translate4(b, k.Proto, &vip, &client, &s.Reply)
-	} else {
-		encap.Translate4(b, k.Proto, &vip, nil, &s.Reply)
+	vip := encap.Endpoint{Addr: svc.VIP, Port: e.vport}
+	if e.flags&conntrack.FlagFullNAT == 0 {
+		client = nil // nat: the client's address is in the packet
+	}
+	if !svc.VIP.V6 {
+		encap.Translate4(b, proto, &vip, client, &s.Reply)
+	} else if encap.Translate(b, w.fastParsed(b, true, proto, ipLen), &vip, client, &s.Reply) != encap.Forward {
+		return false
 	}
 	w.c.RxBytes += uint64(rxLen)
 	w.c.Replies++
-	w.fastHits++
-	w.txTo(out, f, s.ReplyIface, svc.ID, e.Backend)
+	w.fastHits[b2i(svc.VIP.V6)]++
+	w.txTo(out, f, s.ReplyIface, svc.ID, e.backend)
 	return true
+}
+
+// fastParsed fills the Worker's scratch Parsed with what the general
+// rewrites read of a frame parse4 or parse6 accepted (each field stored
+// once and read at its own width) and returns it.
+func (w *Worker) fastParsed(b []byte, v6 bool, proto uint8, ipLen int) *packet.Parsed {
+	p := &w.fp
+	const l3 = packet.EthernetLen
+	p.L3Off, p.End, p.Tagged, p.Proto, p.Frag = l3, uint16(l3+ipLen), false, proto, packet.FragNone
+	if v6 {
+		p.L4Off, p.Family, p.TOS, p.DF = l3+packet.IPv6Len, 6, uint8(binary.BigEndian.Uint16(b[l3:l3+2])>>4), false
+	} else {
+		p.L4Off, p.Family, p.TOS, p.DF = l3+packet.IPv4MinLen, 4, b[l3+1], b[l3+6]&0x40 != 0
+	}
+	return p
+}
+
+func b2i(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
 }

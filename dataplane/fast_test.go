@@ -9,12 +9,13 @@ import (
 
 	"github.com/xlb/xlb/conntrack"
 	"github.com/xlb/xlb/encap"
+	"github.com/xlb/xlb/internal/packet"
 )
 
 // fastSpec has a service of each mode (TCP on port 80 of five VIPs, and
-// UDP dsr on 53), one the fast path does not take (frag_hash), and a
-// small MTU towards the fullnat and tunnel backends so that large frames
-// meet it.
+// UDP dsr on 53), one the fast path does not take (frag_hash), the same
+// over IPv6, and a small MTU towards the fullnat and tunnel backends so
+// that large frames meet it.
 func fastSpec(states map[int]BackendState) Spec {
 	spec := testSpec(ModeDSR, SchedMaglev, false, 3)
 	vips := []netip.Addr{vip4, netip.MustParseAddr("198.51.100.11"), netip.MustParseAddr("198.51.100.12"), netip.MustParseAddr("198.51.100.13"),
@@ -34,14 +35,26 @@ func fastSpec(states map[int]BackendState) Spec {
 		mk("fraghash", ModeDSR, vips[5], 80, 6),
 	}
 	spec.Services[6].FragHash = true
+	// The same over IPv6 (6in6 tunnel).
+	for i, m := range []Mode{ModeDSR, ModeDSR, ModeNAT, ModeFullNAT, ModeL3DSR, ModeTunnel} {
+		proto, port := uint8(6), uint16(80)
+		if i == 1 {
+			proto, port = 17, 53
+		}
+		spec.Services = append(spec.Services, mk(fmt.Sprintf("%s6-%d", m, i), m, netip.MustParseAddr(fmt.Sprintf("2001:db8:100::%d", 0x10+i)), port, proto))
+	}
 	for i := range spec.Services {
 		for j := range spec.Services[i].Backends {
-			spec.Services[i].Backends[j].Address = netip.AddrFrom4([4]byte{10, 0, byte(i), byte(11 + j)})
+			a := netip.AddrFrom4([4]byte{10, 0, byte(i), byte(11 + j)})
+			if spec.Services[i].VIP.Is6() {
+				a = netip.MustParseAddr(fmt.Sprintf("2001:db8:1:%x::%x", i, 0x11+j))
+			}
+			spec.Services[i].Backends[j].Address = a
 			spec.Services[i].Backends[j].State = states[i*10+j]
 		}
 	}
 	spec.Ifaces = append(spec.Ifaces, Iface{MAC: [6]byte{2, 0, 0, 0, 0, 0xbb}, MTU: 600})
-	for _, i := range []int{3, 5} {
+	for _, i := range []int{3, 5, 10, 12} {
 		for j := range spec.Services[i].Backends {
 			spec.Services[i].Backends[j].Iface = 1
 		}
@@ -81,7 +94,11 @@ func TestFastPathMatchesPipeline(t *testing.T) {
 			}
 			var flows []flowT
 			for i := 0; i < 300; i++ {
-				flows = append(flows, flowT{svc: rng.IntN(len(svcs)), src: client(i), sport: uint16(10000 + i)})
+				fl := flowT{svc: rng.IntN(len(svcs)), src: client(i), sport: uint16(10000 + i)}
+				if svcs[fl.svc].VIP.Is6() {
+					fl.src = client6(i)
+				}
+				flows = append(flows, fl)
 			}
 			now := int64(1e9)
 			fastTaken := 0
@@ -156,7 +173,7 @@ func TestFastPathMatchesPipeline(t *testing.T) {
 					if ress[0][j] != ress[1][j] || a.Off != b.Off || !bytes.Equal(a.Bytes(), b.Bytes()) {
 						t.Fatalf("round %d frame %d: fast path %+v % x\nfull pipeline %+v % x", round, j, ress[0][j], a.Bytes(), ress[1][j], b.Bytes())
 					}
-					if who[j] >= 0 && ress[0][j].Action == ActTx && (flows[who[j]].svc == 2 || flows[who[j]].svc == 3) {
+					if who[j] >= 0 && ress[0][j].Action == ActTx && (svcs[flows[who[j]].svc].Mode == ModeNAT || svcs[flows[who[j]].svc].Mode == ModeFullNAT) {
 						flows[who[j]].reply = reverseFrame(t, a.Bytes())
 					}
 				}
@@ -176,10 +193,11 @@ func TestFastPathMatchesPipeline(t *testing.T) {
 				}
 			}
 			replies := sides[0].w.Counters().Replies
-			if hits := sides[0].w.fastHits; fastTaken < 1000 || len(e0) < 50 || hits < 1000 || sides[1].w.fastHits != 0 || replies < 100 {
-				t.Fatalf("the traffic exercised too little: %d transmitted, %d by the fast path, %d replies, %d entries", fastTaken, hits, replies, len(e0))
+			hits := sides[0].w.fastHits
+			if fastTaken < 1000 || len(e0) < 50 || hits[0] < 500 || hits[1] < 500 || sides[1].w.fastHits != [2]uint64{} || replies < 100 {
+				t.Fatalf("the traffic exercised too little: %d transmitted, %v by the fast path (IPv4, IPv6), %d replies, %d entries", fastTaken, hits, replies, len(e0))
 			}
-			t.Logf("%d transmitted, %d by the fast path, %d replies; %d entries", fastTaken, sides[0].w.fastHits, replies, len(e0))
+			t.Logf("%d transmitted, %v by the fast path (IPv4, IPv6), %d replies; %d entries", fastTaken, hits, replies, len(e0))
 		})
 	}
 }
@@ -196,11 +214,15 @@ func entries(ct *conntrack.Table) map[conntrack.Key]conntrack.Entry {
 // reverseFrame returns the reply a backend would send to an IPv4 TCP
 // frame the balancer sent it: addresses, ports and MACs swapped, an ACK.
 func reverseFrame(t testing.TB, b []byte) []byte {
-	src := netip.AddrFrom4([4]byte(b[26:30]))
-	dst := netip.AddrFrom4([4]byte(b[30:34]))
-	sport := uint16(b[34])<<8 | uint16(b[35])
-	dport := uint16(b[36])<<8 | uint16(b[37])
-	return pkt{src: dst, dst: src, sport: dport, dport: sport, flags: "A", payload: 10, srcMAC: [6]byte(b[0:6])}.bytes(t)
+	var p packet.Parsed
+	if r := packet.Decode(b, &p); r != packet.OK {
+		t.Fatalf("reverseFrame: %v", r)
+	}
+	src, dst := netip.AddrFrom16(p.Src), netip.AddrFrom16(p.Dst)
+	if p.Family == 4 {
+		src, dst = netip.AddrFrom4([4]byte(p.Src[:4])), netip.AddrFrom4([4]byte(p.Dst[:4]))
+	}
+	return pkt{src: dst, dst: src, sport: p.DstPort, dport: p.SrcPort, flags: "A", payload: 10, srcMAC: [6]byte(b[0:6])}.bytes(t)
 }
 
 // FuzzFastPathMatchesPipeline feeds arbitrary frames, seeded with the next
@@ -221,6 +243,9 @@ func FuzzFastPathMatchesPipeline(f *testing.F) {
 	now := int64(1e9)
 	for i, svc := range spec.Services {
 		base := pkt{src: client(i), dst: svc.VIP, sport: 4000, dport: svc.Port, udp: svc.Proto == 17}
+		if svc.VIP.Is6() {
+			base.src = client6(i)
+		}
 		syn, ack := base, base
 		syn.flags, ack.flags = "S", "A"
 		for _, w := range ws {

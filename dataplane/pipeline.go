@@ -63,8 +63,8 @@ type Worker struct {
 	ps       []packet.Parsed
 	xs       []flow
 	reasons  []packet.Reason
-	heads    []head4       // parse4's results, for the fast path after a prefetch
-	fp       packet.Parsed // the fast path's header fields for the tunnel and l3dsr rewrites
+	heads    []head        // parse4's or parse6's results, for the fast path after a prefetch
+	fp       packet.Parsed // the fast path's header fields for the general rewrites (fastParsed)
 	hs4, hs6 []uint64
 	// prefetch is on while the conntrack table holds at least
 	// prefetchFlows entries (checked every prefetchCheck batches).
@@ -72,7 +72,7 @@ type Worker struct {
 	// Test knobs: slow turns the fast path off, prefetchAll forces the
 	// prefetching batch loop (TestFastPathMatchesPipeline compares them).
 	slow, prefetchAll bool
-	fastHits          uint64       // frames the fast path took (tests)
+	fastHits          [2]uint64    // frames the fast path took, IPv4 and IPv6 (tests)
 	csum              ChecksumMode // the ingress interface's, for this batch
 
 	c        Counters
@@ -137,7 +137,7 @@ func (w *Worker) Process(s *Snapshot, frames []encap.Frame, res []Result, now in
 		w.ps = make([]packet.Parsed, len(frames))
 		w.xs = make([]flow, len(frames))
 		w.reasons = make([]packet.Reason, len(frames))
-		w.heads = make([]head4, len(frames))
+		w.heads = make([]head, len(frames))
 		w.hs4 = make([]uint64, 0, len(frames))
 		w.hs6 = make([]uint64, 0, len(frames))
 	}
@@ -156,12 +156,18 @@ func (w *Worker) Process(s *Snapshot, frames []encap.Frame, res []Result, now in
 	// checksum: fix (which rewrites every frame's checksum).
 	fast := !w.dry && !w.slow && w.csum != ChecksumFix
 	if !w.prefetch {
+		var k6 conntrack.Flow6
 		x := &w.xs[0]
 		p := &w.ps[0]
 		x.p = p
 		for i := range frames {
 			if fast {
-				if k, fl, n, ok := parse4(frames[i].Bytes()); ok && w.established4(s, &frames[i], k, w.ct.Hash4(k), fl, n, now, &res[i]) {
+				b := frames[i].Bytes()
+				if k, fl, n, ok := parse4(b); ok {
+					if w.established4(s, &frames[i], k, w.ct.Hash4(k), fl, n, now, &res[i]) {
+						continue
+					}
+				} else if fl, n, ok := parse6(b, &k6); ok && w.established6(s, &frames[i], &k6, w.ct.Hash6(&k6), fl, n, now, &res[i]) {
 					continue
 				}
 			}
@@ -185,9 +191,17 @@ func (w *Worker) Process(s *Snapshot, frames []encap.Frame, res []Result, now in
 			x.p, x.f = &w.ps[i], &frames[i]
 			if fast {
 				hd := &w.heads[i]
-				if hd.k, hd.flags, hd.ipLen, hd.ok = parse4(frames[i].Bytes()); hd.ok {
-					hd.h = w.ct.Hash4(hd.k)
+				b := frames[i].Bytes()
+				var ok bool
+				hd.fam = 0
+				if hd.k4, hd.flags, hd.ipLen, ok = parse4(b); ok {
+					hd.fam, hd.h = 4, w.ct.Hash4(hd.k4)
 					hs4 = append(hs4, hd.h)
+					continue
+				}
+				if hd.flags, hd.ipLen, ok = parse6(b, &hd.k6); ok {
+					hd.fam, hd.h = 6, w.ct.Hash6(&hd.k6)
+					hs6 = append(hs6, hd.h)
 					continue
 				}
 			}
@@ -208,9 +222,9 @@ func (w *Worker) Process(s *Snapshot, frames []encap.Frame, res []Result, now in
 		}
 		for i := range frames {
 			x := &w.xs[i]
-			if fast && w.heads[i].ok {
-				hd := &w.heads[i]
-				if w.established4(s, x.f, hd.k, hd.h, hd.flags, hd.ipLen, now, &res[i]) {
+			if hd := &w.heads[i]; fast && hd.fam != 0 {
+				if hd.fam == 4 && w.established4(s, x.f, hd.k4, hd.h, hd.flags, hd.ipLen, now, &res[i]) ||
+					hd.fam == 6 && w.established6(s, x.f, &hd.k6, hd.h, hd.flags, hd.ipLen, now, &res[i]) {
 					continue
 				}
 				w.decode(x, i)

@@ -158,35 +158,41 @@ func probe(slots []vipSlot, ip *[16]byte, meta uint32, i uint64) (uint32, bool) 
 }
 
 // find4 is find for an IPv4 address given as its four header bytes read
-// little-endian (the form of conntrack.Flow4's addresses): the same
-// hash and probe sequence, without a 16-byte address in memory.
+// little-endian (the form of conntrack.Flow4's addresses).
 func (x *vipIndex) find4(ip uint32, port uint16, proto uint8) (uint32, bool) {
-	m := vipMeta(false, port, proto, false)
-	if id, ok := probe4(x.slots, ip, m, x.hash4(ip, m)); ok {
+	return x.findWords(uint64(ip), 0, false, port, proto)
+}
+
+// findWords is find for an address given as two words, its first eight
+// bytes and its last eight read little-endian (an IPv4 address: its four
+// bytes, then zeros): the same hash and probe sequence, without an
+// address in memory.
+func (x *vipIndex) findWords(w0, w1 uint64, v6 bool, port uint16, proto uint8) (uint32, bool) {
+	m := vipMeta(v6, port, proto, false)
+	if id, ok := probeWords(x.slots, w0, w1, m, x.hashWords(w0, w1, m)); ok {
 		return id, true
 	}
 	if port != 0 {
-		m = vipMeta(false, 0, proto, false)
-		return probe4(x.slots, ip, m, x.hash4(ip, m))
+		m = vipMeta(v6, 0, proto, false)
+		return probeWords(x.slots, w0, w1, m, x.hashWords(w0, w1, m))
 	}
 	return 0, false
 }
 
-// hash4 is hash of an IPv4 address in the slots table (the address's
-// last twelve bytes are zero).
-func (x *vipIndex) hash4(ip uint32, meta uint32) uint64 {
-	h := (uint64(ip)^x.seed)*0x9e3779b97f4a7c15 ^ uint64(meta)
+// hashWords is hash of an address given as words, in the slots table.
+func (x *vipIndex) hashWords(w0, w1 uint64, meta uint32) uint64 {
+	h := (w0^x.seed)*0x9e3779b97f4a7c15 ^ w1 ^ uint64(meta)
 	return (h * 0xbf58476d1ce4e5b9) >> (x.shift & 63)
 }
 
-func probe4(slots []vipSlot, ip uint32, meta uint32, i uint64) (uint32, bool) {
+func probeWords(slots []vipSlot, w0, w1 uint64, meta uint32, i uint64) (uint32, bool) {
 	if len(slots) == 0 {
 		return 0, false
 	}
 	mask := uint64(len(slots) - 1)
 	for i &= mask; ; i = (i + 1) & mask {
 		s := &slots[i]
-		if s.meta == meta && binary.LittleEndian.Uint64(s.addr[0:8]) == uint64(ip) && binary.LittleEndian.Uint64(s.addr[8:16]) == 0 {
+		if s.meta == meta && binary.LittleEndian.Uint64(s.addr[0:8]) == w0 && binary.LittleEndian.Uint64(s.addr[8:16]) == w1 {
 			return s.svc, true
 		}
 		if s.meta == 0 {
