@@ -117,9 +117,9 @@ func opens(proto, flags uint8) bool {
 
 // hit is what the fast path uses of a conntrack entry of either family.
 type hit struct {
-	backend, service          uint32
-	snatPort, peerPort, vport uint16
-	snatAddr, flags           uint8
+	backend, service uint32
+	snatPort, vport  uint16
+	snatAddr, flags  uint8
 }
 
 // established4 forwards frame f, parsed by parse4 (key k, hashed h), if it
