@@ -89,9 +89,12 @@ func TestPrivileges(t *testing.T) {
 		detail, fix  string
 	}{
 		{"root", status(0, all), OK, "root, with CAP_NET_ADMIN, CAP_NET_RAW, CAP_BPF", ""},
-		{"root, CAP_SYS_ADMIN instead of CAP_BPF", status(0, 1<<capNetAdmin|1<<capNetRaw|1<<capSysAdmin), OK, "CAP_SYS_ADMIN", ""},
-		{"user", status(1000, 0), Fail, "running as uid 1000", "run it as root"},
-		{"root without net admin and bpf", status(0, 1<<capNetRaw), Fail, "without CAP_NET_ADMIN, CAP_BPF (or CAP_SYS_ADMIN)", "--cap-add"},
+		{"root, CAP_SYS_ADMIN instead of CAP_BPF and CAP_PERFMON", status(0, 1<<capNetAdmin|1<<capNetRaw|1<<capSysAdmin), OK, "root, with CAP_NET_ADMIN, CAP_NET_RAW, CAP_SYS_ADMIN", ""},
+		{"user", status(1000, 0), Fail, "running as uid 1000: xlb needs root with CAP_NET_ADMIN, CAP_NET_RAW, CAP_BPF and CAP_PERFMON", "run it as root"},
+		{"root without net admin and bpf", status(0, 1<<capNetRaw|1<<capPerfmon), Fail, "without CAP_NET_ADMIN, CAP_BPF (or CAP_SYS_ADMIN) (", "--cap-add"},
+		// The appliance's unit measured it: CAP_BPF alone does not load the steering program.
+		{"root without CAP_PERFMON", status(0, 1<<capNetAdmin|1<<capNetRaw|1<<capBPF), Fail, "without CAP_PERFMON (or CAP_SYS_ADMIN) (", "CAP_BPF and CAP_PERFMON"},
+		{"the appliance's unit: exactly the four", status(0, 0x000000c000003000), OK, "root, with CAP_NET_ADMIN, CAP_NET_RAW, CAP_BPF", ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			c := &checker{o: Options{ProcRoot: fakeRoot(t, map[string]string{"self/status": tc.status})}}
