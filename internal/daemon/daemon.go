@@ -32,6 +32,7 @@ import (
 	"github.com/xlb/xlb/internal/cpu"
 	"github.com/xlb/xlb/internal/napi"
 	"github.com/xlb/xlb/internal/neigh"
+	"github.com/xlb/xlb/internal/preflight"
 	"github.com/xlb/xlb/internal/xsk"
 	"github.com/xlb/xlb/mgmt"
 )
@@ -89,9 +90,21 @@ type Daemon struct {
 	started   time.Time
 }
 
-// ErrPrivileges is returned when the process lacks the capabilities xlb
-// needs (CAP_NET_ADMIN, CAP_BPF/CAP_SYS_ADMIN, CAP_NET_RAW).
-var ErrPrivileges = errors.New("xlb needs root (CAP_NET_ADMIN, CAP_BPF and CAP_NET_RAW) to attach XDP programs and open AF_XDP sockets")
+// ErrPrivileges is returned when the process lacks the privileges xlb
+// needs: uid 0 with preflight.NeededCapabilities (CAP_NET_ADMIN,
+// CAP_NET_RAW, CAP_BPF, CAP_PERFMON). Start wraps it with what this
+// process lacks.
+var ErrPrivileges = errors.New("xlb needs root with " + preflight.NeededCapabilities + " to attach XDP programs and open AF_XDP sockets")
+
+// errPrivileges is ErrPrivileges with what this process lacks, when
+// /proc/self/status says.
+func errPrivileges() error {
+	missing, err := preflight.MissingCapabilities()
+	if err != nil || len(missing) == 0 {
+		return ErrPrivileges
+	}
+	return fmt.Errorf("%w; this process lacks %s", ErrPrivileges, strings.Join(missing, ", "))
+}
 
 // Start brings the dataplane up with opts.File. On error everything
 // already set up is torn down again.
@@ -125,7 +138,7 @@ func (d *Daemon) start() (err error) {
 	}
 	d.file = f.Clone()
 	if os.Geteuid() != 0 {
-		return ErrPrivileges
+		return errPrivileges()
 	}
 	for i, ic := range f.Interfaces {
 		ni, err := net.InterfaceByName(ic.Name)
@@ -180,9 +193,11 @@ func (d *Daemon) start() (err error) {
 	}
 	d.snap.Store(full)
 	for _, ifc := range d.ifaces {
-		if ifc.steering, err = bpf.LoadSteering(bpf.SteeringOptions{MaxQueues: max(queues, 1)}); err != nil {
+		// The XSKMAP has room for more queues than counted now: some
+		// drivers add rx queues when XDP is attached (afterAttach).
+		if ifc.steering, err = bpf.LoadSteering(bpf.SteeringOptions{MaxQueues: max(queues, bpf.DefaultMaxQueues)}); err != nil {
 			if errors.Is(err, os.ErrPermission) {
-				return ErrPrivileges
+				return errPrivileges()
 			}
 			return fmt.Errorf("interface %s: load steering program: %w", ifc.net.Name, err)
 		}
@@ -192,52 +207,9 @@ func (d *Daemon) start() (err error) {
 	}
 	poll := d.opts.Poll || f.LB.Poll
 	for q := 0; q < queues; q++ {
-		// Per port: 2048 frames posted to the fill ring plus the rx and tx
-		// rings' worth in flight.
-		u, err := xsk.NewUMEM(xsk.UMEMConfig{FrameCount: uint32(8192 * len(d.ifaces))})
-		if err != nil {
-			return fmt.Errorf("queue %d: umem: %w", q, err)
+		if err := d.addQueue(q, poll, f); err != nil {
+			return err
 		}
-		d.umems = append(d.umems, u)
-		var ports []dataplane.Port
-		for i, ifc := range d.ifaces {
-			s, err := xsk.Open(ifc.net.Index, q, u, xsk.Options{DisableBusyPoll: poll})
-			if err != nil {
-				if errors.Is(err, os.ErrPermission) {
-					return ErrPrivileges
-				}
-				if errors.Is(err, os.ErrExist) || strings.Contains(err.Error(), "busy") {
-					if other := otherXLB(); other != "" {
-						return fmt.Errorf("another xlb%s owns %s queue %d (af_xdp bind: %w); stop it first, or give this one other interfaces",
-							other, ifc.net.Name, q, err)
-					}
-					return fmt.Errorf("interface %s queue %d: af_xdp socket: %w (another AF_XDP program owns this queue)", ifc.net.Name, q, err)
-				}
-				return fmt.Errorf("interface %s queue %d: af_xdp socket: %w", ifc.net.Name, q, err)
-			}
-			d.socks = append(d.socks, s)
-			if on, why := s.BusyPoll(); !poll && !on && why != nil {
-				d.log.Warn().Err(why).Str("interface", ifc.net.Name).Int("queue", q).Msg("preferred busy polling refused: the worker spins and yields instead")
-			}
-			if err := ifc.steering.SetSocket(q, s.FD()); err != nil {
-				return fmt.Errorf("interface %s queue %d: register socket: %w", ifc.net.Name, q, err)
-			}
-			ports = append(ports, dataplane.Port{Sock: s, Iface: i})
-			d.log.Info().Str("interface", ifc.net.Name).Int("queue", q).Str("mode", modeName(s.Mode())).Msg("af_xdp socket bound")
-		}
-		w := dataplane.NewWorker(d.ct, 0)
-		d.workers = append(d.workers, w)
-		core := q % cpu.Count()
-		if cpus := f.LB.CPUs; len(cpus) > 0 {
-			core = cpus[q%len(cpus)]
-		}
-		r := dataplane.NewRunner(dataplane.RunnerConfig{Worker: w, UMEM: u, Ports: ports, Snap: &d.snap, Poll: poll,
-			FillTarget: 4000, Clock: d.now, OnStart: func() {
-				if err := cpu.Pin(core); err != nil {
-					d.log.Warn().Err(err).Int("queue", q).Msg("cannot pin worker")
-				}
-			}})
-		d.runners = append(d.runners, r)
 	}
 	// Busy polling: the NAPI deferral the kernel pairs with preferred
 	// busy polling, so the worker drives its queue's NAPI instead of the
@@ -297,6 +269,9 @@ func (d *Daemon) start() (err error) {
 		}
 		ev.Str("interface", ifc.net.Name).Str("xdp", attachName(ifc.attach.Mode())).Msg("steering program attached")
 	}
+	if err := d.afterAttach(poll, f); err != nil {
+		return err
+	}
 	for _, r := range d.runners {
 		d.wg.Add(1)
 		go func(r *dataplane.Runner) {
@@ -310,6 +285,59 @@ func (d *Daemon) start() (err error) {
 	go d.watchLoop()
 	go d.neighborLoop()
 	d.log.Info().Int("workers", len(d.runners)).Int("services", len(comp.Spec.Services)).Msg("xlb running")
+	return nil
+}
+
+// addQueue opens the AF_XDP socket of rx queue q on every interface (one
+// UMEM shared by them), registers each in its interface's XSKMAP, and
+// makes the queue's worker and runner (started later by start).
+func (d *Daemon) addQueue(q int, poll bool, f *config.File) error {
+	// Per port: 2048 frames posted to the fill ring plus the rx and tx
+	// rings' worth in flight.
+	u, err := xsk.NewUMEM(xsk.UMEMConfig{FrameCount: uint32(8192 * len(d.ifaces))})
+	if err != nil {
+		return fmt.Errorf("queue %d: umem: %w", q, err)
+	}
+	d.umems = append(d.umems, u)
+	var ports []dataplane.Port
+	for i, ifc := range d.ifaces {
+		s, err := xsk.Open(ifc.net.Index, q, u, xsk.Options{DisableBusyPoll: poll})
+		if err != nil {
+			if errors.Is(err, os.ErrPermission) {
+				return errPrivileges()
+			}
+			if errors.Is(err, os.ErrExist) || strings.Contains(err.Error(), "busy") {
+				if other := otherXLB(); other != "" {
+					return fmt.Errorf("another xlb%s owns %s queue %d (af_xdp bind: %w); stop it first, or give this one other interfaces",
+						other, ifc.net.Name, q, err)
+				}
+				return fmt.Errorf("interface %s queue %d: af_xdp socket: %w (another AF_XDP program owns this queue)", ifc.net.Name, q, err)
+			}
+			return fmt.Errorf("interface %s queue %d: af_xdp socket: %w", ifc.net.Name, q, err)
+		}
+		d.socks = append(d.socks, s)
+		if on, why := s.BusyPoll(); !poll && !on && why != nil {
+			d.log.Warn().Err(why).Str("interface", ifc.net.Name).Int("queue", q).Msg("preferred busy polling refused: the worker spins and yields instead")
+		}
+		if err := ifc.steering.SetSocket(q, s.FD()); err != nil {
+			return fmt.Errorf("interface %s queue %d: register socket: %w", ifc.net.Name, q, err)
+		}
+		ports = append(ports, dataplane.Port{Sock: s, Iface: i})
+		d.log.Info().Str("interface", ifc.net.Name).Int("queue", q).Str("mode", modeName(s.Mode())).Msg("af_xdp socket bound")
+	}
+	w := dataplane.NewWorker(d.ct, 0)
+	d.workers = append(d.workers, w)
+	core := q % cpu.Count()
+	if cpus := f.LB.CPUs; len(cpus) > 0 {
+		core = cpus[q%len(cpus)]
+	}
+	r := dataplane.NewRunner(dataplane.RunnerConfig{Worker: w, UMEM: u, Ports: ports, Snap: &d.snap, Poll: poll,
+		FillTarget: 4000, Clock: d.now, OnStart: func() {
+			if err := cpu.Pin(core); err != nil {
+				d.log.Warn().Err(err).Int("queue", q).Msg("cannot pin worker")
+			}
+		}})
+	d.runners = append(d.runners, r)
 	return nil
 }
 
@@ -355,13 +383,22 @@ var clockStart = time.Now()
 // now is the dataplane's monotonic clock in nanoseconds.
 func (d *Daemon) now() int64 { return int64(time.Since(clockStart)) + int64(time.Second) }
 
+// sysClassNet is where rxQueues counts queues (a variable for tests).
+var sysClassNet = "/sys/class/net"
+
+// rxQueues is the number of rx queues of an interface
+// (sys/class/net/<if>/queues/rx-*), at least 1.
+func rxQueues(name string) int {
+	m, _ := filepath.Glob(filepath.Join(sysClassNet, name, "queues", "rx-*"))
+	return max(len(m), 1)
+}
+
 // queueCount decides the number of workers: lb.workers, or the smallest rx
 // queue count of the interfaces.
 func (d *Daemon) queueCount() (int, error) {
 	n := 1 << 30
 	for _, ifc := range d.ifaces {
-		m, _ := filepath.Glob(filepath.Join("/sys/class/net", ifc.net.Name, "queues", "rx-*"))
-		n = min(n, max(len(m), 1))
+		n = min(n, rxQueues(ifc.net.Name))
 	}
 	if w := d.file.LB.Workers; w != "" && w != "auto" {
 		k, err := strconv.Atoi(string(w))
@@ -375,6 +412,61 @@ func (d *Daemon) queueCount() (int, error) {
 		n = k
 	}
 	return n, nil
+}
+
+// afterAttach counts the rx queues again once the steering program is
+// attached: some drivers change them then. virtio-net with more queue pairs
+// than CPUs enables one more pair per CPU for XDP transmit, and the device
+// spreads received frames over those rx queues too; a queue without a
+// socket loses the frames the program steers (no_socket). With lb.workers:
+// auto the new queues get sockets and workers like the others; otherwise,
+// or past the XSKMAP, the queues left without a socket are named in a
+// warning.
+func (d *Daemon) afterAttach(poll bool, f *config.File) error {
+	counts := make([]int, len(d.ifaces))
+	for i, ifc := range d.ifaces {
+		counts[i] = rxQueues(ifc.net.Name)
+	}
+	bound := len(d.runners)
+	auto := d.file.LB.Workers == "" || d.file.LB.Workers == "auto"
+	want := queuesAfterAttach(bound, counts, auto, bpf.DefaultMaxQueues)
+	if want > bound {
+		d.log.Info().Int("before", bound).Int("after", want).
+			Msg("the interfaces have more rx queues since the steering program was attached (the driver adds queues for XDP): binding sockets and workers on the new queues too")
+	}
+	for q := bound; q < want; q++ {
+		if err := d.addQueue(q, poll, f); err != nil {
+			return err
+		}
+	}
+	for i, ifc := range d.ifaces {
+		if counts[i] > want {
+			fix := "lb.workers: auto"
+			if auto {
+				fix = fmt.Sprintf("the interfaces' rx queue counts differ: ethtool -L %s combined %d", ifc.net.Name, want)
+			}
+			d.log.Warn().Str("interface", ifc.net.Name).Int("rx_queues", counts[i]).Int("workers", want).Str("fix", fix).
+				Msg(fmt.Sprintf("%s has %d rx queues with the steering program attached and xlb has sockets on queues 0-%d: the frames the NIC puts on queues %d-%d reach no worker (steering no_socket)",
+					ifc.net.Name, counts[i], want-1, want, counts[i]-1))
+		}
+	}
+	return nil
+}
+
+// queuesAfterAttach is how many queues get sockets once the interfaces,
+// with the steering program attached, have counts rx queues and bound have
+// sockets already: with auto workers the fewest rx queues of an interface
+// (every worker has a socket on every interface), at most maxQueues (the
+// XSKMAP); never fewer than bound.
+func queuesAfterAttach(bound int, counts []int, auto bool, maxQueues int) int {
+	if !auto || len(counts) == 0 {
+		return bound
+	}
+	n := counts[0]
+	for _, c := range counts[1:] {
+		n = min(n, c)
+	}
+	return max(bound, min(n, maxQueues))
 }
 
 // snatRange decides the SNAT port range (config.SNATPortRange): when an
