@@ -27,6 +27,10 @@ func (k Flow4) Key() Key {
 	return out
 }
 
+// Tick converts the caller's clock (the now of Lookup) to the table's
+// ticks, for LookupFast4 and LookupFast6.
+func (t *Table) Tick(now int64) uint32 { return t.tick(now) }
+
 // Hash4 is Hash of the IPv4 key k.
 func (t *Table) Hash4(k Flow4) uint64 {
 	b := uint64(k.SrcPort) | uint64(k.DstPort)<<16 | uint64(k.Proto)<<32
@@ -40,11 +44,10 @@ func (t *Table) Hash4(k Flow4) uint64 {
 // would. Anything else (a miss, an expired entry, a TCP state change, an
 // LRU move, a writer at work in the shard) reports false and changes
 // nothing in the table (*out is then undefined): the caller calls Lookup,
-// which does it all. h is Hash4(k).
-func (t *Table) LookupFast4(k Flow4, h uint64, tcpFlags uint8, now int64, out *Entry4) bool {
-	st, ok := readFast(&t.v4, false, h, k.Addrs, 0, 0, 0, flowPorts(k.SrcPort, k.DstPort, k.Proto), t.tick(now), tcpFlags, out)
-	out.State = st
-	return ok
+// which does it all. h is Hash4(k); tick is Tick of the caller's clock
+// (taken once for a batch of lookups).
+func (t *Table) LookupFast4(k Flow4, h uint64, tcpFlags uint8, tick uint32, out *Entry4) bool {
+	return readFast(&t.v4, h, k.Addrs, 0, 0, 0, flowPorts(k.SrcPort, k.DstPort, k.Proto)|uint64(tcpFlags)<<48, tick, out)
 }
 
 // Flow6 is Flow4 for IPv6: each address as two words, its first eight
@@ -75,30 +78,33 @@ func (t *Table) Hash6(k *Flow6) uint64 {
 
 // LookupFast6 is LookupFast4 for an IPv6 flow (h is Hash6(k)), writing
 // the entry in its wide form.
-func (t *Table) LookupFast6(k *Flow6, h uint64, tcpFlags uint8, now int64, out *Entry) bool {
+func (t *Table) LookupFast6(k *Flow6, h uint64, tcpFlags uint8, tick uint32, out *Entry) bool {
 	var e entry6
-	st, ok := readFast(&t.v6, true, h, k.Src[0], k.Src[1], k.Dst[0], k.Dst[1], flowPorts(k.SrcPort, k.DstPort, k.Proto), t.tick(now), tcpFlags, &e)
+	ok := readFast(&t.v6, h, k.Src[0], k.Src[1], k.Dst[0], k.Dst[1], flowPorts(k.SrcPort, k.DstPort, k.Proto)|ppV6|uint64(tcpFlags)<<48, tick, &e)
 	if ok {
-		wideEntry6(&e, st, out)
+		wideEntry6(&e, e.State, out)
 	}
 	return ok
 }
 
 // readFast is family.read for a key as the fast path has it, in words
-// (IPv4: a0 the addresses as Flow4.Addrs; IPv6, v6 true: a0..a3 Flow6's
-// Src and Dst; pp flowPorts): the key is compared word by word with the slot's
+// (IPv4: a0 the addresses as Flow4.Addrs; IPv6: a0..a3 Flow6's Src and
+// Dst; pp flowPorts, with ppV6 for IPv6 and the TCP flags in bits 48-55:
+// fewer arguments, in registers): the key is compared word by word with the slot's
 // (plain loads of memory no recent store wrote), where read compares two
 // key structs, one of which its caller has just written in narrow stores. It follows read's seqlock protocol and its rules for
 // what a lock-free hit may do; everything else is reported as not found.
 // *out is written before the check; on false its contents mean nothing.
 //
 //go:norace
-func readFast[K, E comparable, F flavor[K, E]](f *family[K, E, F], v6 bool, h, a0, a1, a2, a3, pp uint64, now uint32, tcpFlags uint8, out *E) (uint8, bool) {
+func readFast[K, E comparable, F flavor[K, E]](f *family[K, E, F], h, a0, a1, a2, a3, pp uint64, now uint32, out *E) bool {
+	v6, tcpFlags := pp&ppV6 != 0, uint8(pp>>48)
+	pp &= ppKey
 	si := uint32(h>>32) & f.shardMask
 	s := &f.shards[si]
 	seq := s.seq.Load()
 	if seq&1 != 0 {
-		return 0, false
+		return false
 	}
 	base := si << (f.bits & 31)
 	tag := f.tag(h)
@@ -107,7 +113,7 @@ func readFast[K, E comparable, F flavor[K, E]](f *family[K, E, F], v6 bool, h, a
 	for n := 0; w&f.idxMask != 0; n++ {
 		off := w & f.idxMask
 		if off > f.bucketMask+1 || n == maxReadChain {
-			return 0, false
+			return false
 		}
 		j := base + off - 1
 		if w>>(f.ib&31) == tag {
@@ -123,24 +129,36 @@ func readFast[K, E comparable, F flavor[K, E]](f *family[K, E, F], v6 bool, h, a
 				*out = sl.e // (a torn copy is not reported: see the check below)
 				st, mark, seen := sl.state, sl.mark, sl.seen
 				if s.seq.Load() != seq || mark&markUsed == 0 || age(now, seen) > f.t.timeouts[st&7] {
-					return 0, false
+					return false
 				}
 				if uint8(pp>>32) == protoTCP && (st != StateEstablished || tcpFlags&(TCPFlagSYN|TCPFlagFIN|TCPFlagRST) != 0) && nextState(st, tcpFlags) != st {
-					return 0, false
+					return false
 				}
 				if int32(now-seen) > 0 {
 					if (now^seen)>>lruShift != 0 || raceEnabled {
-						return 0, false
+						return false
 					}
 					atomic.CompareAndSwapUint32(&f.slots[j].seen, seen, now)
 				}
-				return st, true
+				// The live state (sl.e.State is the state as inserted).
+				if v6 {
+					(*entry6)(unsafe.Pointer(out)).State = st
+				} else {
+					(*Entry4)(unsafe.Pointer(out)).State = st
+				}
+				return true
 			}
 		}
 		w = ld32(&f.links[j])
 	}
-	return 0, false
+	return false
 }
+
+// Bits of readFast's pp beside flowPorts.
+const (
+	ppKey = 1<<40 - 1 // flowPorts
+	ppV6  = 1 << 40   // the IPv6 family
+)
 
 // flowPorts is the ports and protocol of a key as one word.
 func flowPorts(sport, dport uint16, proto uint8) uint64 {

@@ -31,7 +31,7 @@ func fastKey(i int, proto uint8, v6 bool) fastCase {
 			func(tbl *Table, h uint64, flags uint8, now int64) (Entry, bool) {
 				var e4 Entry4
 				var e Entry
-				ok := tbl.LookupFast4(flow4(&k), h, flags, now, &e4)
+				ok := tbl.LookupFast4(flow4(&k), h, flags, tbl.Tick(now), &e4)
 				if ok {
 					wideEntry4(&e4, e4.State, &e)
 				}
@@ -42,7 +42,7 @@ func fastKey(i int, proto uint8, v6 bool) fastCase {
 	return fastCase{wide6(&k), func(t *Table) uint64 { return t.Hash6(flow6(&k)) },
 		func(tbl *Table, h uint64, flags uint8, now int64) (Entry, bool) {
 			var e Entry
-			ok := tbl.LookupFast6(flow6(&k), h, flags, now, &e)
+			ok := tbl.LookupFast6(flow6(&k), h, flags, tbl.Tick(now), &e)
 			return e, ok
 		}}
 }

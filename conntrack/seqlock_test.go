@@ -30,7 +30,7 @@ func TestLookupTakesNoLock(t *testing.T) {
 	ok = ok && !tbl.Lookup(&miss, tbl.Hash(&miss), TCPFlagACK, at(0), &e)
 	ok = ok && tbl.Peek(&k, h, at(time.Second), &e)
 	var e4 Entry4
-	ok = ok && tbl.LookupFast4(flow4(&k4), h, TCPFlagACK, at(2*time.Millisecond), &e4) && e4.Backend == 9
+	ok = ok && tbl.LookupFast4(flow4(&k4), h, TCPFlagACK, tbl.Tick(at(2*time.Millisecond)), &e4) && e4.Backend == 9
 	if !ok {
 		t.Error("lock-free lookups gave wrong answers")
 	}
@@ -244,7 +244,7 @@ func slotReuse(t *testing.T, fast bool) {
 	h := tbl.Hash(&ka)
 	lookup := func() (backend, service uint32, ok bool) {
 		if fast {
-			ok = tbl.LookupFast4(flow4(&a4), h, 0, at(0), &e4)
+			ok = tbl.LookupFast4(flow4(&a4), h, 0, tbl.Tick(at(0)), &e4)
 			return e4.Backend, e4.Service, ok
 		}
 		ok = tbl.Lookup(&ka, h, 0, at(0), &e)
@@ -274,7 +274,7 @@ func slotReuse(t *testing.T, fast bool) {
 	if _, r := tbl.v4.read(&a4, h, 0, 0, false, false, new(Entry4)); r != readSlow {
 		t.Errorf("read during a write: %d, want readSlow", r)
 	}
-	if tbl.LookupFast4(flow4(&a4), h, 0, at(0), &e4) {
+	if tbl.LookupFast4(flow4(&a4), h, 0, tbl.Tick(at(0)), &e4) {
 		t.Error("LookupFast4 hit while a writer held the shard")
 	}
 	s.unlock()

@@ -50,8 +50,16 @@ func parse4(b []byte) (k conntrack.Flow4, flags uint8, ipLen int, ok bool) {
 		return k, 0, 0, false
 	}
 	ipLen = int(binary.BigEndian.Uint16(b[l3+2 : l3+4]))
-	proto := b[l3+9]
-	flags, ok = transport(b, l4, l3+ipLen, proto)
+	proto, end := b[l3+9], l3+ipLen
+	if end > len(b) || end < l4+packet.UDPLen {
+		return k, 0, 0, false
+	}
+	// transport's checks, inlined.
+	if proto == packet.ProtoTCP {
+		flags, ok = tcpHeader(b, l4, end)
+	} else {
+		ok = proto == packet.ProtoUDP && udpHeader(b, l4, end)
+	}
 	if !ok {
 		return k, 0, 0, false
 	}
@@ -83,30 +91,36 @@ func parse6(b []byte, k *conntrack.Flow6) (flags uint8, ipLen int, ok bool) {
 }
 
 // transport checks the TCP or UDP header at l4 of an IP packet ending at
-// end (as Decode's fast path does) and returns the TCP flags.
+// end (as Decode's fast path does) and returns the TCP flags. (In parts,
+// each small enough to be inlined.)
 func transport(b []byte, l4, end int, proto uint8) (flags uint8, ok bool) {
-	if end > len(b) || end < l4 {
+	if end > len(b) || end < l4+packet.UDPLen {
 		return 0, false
 	}
 	switch proto {
 	case packet.ProtoTCP:
-		if end < l4+packet.TCPMinLen {
-			return 0, false
-		}
-		if d := int(b[l4+12]>>4) * 4; d < packet.TCPMinLen || l4+d > end {
-			return 0, false
-		}
-		return b[l4+13], true
+		return tcpHeader(b, l4, end)
 	case packet.ProtoUDP:
-		if end < l4+packet.UDPLen {
-			return 0, false
-		}
-		if n := int(binary.BigEndian.Uint16(b[l4+4 : l4+6])); n < packet.UDPLen || l4+n > end {
-			return 0, false
-		}
-		return 0, true
+		return 0, udpHeader(b, l4, end)
 	}
 	return 0, false
+}
+
+// tcpHeader checks a TCP header at l4 (end >= l4+8, end <= len(b)).
+func tcpHeader(b []byte, l4, end int) (flags uint8, ok bool) {
+	if end < l4+packet.TCPMinLen {
+		return 0, false
+	}
+	if d := int(b[l4+12]>>4) * 4; d < packet.TCPMinLen || l4+d > end {
+		return 0, false
+	}
+	return b[l4+13], true
+}
+
+// udpHeader checks a UDP header at l4 (end >= l4+8, end <= len(b)).
+func udpHeader(b []byte, l4, end int) bool {
+	n := int(binary.BigEndian.Uint16(b[l4+4 : l4+6]))
+	return n >= packet.UDPLen && l4+n <= end
 }
 
 // opens reports a TCP segment that opens, closes or resets a connection:
@@ -118,8 +132,8 @@ func opens(proto, flags uint8) bool {
 // hit is what the fast path uses of a conntrack entry of either family.
 type hit struct {
 	backend, service uint32
-	snatPort, vport  uint16
-	snatAddr, flags  uint8
+	vport            uint16
+	flags            uint8
 }
 
 // established4 forwards frame f, parsed by parse4 (key k, hashed h), if it
@@ -127,7 +141,7 @@ type hit struct {
 // *out; otherwise it reports false having changed nothing (but, like any
 // lookup, the entry's timestamp). It is one() for that case: the same
 // lookups, checks, rewrite and counters.
-func (w *Worker) established4(s *Snapshot, f *encap.Frame, k conntrack.Flow4, h uint64, flags uint8, ipLen int, now int64, out *Result) bool {
+func (w *Worker) established4(s *Snapshot, f *encap.Frame, k conntrack.Flow4, h uint64, flags uint8, ipLen int, out *Result) bool {
 	if opens(k.Proto, flags) {
 		return false
 	}
@@ -135,84 +149,113 @@ func (w *Worker) established4(s *Snapshot, f *encap.Frame, k conntrack.Flow4, h 
 	id, ok := s.vips.find4(uint32(k.Addrs>>32), k.DstPort, k.Proto)
 	if !ok {
 		// A reply, or not ours.
-		if !w.ct.LookupFast4(k, h, flags, now, &e) || e.Flags&conntrack.FlagReverse == 0 {
+		if !w.ct.LookupFast4(k, h, flags, w.tick, &e) || e.Flags&conntrack.FlagReverse == 0 {
 			return false
 		}
 		client := encap.Endpoint{Port: e.PeerPort}
 		copy(client.IP[:4], e.PeerIP[:])
 		return w.replyFast(s, f, k.Proto, ipLen, &hit{backend: e.Backend, service: e.Service, vport: e.VPort, flags: e.Flags}, &client, out)
 	}
-	if !w.ct.LookupFast4(k, h, flags, now, &e) {
+	if !w.ct.LookupFast4(k, h, flags, w.tick, &e) {
 		return false
 	}
-	return w.forwardFast(s, &s.Services[id], f, false, k.Proto, h, ipLen, &hit{backend: e.Backend, snatPort: e.SNATPort, snatAddr: e.SNATAddr, flags: e.Flags}, out)
+	svc := &s.Services[id]
+	be := usableFast(s, svc, e.Backend, e.Flags, ipLen)
+	if be == nil {
+		return false
+	}
+	// dsr, and nat and fullnat between IPv4 addresses, here; the rest by
+	// the general rewrites.
+	b, rxLen := f.Bytes(), f.Len
+	switch {
+	case svc.Mode == ModeDSR:
+		encap.SetMACs(b, &be.Egress)
+	case svc.Mode == ModeNAT && !be.Endpoint.V6:
+		encap.Translate4(b, k.Proto, nil, &be.Endpoint, &be.Egress)
+	case svc.Mode == ModeFullNAT && int(e.SNATAddr) < len(s.SNAT) && !s.SNAT[e.SNATAddr].V6 && !be.Endpoint.V6:
+		snat := encap.Endpoint{Addr: s.SNAT[e.SNATAddr], Port: e.SNATPort}
+		encap.Translate4(b, k.Proto, &snat, &be.Endpoint, &be.Egress)
+	default:
+		if !w.rewriteFast(s, svc, be, f, false, k.Proto, h, ipLen, e.SNATAddr, e.SNATPort) {
+			return false
+		}
+	}
+	w.sent(out, f, rxLen, false, be.Iface, svc.ID, be.ID)
+	return true
 }
 
 // established6 is established4 for a frame parsed by parse6.
-func (w *Worker) established6(s *Snapshot, f *encap.Frame, k *conntrack.Flow6, h uint64, flags uint8, ipLen int, now int64, out *Result) bool {
+func (w *Worker) established6(s *Snapshot, f *encap.Frame, k *conntrack.Flow6, h uint64, flags uint8, ipLen int, out *Result) bool {
 	if opens(k.Proto, flags) {
 		return false
 	}
 	var e conntrack.Entry
 	id, ok := s.vips.findWords(k.Dst[0], k.Dst[1], true, k.DstPort, k.Proto)
 	if !ok {
-		if !w.ct.LookupFast6(k, h, flags, now, &e) || e.Flags&conntrack.FlagReverse == 0 {
+		if !w.ct.LookupFast6(k, h, flags, w.tick, &e) || e.Flags&conntrack.FlagReverse == 0 {
 			return false
 		}
 		client := encap.Endpoint{Addr: encap.Addr{IP: e.PeerIP, V6: true}, Port: e.PeerPort}
 		return w.replyFast(s, f, k.Proto, ipLen, &hit{backend: e.Backend, service: e.Service, vport: e.VPort, flags: e.Flags}, &client, out)
 	}
-	if !w.ct.LookupFast6(k, h, flags, now, &e) {
+	if !w.ct.LookupFast6(k, h, flags, w.tick, &e) {
 		return false
 	}
-	return w.forwardFast(s, &s.Services[id], f, true, k.Proto, h, ipLen, &hit{backend: e.Backend, snatPort: e.SNATPort, snatAddr: e.SNATAddr, flags: e.Flags}, out)
+	svc := &s.Services[id]
+	be := usableFast(s, svc, e.Backend, e.Flags, ipLen)
+	rxLen := f.Len
+	if be == nil || !w.rewriteFast(s, svc, be, f, true, k.Proto, h, ipLen, e.SNATAddr, e.SNATPort) {
+		return false
+	}
+	w.sent(out, f, rxLen, true, be.Iface, svc.ID, be.ID)
+	return true
 }
 
-// forwardFast finishes established4/6 for a client's packet to svc whose
-// entry is e: forward's checks (keeps, for a packet that is not a fresh
-// SYN), rewrite and counters.
-func (w *Worker) forwardFast(s *Snapshot, svc *Service, f *encap.Frame, v6 bool, proto uint8, h uint64, ipLen int, e *hit, out *Result) bool {
-	if svc.FragHash || e.flags&conntrack.FlagReverse != 0 || !modeMatches(svc.Mode, e.flags) || int(e.backend) >= len(s.Backends) {
-		return false
+// usableFast returns the backend of a client's packet to svc whose entry
+// names backend, with flags, if forward's checks let it go on serving the
+// flow (keeps, for a packet that is not a fresh SYN) and the packet fits
+// its egress; nil otherwise.
+func usableFast(s *Snapshot, svc *Service, backend uint32, flags uint8, ipLen int) *Backend {
+	if svc.FragHash || flags&conntrack.FlagReverse != 0 || !modeMatches(svc.Mode, flags) || int(backend) >= len(s.Backends) {
+		return nil
 	}
-	be := &s.Backends[e.backend]
+	be := &s.Backends[backend]
 	if !be.Present || be.Service != svc.ID || be.State == StateDown || (be.Egress.MTU > 0 && ipLen > be.Egress.MTU) {
-		return false
+		return nil
 	}
-	b, rxLen := f.Bytes(), f.Len // (a tunnel rewrite changes f.Len)
+	return be
+}
+
+// rewriteFast is forward's rewrite of a fast-path frame by the general
+// rewrites (a fullnat flow's SNAT address and port given). false: a
+// verdict other than Forward, which leaves the frame as it was (the
+// rewrites' contract) for the full pipeline to answer (too big: the ICMP
+// error).
+func (w *Worker) rewriteFast(s *Snapshot, svc *Service, be *Backend, f *encap.Frame, v6 bool, proto uint8, h uint64, ipLen int, snatAddr uint8, snatPort uint16) bool {
+	b := f.Bytes()
+	p := w.fastParsed(b, v6, proto, ipLen)
 	var v encap.Verdict
-	switch {
-	case svc.Mode == ModeDSR:
-		encap.SetMACs(b, &be.Egress)
-		v = encap.Forward
-	case svc.Mode == ModeNAT && !v6 && !be.Endpoint.V6:
-		encap.Translate4(b, proto, nil, &be.Endpoint, &be.Egress)
-		v = encap.Forward
-	case svc.Mode == ModeFullNAT:
-		if int(e.snatAddr) >= len(s.SNAT) {
+	switch svc.Mode {
+	case ModeNAT:
+		v = encap.NAT(b, p, &be.Endpoint, &be.Egress)
+	case ModeFullNAT:
+		if int(snatAddr) >= len(s.SNAT) {
 			return false
 		}
-		snat := encap.Endpoint{Addr: s.SNAT[e.snatAddr], Port: e.snatPort}
-		if !v6 && !snat.V6 && !be.Endpoint.V6 {
-			encap.Translate4(b, proto, &snat, &be.Endpoint, &be.Egress)
-			v = encap.Forward
-		} else {
-			v = encap.FullNAT(b, w.fastParsed(b, v6, proto, ipLen), &snat, &be.Endpoint, &be.Egress)
-		}
-	case svc.Mode == ModeNAT:
-		v = encap.NAT(b, w.fastParsed(b, v6, proto, ipLen), &be.Endpoint, &be.Egress)
-	default: // tunnel, l3dsr
-		v = directRewrite(f, w.fastParsed(b, v6, proto, ipLen), svc, be, uint32(h))
+		snat := encap.Endpoint{Addr: s.SNAT[snatAddr], Port: snatPort}
+		v = encap.FullNAT(b, p, &snat, &be.Endpoint, &be.Egress)
+	default: // dsr, tunnel, l3dsr
+		v = directRewrite(f, p, svc, be, uint32(h))
 	}
-	if v != encap.Forward {
-		// The frame is as it was (the rewrites' contract): the full
-		// pipeline answers (too big: the ICMP error).
-		return false
-	}
+	return v == encap.Forward
+}
+
+// sent counts a frame the fast path transmits (rxLen bytes as received)
+// and writes its verdict.
+func (w *Worker) sent(out *Result, f *encap.Frame, rxLen int, v6 bool, iface uint8, svc, be uint32) {
 	w.c.RxBytes += uint64(rxLen)
 	w.fastHits[b2i(v6)]++
-	w.txTo(out, f, be.Iface, svc.ID, be.ID)
-	return true
+	w.txTo(out, f, iface, svc, be)
 }
 
 // replyFast finishes established4/6 for a packet to no service whose
@@ -233,10 +276,8 @@ func (w *Worker) replyFast(s *Snapshot, f *encap.Frame, proto uint8, ipLen int, 
 	} else if encap.Translate(b, w.fastParsed(b, true, proto, ipLen), &vip, client, &s.Reply) != encap.Forward {
 		return false
 	}
-	w.c.RxBytes += uint64(rxLen)
 	w.c.Replies++
-	w.fastHits[b2i(svc.VIP.V6)]++
-	w.txTo(out, f, s.ReplyIface, svc.ID, e.backend)
+	w.sent(out, f, rxLen, svc.VIP.V6, s.ReplyIface, svc.ID, e.backend)
 	return true
 }
 

@@ -74,6 +74,7 @@ type Worker struct {
 	slow, prefetchAll bool
 	fastHits          [2]uint64    // frames the fast path took, IPv4 and IPv6 (tests)
 	csum              ChecksumMode // the ingress interface's, for this batch
+	tick              uint32       // conntrack\'s Tick of this batch\'s now
 
 	c        Counters
 	svc      []objState // by service ID
@@ -155,6 +156,7 @@ func (w *Worker) Process(s *Snapshot, frames []encap.Frame, res []Result, now in
 	// for a flow lookup (which must not refresh entries) or with
 	// checksum: fix (which rewrites every frame's checksum).
 	fast := !w.dry && !w.slow && w.csum != ChecksumFix
+	w.tick = w.ct.Tick(now)
 	if !w.prefetch {
 		var k6 conntrack.Flow6
 		x := &w.xs[0]
@@ -164,10 +166,10 @@ func (w *Worker) Process(s *Snapshot, frames []encap.Frame, res []Result, now in
 			if fast {
 				b := frames[i].Bytes()
 				if k, fl, n, ok := parse4(b); ok {
-					if w.established4(s, &frames[i], k, w.ct.Hash4(k), fl, n, now, &res[i]) {
+					if w.established4(s, &frames[i], k, w.ct.Hash4(k), fl, n, &res[i]) {
 						continue
 					}
-				} else if fl, n, ok := parse6(b, &k6); ok && w.established6(s, &frames[i], &k6, w.ct.Hash6(&k6), fl, n, now, &res[i]) {
+				} else if fl, n, ok := parse6(b, &k6); ok && w.established6(s, &frames[i], &k6, w.ct.Hash6(&k6), fl, n, &res[i]) {
 					continue
 				}
 			}
@@ -223,8 +225,8 @@ func (w *Worker) Process(s *Snapshot, frames []encap.Frame, res []Result, now in
 		for i := range frames {
 			x := &w.xs[i]
 			if hd := &w.heads[i]; fast && hd.fam != 0 {
-				if hd.fam == 4 && w.established4(s, x.f, hd.k4, hd.h, hd.flags, hd.ipLen, now, &res[i]) ||
-					hd.fam == 6 && w.established6(s, x.f, &hd.k6, hd.h, hd.flags, hd.ipLen, now, &res[i]) {
+				if hd.fam == 4 && w.established4(s, x.f, hd.k4, hd.h, hd.flags, hd.ipLen, &res[i]) ||
+					hd.fam == 6 && w.established6(s, x.f, &hd.k6, hd.h, hd.flags, hd.ipLen, &res[i]) {
 					continue
 				}
 				w.decode(x, i)
