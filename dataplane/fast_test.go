@@ -9,7 +9,6 @@ import (
 
 	"github.com/xlb/xlb/conntrack"
 	"github.com/xlb/xlb/encap"
-	"github.com/xlb/xlb/internal/packet"
 )
 
 // fastSpec has a service of each mode (TCP on port 80 of five VIPs, and
@@ -209,20 +208,6 @@ func entries(ct *conntrack.Table) map[conntrack.Key]conntrack.Entry {
 		return true
 	})
 	return m
-}
-
-// reverseFrame returns the reply a backend would send to an IPv4 TCP
-// frame the balancer sent it: addresses, ports and MACs swapped, an ACK.
-func reverseFrame(t testing.TB, b []byte) []byte {
-	var p packet.Parsed
-	if r := packet.Decode(b, &p); r != packet.OK {
-		t.Fatalf("reverseFrame: %v", r)
-	}
-	src, dst := netip.AddrFrom16(p.Src), netip.AddrFrom16(p.Dst)
-	if p.Family == 4 {
-		src, dst = netip.AddrFrom4([4]byte(p.Src[:4])), netip.AddrFrom4([4]byte(p.Dst[:4]))
-	}
-	return pkt{src: dst, dst: src, sport: p.DstPort, dport: p.SrcPort, flags: "A", payload: 10, srcMAC: [6]byte(b[0:6])}.bytes(t)
 }
 
 // FuzzFastPathMatchesPipeline feeds arbitrary frames, seeded with the next

@@ -187,35 +187,18 @@ func BenchmarkTunnelSYN(b *testing.B) {
 			ct := newCTWith(b, 1<<15, func(c *conntrack.Config) { c.TCPSyn = time.Second })
 			w := NewWorker(ct, 0)
 			orig := make([][]byte, BatchSize)
-			bufs := make([]encap.Frame, BatchSize)
-			res := make([]Result, BatchSize)
 			for j := range orig {
 				orig[j] = synWithMSS(b, netip.AddrFrom4([4]byte{100, 64, 0, byte(j)}), vip4, 1, 1460)
-				bufs[j] = frameOf(orig[j])
 			}
-			now := int64(1e9)
-			b.ReportAllocs()
-			b.ResetTimer()
-			done := 0
-			for port := 1; done < b.N; port++ {
-				for j := range bufs {
-					copy(bufs[j].Buf[headroom:], orig[j])
-					bufs[j].Off, bufs[j].Len = headroom, len(orig[j])
-					// A fresh source port per round makes every SYN a new
-					// flow (checksum: trust, so it need not be fixed).
-					bufs[j].Buf[headroom+34] = byte(port >> 8)
-					bufs[j].Buf[headroom+35] = byte(port)
+			// A fresh source port per round makes every SYN a new flow
+			// (checksum: trust, so it need not be fixed).
+			benchTemplates(b, w, s, orig, int64(1e9), 1e7, func(round, _ int, batch []encap.Frame) {
+				for j := range batch {
+					copy(batch[j].Buf[headroom:], orig[j])
+					batch[j].Off, batch[j].Len = headroom, len(orig[j])
+					batch[j].Buf[headroom+34], batch[j].Buf[headroom+35] = byte(round>>8), byte(round)
 				}
-				now += 1e7
-				w.Process(s, bufs, res, now)
-				done += BatchSize
-			}
-			b.StopTimer()
-			if res[0].Action != ActTx {
-				b.Fatalf("result %+v", res[0])
-			}
-			b.ReportMetric(0, "ns/op")
-			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(done), "ns/pkt")
+			})
 		})
 	}
 }
