@@ -193,9 +193,7 @@ func (d *Daemon) start() (err error) {
 	}
 	d.snap.Store(full)
 	for _, ifc := range d.ifaces {
-		// The XSKMAP has room for more queues than counted now: some
-		// drivers add rx queues when XDP is attached (afterAttach).
-		if ifc.steering, err = bpf.LoadSteering(bpf.SteeringOptions{MaxQueues: max(queues, bpf.DefaultMaxQueues)}); err != nil {
+		if ifc.steering, err = bpf.LoadSteering(bpf.SteeringOptions{MaxQueues: max(queues, 1)}); err != nil {
 			if errors.Is(err, os.ErrPermission) {
 				return errPrivileges()
 			}
@@ -269,9 +267,7 @@ func (d *Daemon) start() (err error) {
 		}
 		ev.Str("interface", ifc.net.Name).Str("xdp", attachName(ifc.attach.Mode())).Msg("steering program attached")
 	}
-	if err := d.afterAttach(poll, f); err != nil {
-		return err
-	}
+	d.afterAttach()
 	for _, r := range d.runners {
 		d.wg.Add(1)
 		go func(r *dataplane.Runner) {
@@ -417,56 +413,48 @@ func (d *Daemon) queueCount() (int, error) {
 // afterAttach counts the rx queues again once the steering program is
 // attached: some drivers change them then. virtio-net with more queue pairs
 // than CPUs enables one more pair per CPU for XDP transmit, and the device
-// spreads received frames over those rx queues too; a queue without a
-// socket loses the frames the program steers (no_socket). With lb.workers:
-// auto the new queues get sockets and workers like the others; otherwise,
-// or past the XSKMAP, the queues left without a socket are named in a
-// warning.
-func (d *Daemon) afterAttach(poll bool, f *config.File) error {
-	counts := make([]int, len(d.ifaces))
-	for i, ifc := range d.ifaces {
-		counts[i] = rxQueues(ifc.net.Name)
-	}
+// spreads received frames over those rx queues too. They cannot simply get
+// sockets: their transmit side is virtio-net's XDP transmit queue, which
+// has no NAPI of its own, and an AF_XDP socket's frames stall there. So
+// xlb says which queues get no socket and how to avoid them (all queue
+// pairs in use: ethtool -L <if> combined <max>; XDP transmit then shares
+// them); the steering program counts their frames as no_socket and passes
+// them to the kernel.
+func (d *Daemon) afterAttach() {
 	bound := len(d.runners)
-	auto := d.file.LB.Workers == "" || d.file.LB.Workers == "auto"
-	want := queuesAfterAttach(bound, counts, auto, bpf.DefaultMaxQueues)
-	if want > bound {
-		d.log.Info().Int("before", bound).Int("after", want).
-			Msg("the interfaces have more rx queues since the steering program was attached (the driver adds queues for XDP): binding sockets and workers on the new queues too")
-	}
-	for q := bound; q < want; q++ {
-		if err := d.addQueue(q, poll, f); err != nil {
-			return err
+	for _, ifc := range d.ifaces {
+		n := rxQueues(ifc.net.Name)
+		mx, cur, err := preflight.MaxCombinedChannels(ifc.net.Name)
+		if err != nil {
+			mx, cur = 0, 0
+		}
+		if msg, fix := unboundQueues(ifc.net.Name, bound, n, mx, cur); msg != "" {
+			d.log.Warn().Str("interface", ifc.net.Name).Int("rx_queues", n).Int("workers", bound).Str("fix", fix).Msg(msg)
 		}
 	}
-	for i, ifc := range d.ifaces {
-		if counts[i] > want {
-			fix := "lb.workers: auto"
-			if auto {
-				fix = fmt.Sprintf("the interfaces' rx queue counts differ: ethtool -L %s combined %d", ifc.net.Name, want)
-			}
-			d.log.Warn().Str("interface", ifc.net.Name).Int("rx_queues", counts[i]).Int("workers", want).Str("fix", fix).
-				Msg(fmt.Sprintf("%s has %d rx queues with the steering program attached and xlb has sockets on queues 0-%d: the frames the NIC puts on queues %d-%d reach no worker (steering no_socket)",
-					ifc.net.Name, counts[i], want-1, want, counts[i]-1))
-		}
-	}
-	return nil
 }
 
-// queuesAfterAttach is how many queues get sockets once the interfaces,
-// with the steering program attached, have counts rx queues and bound have
-// sockets already: with auto workers the fewest rx queues of an interface
-// (every worker has a socket on every interface), at most maxQueues (the
-// XSKMAP); never fewer than bound.
-func queuesAfterAttach(bound int, counts []int, auto bool, maxQueues int) int {
-	if !auto || len(counts) == 0 {
-		return bound
+// unboundQueues explains an interface that has n rx queues with the
+// steering program attached while xlb has sockets on queues 0..bound-1
+// (maxCombined and combined: its channels, 0 when unknown); "" when every
+// queue has a socket.
+func unboundQueues(ifname string, bound, n, maxCombined, combined int) (msg, fix string) {
+	if n <= bound {
+		return "", ""
 	}
-	n := counts[0]
-	for _, c := range counts[1:] {
-		n = min(n, c)
+	msg = fmt.Sprintf("%s has %d rx queues with the steering program attached and xlb has sockets on queues 0-%d: the frames the NIC puts on queues %d-%d reach no worker (the steering program counts them as no_socket and passes them to the kernel)",
+		ifname, n, bound-1, bound, n-1)
+	switch {
+	case maxCombined > combined && combined == bound:
+		// virtio-net: the spare queue pairs became XDP transmit queues.
+		msg += fmt.Sprintf("; the driver enabled %d of its spare queue pairs for XDP transmit when the program was attached (virtio-net does when it has more queue pairs than CPUs)", n-bound)
+		fix = fmt.Sprintf("ethtool -L %s combined %d (all its queue pairs, before xlb starts: XDP transmit then shares them), then restart xlb", ifname, maxCombined)
+	case maxCombined >= n:
+		fix = fmt.Sprintf("ethtool -L %s combined %d before xlb starts, or lb.workers: auto", ifname, n)
+	default:
+		fix = "lb.workers: auto, and the same number of rx queues on every interface"
 	}
-	return max(bound, min(n, maxQueues))
+	return msg, fix
 }
 
 // snatRange decides the SNAT port range (config.SNATPortRange): when an

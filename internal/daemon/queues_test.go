@@ -3,6 +3,7 @@ package daemon
 import (
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 )
 
@@ -34,27 +35,29 @@ func TestRxQueues(t *testing.T) {
 	}
 }
 
-func TestQueuesAfterAttach(t *testing.T) {
+func TestUnboundQueues(t *testing.T) {
 	for _, tc := range []struct {
-		name   string
-		bound  int
-		counts []int
-		auto   bool
-		max    int
-		want   int
+		name                    string
+		bound, n, max, combined int
+		wantMsg, wantFix        string
 	}{
-		{"unchanged", 2, []int{2, 2}, true, 64, 2},
-		{"virtio-net added queues for XDP", 2, []int{4, 4}, true, 64, 4},
-		{"only one interface grew: the fewest", 2, []int{4, 2}, true, 64, 2},
-		{"both grew unevenly", 2, []int{4, 3}, true, 64, 3},
-		{"lb.workers fixed: no new sockets", 2, []int{4, 4}, false, 64, 2},
-		{"capped by the XSKMAP", 2, []int{128, 128}, true, 64, 64},
-		{"never fewer than bound", 4, []int{2, 2}, true, 64, 4},
-		{"no interfaces", 1, nil, true, 64, 1},
+		{"every queue has a socket", 2, 2, 4, 4, "", ""},
+		// Measured in the appliance's test: virtio-net, 4 queue pairs, 2
+		// vCPUs, 2 combined channels; after the attach, 4 rx queues.
+		{"virtio-net spare queue pairs", 2, 4, 4, 2, "ens4 has 4 rx queues with the steering program attached and xlb has sockets on queues 0-1: the frames the NIC puts on queues 2-3 reach no worker", "ethtool -L ens4 combined 4 (all its queue pairs"},
+		{"lb.workers below the queues", 2, 8, 8, 8, "queues 2-7 reach no worker", "ethtool -L ens4 combined 8 before xlb starts, or lb.workers: auto"},
+		{"channels unknown", 1, 3, 0, 0, "queues 1-2", "lb.workers: auto"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			if got := queuesAfterAttach(tc.bound, tc.counts, tc.auto, tc.max); got != tc.want {
-				t.Errorf("queuesAfterAttach(%d, %v, %v, %d) = %d, want %d", tc.bound, tc.counts, tc.auto, tc.max, got, tc.want)
+			msg, fix := unboundQueues("ens4", tc.bound, tc.n, tc.max, tc.combined)
+			if tc.wantMsg == "" {
+				if msg != "" || fix != "" {
+					t.Errorf("got %q, %q; want nothing", msg, fix)
+				}
+				return
+			}
+			if !strings.Contains(msg, tc.wantMsg) || !strings.Contains(fix, tc.wantFix) {
+				t.Errorf("got\n  %q\n  fix %q\nwant %q, fix %q", msg, fix, tc.wantMsg, tc.wantFix)
 			}
 		})
 	}

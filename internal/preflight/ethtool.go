@@ -104,3 +104,22 @@ func ethtoolIoctl(fd int, ifname string, buf []byte) error {
 	}
 	return nil
 }
+
+// MaxCombinedChannels is an interface's maximum and current number of
+// combined channels (queue pairs), as `ethtool -l` shows them
+// (ETHTOOL_GCHANNELS).
+func MaxCombinedChannels(ifname string) (max, cur int, err error) {
+	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return 0, 0, fmt.Errorf("ethtool: socket: %w", err)
+	}
+	defer unix.Close(fd)
+	// struct ethtool_channels: cmd, max_rx, max_tx, max_other,
+	// max_combined, rx_count, tx_count, other_count, combined_count.
+	buf := make([]byte, 9*4)
+	binary.NativeEndian.PutUint32(buf, unix.ETHTOOL_GCHANNELS)
+	if err := ethtoolIoctl(fd, ifname, buf); err != nil {
+		return 0, 0, fmt.Errorf("ethtool -l %s: %w", ifname, err)
+	}
+	return int(binary.NativeEndian.Uint32(buf[16:])), int(binary.NativeEndian.Uint32(buf[32:])), nil
+}
