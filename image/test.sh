@@ -129,6 +129,8 @@ diag() {
   sed -n '1,3p' "$work/diag.log" >&2
 }
 fail() {
+  trap - ERR
+  set +e
   echo "image-test: FAIL [$(el)s]: $*" >&2
   diag
   [ "${XLB_IMAGE_TEST_HOLD:-0}" = 0 ] || hold
