@@ -11,18 +11,18 @@ import (
 // The established-flow fast path. Most packets a balancer sees are the
 // next packet of a flow it already knows: an untagged IPv4 or IPv6 (no
 // options, no extension headers) TCP segment (no SYN, FIN or RST) or UDP
-// datagram to a service (of any mode but frag_hash), or a nat/fullnat
-// backend's reply,
-// whose conntrack entry needs nothing but a new timestamp. For those the
-// pipeline's general stages (Decode into a Parsed, the 16-byte key, the
-// Entry copied from stage to stage, a Result returned through three
-// calls) cost more than the work itself, much of it in store-forwarding
-// stalls: a struct written in narrow stores and read back in wide loads.
-// established4 does the same work in one pass, reading the headers
-// straight from the frame into registers. It takes a packet only when the
-// full pipeline would do exactly what it does (TestFastPathMatchesPipeline
-// checks that frame by frame); for anything else it changes nothing and
-// the frame goes through the full pipeline.
+// datagram to a service of any mode but frag_hash, or a nat/fullnat
+// backend's reply, whose conntrack entry needs nothing but a new
+// timestamp. For those the pipeline's general stages (Decode into a
+// Parsed, the 16-byte key, the Entry copied from stage to stage, a Result
+// returned through three calls) cost more than the work itself, much of
+// it in store-forwarding stalls: a struct written in narrow stores and
+// read back in wide loads. established4 and established6 do the same work
+// in one pass, reading the headers straight from the frame into
+// registers. They take a packet only when the full pipeline would do
+// exactly what they do (TestFastPathMatchesPipeline and
+// FuzzFastPathMatchesPipeline check that frame by frame); for anything
+// else they change nothing and the frame goes through the full pipeline.
 
 // head is what parse4 or parse6 read of a frame, kept between the passes
 // of a prefetched batch.
@@ -129,7 +129,7 @@ func opens(proto, flags uint8) bool {
 	return proto == packet.ProtoTCP && flags&(packet.TCPSyn|packet.TCPFin|packet.TCPRst) != 0
 }
 
-// hit is what the fast path uses of a conntrack entry of either family.
+// hit is what replyFast uses of a conntrack entry of either family.
 type hit struct {
 	backend, service uint32
 	vport            uint16
