@@ -241,8 +241,12 @@ func runCmd(args []string, stdout, stderr io.Writer) int {
 			hs.TLSConfig = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
 			ln = tls.NewListener(ln, hs.TLSConfig)
 		}
+		// Read before Serve starts: Serve configures HTTP/2, which sets a
+		// nil TLSConfig to an empty one (the log said tls:true on plain
+		// HTTP when the goroutine ran first).
+		useTLS := hs.TLSConfig != nil
 		go func() { _ = hs.Serve(ln) }()
-		log.Info().Str("listen", ln.Addr().String()).Bool("tls", hs.TLSConfig != nil).Msg("api listening")
+		log.Info().Str("listen", ln.Addr().String()).Bool("tls", useTLS).Msg("api listening")
 	}
 	// systemd (Type=notify): ready now, and watchdog pings while running;
 	// both do nothing outside systemd.
