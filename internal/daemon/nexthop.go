@@ -115,6 +115,13 @@ func (h *hopTable) resolveCtx(parent context.Context, a netip.Addr, timeout time
 	}
 	n := hop{mac: [6]byte(mac), ifindex: ifindex}
 	if old, ok := h.hops[a]; !ok || old != n {
+		// The first MAC of a next hop at debug level (one line per
+		// backend), a changed one at info.
+		ev := h.log.Debug()
+		if ok {
+			ev = h.log.Info().Str("was", net.HardwareAddr(old.mac[:]).String()).Int("was_ifindex", old.ifindex)
+		}
+		ev.Str("address", a.String()).Str("mac", net.HardwareAddr(n.mac[:]).String()).Int("ifindex", n.ifindex).Msg("next hop learnt")
 		h.hops[a] = n
 		select {
 		case h.changed <- struct{}{}:
