@@ -115,11 +115,11 @@ func (h *hopTable) resolveCtx(parent context.Context, a netip.Addr, timeout time
 	}
 	n := hop{mac: [6]byte(mac), ifindex: ifindex}
 	if old, ok := h.hops[a]; !ok || old != n {
-		// The first MAC of a next hop at debug level (one line per
-		// backend), a changed one at info.
-		ev := h.log.Debug()
+		// One line per next hop, like the health transitions: what the
+		// forwarded frames carry is in the journal when they go nowhere.
+		ev := h.log.Info()
 		if ok {
-			ev = h.log.Info().Str("was", net.HardwareAddr(old.mac[:]).String()).Int("was_ifindex", old.ifindex)
+			ev = ev.Str("was", net.HardwareAddr(old.mac[:]).String()).Int("was_ifindex", old.ifindex)
 		}
 		ev.Str("address", a.String()).Str("mac", net.HardwareAddr(n.mac[:]).String()).Int("ifindex", n.ifindex).Msg("next hop learnt")
 		h.hops[a] = n
