@@ -122,7 +122,15 @@ diag() {
         -o ConnectTimeout=10 -o BatchMode=yes root@127.0.0.1 \
         'uptime; systemctl --failed --no-pager; systemctl status --no-pager -n 0 xlb xlb-setup systemd-networkd-wait-online;
          ip -br addr; ip route; for i in /sys/class/net/ens*; do echo "$i: $(ls $i/queues | tr "\n" " ")"; done;
+         ip neigh; ip -br link; ip -s link show ens5; ethtool -S ens5 | grep -v ": 0\$";
+         journalctl -b -u xlb --no-pager -o cat | grep "next hop";
          journalctl -b --no-pager -n 120 -o short-monotonic' 2>&1 || echo "(no SSH)"
+      # The host side of the backend NIC: did the guest's frames reach the
+      # tap, the bridge and the backends (MACs, counters, the backends' drops)?
+      echo "== host: brb's fdb, tapb and the backends"
+      ip netns exec "$nsq" bridge fdb show br brb | grep -v permanent
+      ip -n "$nsq" -s link show tapb
+      for n in "$nsb1" "$nsb2"; do ip -n "$n" -s link show eth0; ip netns exec "$n" nstat -asz 2>/dev/null | grep -iE 'InErr|CsumErr|Drop|ListenOverflow|OtherHost' | grep -v ' 0 '; done
       echo "== xlb stats"; timeout 15 ip netns exec "$nsq" curl -sS --max-time 10 -H "Authorization: Bearer ${XLB_API_TOKEN:-}" http://127.0.0.1:18080/api/v1/stats 2>&1 | head -c 6000; echo
     fi
   } > "$work/diag.log" 2>&1
