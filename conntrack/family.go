@@ -173,6 +173,29 @@ func (f *family[K, E, F]) flowOf(e *E) (backend uint32, counted bool) {
 	panic("conntrack: unknown flavor")
 }
 
+// flagsOf returns the entry's flags.
+func (f *family[K, E, F]) flagsOf(e *E) uint8 {
+	var fl F
+	switch any(fl).(type) {
+	case flavor4:
+		return (*Entry4)(unsafe.Pointer(e)).Flags
+	case flavor6:
+		return (*entry6)(unsafe.Pointer(e)).Flags
+	}
+	panic("conntrack: unknown flavor")
+}
+
+// setEntryState sets the entry's State field.
+func (f *family[K, E, F]) setEntryState(e *E, st uint8) {
+	var fl F
+	switch any(fl).(type) {
+	case flavor4:
+		(*Entry4)(unsafe.Pointer(e)).State = st
+	case flavor6:
+		(*entry6)(unsafe.Pointer(e)).State = st
+	}
+}
+
 // serviceOf returns the entry's service ID (for ServiceStats).
 func (f *family[K, E, F]) serviceOf(e *E) uint32 {
 	var fl F

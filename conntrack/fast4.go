@@ -18,15 +18,6 @@ type Flow4 struct {
 	Proto            uint8
 }
 
-// Key returns k as a Key.
-func (k Flow4) Key() Key {
-	var out Key
-	binary.LittleEndian.PutUint64(out.SrcIP[0:8], k.Addrs&0xffffffff)
-	binary.LittleEndian.PutUint64(out.DstIP[0:8], k.Addrs>>32)
-	out.SrcPort, out.DstPort, out.Proto = k.SrcPort, k.DstPort, k.Proto
-	return out
-}
-
 // Tick converts the caller's clock (the now of Lookup) to the table's
 // ticks, for LookupFast4 and LookupFast6.
 func (t *Table) Tick(now int64) uint32 { return t.tick(now) }
@@ -56,16 +47,6 @@ type Flow6 struct {
 	Src, Dst         [2]uint64
 	SrcPort, DstPort uint16
 	Proto            uint8
-}
-
-// Key returns k as a Key.
-func (k *Flow6) Key() Key {
-	out := Key{SrcPort: k.SrcPort, DstPort: k.DstPort, Proto: k.Proto, V6: true}
-	for i := range 2 {
-		binary.LittleEndian.PutUint64(out.SrcIP[8*i:], k.Src[i])
-		binary.LittleEndian.PutUint64(out.DstIP[8*i:], k.Dst[i])
-	}
-	return out
 }
 
 // Hash6 is Hash of the IPv6 key k.

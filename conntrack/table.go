@@ -241,21 +241,22 @@ func (t *Table) Insert(k *Key, e *Entry, now int64) error {
 		var e4 Entry4
 		k4.from(k)
 		e4.from(e)
-		e4.State = st
-		p, err := t.v4.insert(&k4, hash4(&k4, t.seed), &e4, st, isPaired(e.Flags), t.tick(now))
-		if p.what != 0 {
-			t.v4.settle(&p)
-		}
-		return err
+		return insertOne(&t.v4, &k4, &e4, st, isPaired(e.Flags), t.tick(now))
 	}
 	var k6 key6
 	var e6 entry6
 	k6.from(k)
 	e6.from(e)
-	e6.State = st
-	p, err := t.v6.insert(&k6, hash6(&k6, t.seed), &e6, st, isPaired(e.Flags), t.tick(now))
+	return insertOne(&t.v6, &k6, &e6, st, isPaired(e.Flags), t.tick(now))
+}
+
+// insertOne is Insert in one family: e is stored in state st, and what
+// an eviction or replacement obliges the table to do is done.
+func insertOne[K, E comparable, F flavor[K, E]](f *family[K, E, F], k *K, e *E, st uint8, paired bool, tick uint32) error {
+	f.setEntryState(e, st)
+	p, err := f.insert(k, f.hashOf(k), e, st, paired, tick)
 	if p.what != 0 {
-		t.v6.settle(&p)
+		f.settle(&p)
 	}
 	return err
 }
@@ -300,8 +301,6 @@ func (t *Table) InsertNAT(fwd *Key, fe *Entry, rev *Key, re *Entry, now int64) e
 		return ErrBadPair
 	}
 	fst, rst := normState(fe.State, fwd.Proto), normState(re.State, rev.Proto)
-	// The pair is checked and hashed here, where the types are concrete;
-	// insertPair, generic, only stores it.
 	if !fwd.V6 {
 		var fk, rk key4
 		var fe4, re4 Entry4
@@ -309,12 +308,7 @@ func (t *Table) InsertNAT(fwd *Key, fe *Entry, rev *Key, re *Entry, now int64) e
 		fe4.from(fe)
 		rk.from(rev)
 		re4.from(re)
-		fe4.State, re4.State = fst, rst
-		fp, rp := pair4(t, &fk, &fe4), pair4(t, &rk, &re4)
-		if !pairsOK(fe4.Flags, re4.Flags, fp.what, rp.what) || fp.partner != rk || rp.partner != fk {
-			return t.badPair(fp.pairInfo())
-		}
-		return insertPair(t, &t.v4, &fk, &fe4, hash4(&fk, t.seed), &rk, &re4, hash4(&rk, t.seed), fst, rst, fp.pairInfo(), now)
+		return insertPair(t, &t.v4, &fk, &fe4, &rk, &re4, fst, rst, now)
 	}
 	var fk, rk key6
 	var fe6, re6 entry6
@@ -322,12 +316,7 @@ func (t *Table) InsertNAT(fwd *Key, fe *Entry, rev *Key, re *Entry, now int64) e
 	fe6.from(fe)
 	rk.from(rev)
 	re6.from(re)
-	fe6.State, re6.State = fst, rst
-	fp, rp := pair6(t, &fk, &fe6), pair6(t, &rk, &re6)
-	if !pairsOK(fe6.Flags, re6.Flags, fp.what, rp.what) || fp.partner != rk || rp.partner != fk {
-		return t.badPair(fp.pairInfo())
-	}
-	return insertPair(t, &t.v6, &fk, &fe6, hash6(&fk, t.seed), &rk, &re6, hash6(&rk, t.seed), fst, rst, fp.pairInfo(), now)
+	return insertPair(t, &t.v6, &fk, &fe6, &rk, &re6, fst, rst, now)
 }
 
 // pairsOK checks the flags of the two halves of a NAT pair: a forward
@@ -354,11 +343,19 @@ func (p *pairInfo[K]) pairInfo() pairInfo[struct{}] {
 	return pairInfo[struct{}]{snatPort: p.snatPort, snatIdx: p.snatIdx, what: p.what}
 }
 
-// insertPair stores a checked NAT pair (fk, fe) and (rk, re), in states
-// fst and rst, whose keys hash to fh and rh; snat holds the forward
-// entry's SNAT port.
-func insertPair[K, E comparable, F flavor[K, E]](t *Table, f *family[K, E, F], fk *K, fe *E, fh uint64, rk *K, re *E, rh uint64,
-	fst, rst uint8, snat pairInfo[struct{}], now int64) error {
+// insertPair checks the NAT pair (fk, fe) and (rk, re) (they must name
+// each other, see InsertNAT) and stores it, in states fst and rst.
+func insertPair[K, E comparable, F flavor[K, E]](t *Table, f *family[K, E, F], fk *K, fe *E, rk *K, re *E, fst, rst uint8, now int64) error {
+	f.setEntryState(fe, fst)
+	f.setEntryState(re, rst)
+	var fp, rp pairInfo[K]
+	f.pairOf(fk, fe, &fp)
+	f.pairOf(rk, re, &rp)
+	snat := fp.pairInfo()
+	if !pairsOK(f.flagsOf(fe), f.flagsOf(re), fp.what, rp.what) || fp.partner != *rk || rp.partner != *fk {
+		return t.badPair(snat)
+	}
+	fh, rh := f.hashOf(fk), f.hashOf(rk)
 	tick := t.tick(now)
 	p, err := f.insert(fk, fh, fe, fst, true, tick)
 	if p.what != 0 {
