@@ -280,6 +280,42 @@ func findService(f *config.File, name string) int {
 	return -1
 }
 
+// serviceIndex returns the index of the named service, or a 404 problem.
+func serviceIndex(f *config.File, name string) (int, *Problem) {
+	i := findService(f, name)
+	if i < 0 {
+		return -1, problem(http.StatusNotFound, "no service %q", name)
+	}
+	return i, nil
+}
+
+// backendIndex resolves {name} and {backend} in f: the service's index i
+// and its backend's index j (see findBackend), or the problem of the
+// first that is not there.
+func backendIndex(f *config.File, name, key string) (i, j int, p *Problem) {
+	if i, p = serviceIndex(f, name); p != nil {
+		return -1, -1, p
+	}
+	if j, p = findBackend(&f.Services[i], key); p != nil {
+		return -1, -1, p
+	}
+	return i, j, nil
+}
+
+// lockService takes s.mu and returns the named service of s.cfg with
+// s.mu held. If there is no such service it releases s.mu, writes a 404
+// problem and returns nil.
+func (s *Server) lockService(w http.ResponseWriter, r *http.Request, name string) *config.Service {
+	s.mu.Lock()
+	i, p := serviceIndex(s.cfg, name)
+	if p != nil {
+		s.mu.Unlock()
+		writeProblem(w, r, p)
+		return nil
+	}
+	return &s.cfg.Services[i]
+}
+
 // findBackend resolves {backend}: an address (unique in the service) or
 // address:port.
 func findBackend(svc *config.Service, key string) (int, *Problem) {
@@ -378,10 +414,10 @@ func (s *Server) getFlows(w http.ResponseWriter, r *http.Request) {
 	name := q.Get("service")
 	if name != "" {
 		s.mu.Lock()
-		i := findService(s.cfg, name)
+		_, p := serviceIndex(s.cfg, name)
 		s.mu.Unlock()
-		if i < 0 {
-			writeProblem(w, r, problem(http.StatusNotFound, "no service %q", name))
+		if p != nil {
+			writeProblem(w, r, p)
 			return
 		}
 	}
@@ -543,19 +579,7 @@ func (s *Server) listServices(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) getService(w http.ResponseWriter, r *http.Request) {
-	name := r.PathValue("name")
-	st := s.o.Dataplane.Stats()
-	s.mu.Lock()
-	i := findService(s.cfg, name)
-	if i < 0 {
-		s.mu.Unlock()
-		writeProblem(w, r, problem(http.StatusNotFound, "no service %q", name))
-		return
-	}
-	v := s.serviceView(&s.cfg.Services[i], &st)
-	etag := etagOf(s.cfg.Services[i])
-	s.mu.Unlock()
-	writeJSON(w, http.StatusOK, etag, v)
+	s.respondService(w, r, r.PathValue("name"), http.StatusOK)
 }
 
 // svcPrefix strips "services[i]." from error paths about service name.
@@ -591,17 +615,16 @@ func (s *Server) postService(w http.ResponseWriter, r *http.Request) {
 	s.respondService(w, r, svc.Name, http.StatusCreated)
 }
 
+// respondService writes the view of the named service with status, or a
+// 404 problem.
 func (s *Server) respondService(w http.ResponseWriter, r *http.Request, name string, status int) {
 	st := s.o.Dataplane.Stats()
-	s.mu.Lock()
-	i := findService(s.cfg, name)
-	if i < 0 {
-		s.mu.Unlock()
-		writeProblem(w, r, problem(http.StatusNotFound, "no service %q", name))
+	svc := s.lockService(w, r, name)
+	if svc == nil {
 		return
 	}
-	v := s.serviceView(&s.cfg.Services[i], &st)
-	etag := etagOf(s.cfg.Services[i])
+	v := s.serviceView(svc, &st)
+	etag := etagOf(*svc)
 	s.mu.Unlock()
 	writeJSON(w, status, etag, v)
 }
@@ -642,9 +665,9 @@ func (s *Server) putService(w http.ResponseWriter, r *http.Request) {
 func (s *Server) deleteService(w http.ResponseWriter, r *http.Request) {
 	name := r.PathValue("name")
 	p := s.change(nil, func(c *config.File) *Problem {
-		i := findService(c, name)
-		if i < 0 {
-			return problem(http.StatusNotFound, "no service %q", name)
+		i, p := serviceIndex(c, name)
+		if p != nil {
+			return p
 		}
 		if p := ifMatch(r, etagOf(c.Services[i])); p != nil {
 			return p
@@ -660,16 +683,11 @@ func (s *Server) deleteService(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) listBackends(w http.ResponseWriter, r *http.Request) {
-	name := r.PathValue("name")
 	st := s.o.Dataplane.Stats()
-	s.mu.Lock()
-	i := findService(s.cfg, name)
-	if i < 0 {
-		s.mu.Unlock()
-		writeProblem(w, r, problem(http.StatusNotFound, "no service %q", name))
+	svc := s.lockService(w, r, r.PathValue("name"))
+	if svc == nil {
 		return
 	}
-	svc := &s.cfg.Services[i]
 	out := make([]BackendView, 0, len(svc.Backends))
 	for j := range svc.Backends {
 		out = append(out, s.backendView(svc, &svc.Backends[j], &st))
@@ -699,17 +717,12 @@ func (s *Server) respondBackend(w http.ResponseWriter, r *http.Request, name, ke
 	st := s.o.Dataplane.Stats()
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	i := findService(s.cfg, name)
-	if i < 0 {
-		writeProblem(w, r, problem(http.StatusNotFound, "no service %q", name))
-		return
-	}
-	svc := &s.cfg.Services[i]
-	j, p := findBackend(svc, key)
+	i, j, p := backendIndex(s.cfg, name, key)
 	if p != nil {
 		writeProblem(w, r, p)
 		return
 	}
+	svc := &s.cfg.Services[i]
 	writeJSON(w, status, etagOf(svc.Backends[j]), s.backendView(svc, &svc.Backends[j], &st))
 }
 
@@ -726,9 +739,9 @@ func (s *Server) postBackend(w http.ResponseWriter, r *http.Request) {
 	b := in.Backend
 	b.Defaults()
 	p := s.change(backendPrefix(name, b.Key()), func(c *config.File) *Problem {
-		i := findService(c, name)
-		if i < 0 {
-			return problem(http.StatusNotFound, "no service %q", name)
+		i, p := serviceIndex(c, name)
+		if p != nil {
+			return p
 		}
 		for _, x := range c.Services[i].Backends {
 			if x.Key() == b.Key() {
@@ -758,11 +771,7 @@ func (s *Server) editBackend(w http.ResponseWriter, r *http.Request, edit func(b
 	name, key := r.PathValue("name"), r.PathValue("backend")
 	newKey := key
 	p := s.change(backendPrefix(name, key), func(c *config.File) *Problem {
-		i := findService(c, name)
-		if i < 0 {
-			return problem(http.StatusNotFound, "no service %q", name)
-		}
-		j, p := findBackend(&c.Services[i], key)
+		i, j, p := backendIndex(c, name, key)
 		if p != nil {
 			return p
 		}
@@ -824,11 +833,7 @@ func (s *Server) patchBackend(w http.ResponseWriter, r *http.Request) {
 func (s *Server) deleteBackend(w http.ResponseWriter, r *http.Request) {
 	name, key := r.PathValue("name"), r.PathValue("backend")
 	p := s.change(nil, func(c *config.File) *Problem {
-		i := findService(c, name)
-		if i < 0 {
-			return problem(http.StatusNotFound, "no service %q", name)
-		}
-		j, p := findBackend(&c.Services[i], key)
+		i, j, p := backendIndex(c, name, key)
 		if p != nil {
 			return p
 		}
