@@ -19,17 +19,34 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// Minimal rtnetlink, the way internal/neigh does it: one socket per call,
-// created in the calling thread's network namespace, one request, replies
-// parsed in place. Headers and attributes are in host byte order.
+// Minimal rtnetlink: one socket per call, created in the calling
+// thread's network namespace, one request, replies parsed in place.
+// Headers and attributes are in host byte order. The framing helpers
+// (AppendMessage, AppendAttr, Attrs, Align, DecodeError) are exported for
+// internal/neigh, which keeps a socket of its own.
 
 var ne = binary.NativeEndian
 
 const nlaTypeMask = 0x3fff // strips NLA_F_NESTED and NLA_F_NET_BYTEORDER
 
-func nlAlign(n int) int { return (n + unix.NLMSG_ALIGNTO - 1) &^ (unix.NLMSG_ALIGNTO - 1) }
+// Align rounds n up to the netlink alignment (4 bytes).
+func Align(n int) int { return (n + unix.NLMSG_ALIGNTO - 1) &^ (unix.NLMSG_ALIGNTO - 1) }
 
-func nlAttr(b []byte, typ uint16, data []byte) []byte {
+// AppendMessage appends to b a netlink message of type typ with flags and
+// sequence number seq carrying body. The port ID is 0: the kernel fills
+// it in.
+func AppendMessage(b []byte, typ, flags uint16, seq uint32, body []byte) []byte {
+	b = ne.AppendUint32(b, uint32(unix.SizeofNlMsghdr+len(body)))
+	b = ne.AppendUint16(b, typ)
+	b = ne.AppendUint16(b, flags)
+	b = ne.AppendUint32(b, seq)
+	b = ne.AppendUint32(b, 0)
+	return append(b, body...)
+}
+
+// AppendAttr appends to b a netlink attribute of type typ carrying data,
+// padded to 4 bytes.
+func AppendAttr(b []byte, typ uint16, data []byte) []byte {
 	b = ne.AppendUint16(b, uint16(unix.SizeofRtAttr+len(data)))
 	b = ne.AppendUint16(b, typ)
 	b = append(b, data...)
@@ -39,17 +56,20 @@ func nlAttr(b []byte, typ uint16, data []byte) []byte {
 	return b
 }
 
-func nlAttrs(b []byte, fn func(typ uint16, data []byte)) {
+// Attrs calls fn for every attribute in b, with the type stripped of
+// NLA_F_NESTED and NLA_F_NET_BYTEORDER; malformed trailing bytes are
+// ignored.
+func Attrs(b []byte, fn func(typ uint16, data []byte)) {
 	for len(b) >= unix.SizeofRtAttr {
 		l := int(ne.Uint16(b))
 		if l < unix.SizeofRtAttr || l > len(b) {
 			return
 		}
 		fn(ne.Uint16(b[2:])&nlaTypeMask, b[unix.SizeofRtAttr:l])
-		if nlAlign(l) >= len(b) {
+		if Align(l) >= len(b) {
 			return
 		}
-		b = b[nlAlign(l):]
+		b = b[Align(l):]
 	}
 }
 
@@ -70,12 +90,7 @@ func nlRequest(typ, flags uint16, body []byte, fn func(typ uint16, data []byte))
 	tv := unix.NsecToTimeval((5 * time.Second).Nanoseconds())
 	_ = unix.SetsockoptTimeval(fd, unix.SOL_SOCKET, unix.SO_RCVTIMEO, &tv)
 	const seq = 1
-	msg := ne.AppendUint32(nil, uint32(unix.SizeofNlMsghdr+len(body)))
-	msg = ne.AppendUint16(msg, typ)
-	msg = ne.AppendUint16(msg, flags|unix.NLM_F_REQUEST|unix.NLM_F_ACK)
-	msg = ne.AppendUint32(msg, seq)
-	msg = ne.AppendUint32(msg, 0)
-	msg = append(msg, body...)
+	msg := AppendMessage(nil, typ, flags|unix.NLM_F_REQUEST|unix.NLM_F_ACK, seq, body)
 	if err := unix.Sendto(fd, msg, 0, &unix.SockaddrNetlink{Family: unix.AF_NETLINK}); err != nil {
 		return fmt.Errorf("netlink send: %w", err)
 	}
@@ -93,10 +108,10 @@ func nlRequest(typ, flags uint16, body []byte, fn func(typ uint16, data []byte))
 			}
 			mtyp, mflags, mseq := ne.Uint16(b[4:]), ne.Uint16(b[6:]), ne.Uint32(b[8:])
 			data := b[unix.SizeofNlMsghdr:l]
-			if nlAlign(l) >= len(b) {
+			if Align(l) >= len(b) {
 				b = nil
 			} else {
-				b = b[nlAlign(l):]
+				b = b[Align(l):]
 			}
 			if mseq != seq {
 				continue
@@ -105,7 +120,7 @@ func nlRequest(typ, flags uint16, body []byte, fn func(typ uint16, data []byte))
 			case unix.NLMSG_DONE:
 				return nil
 			case unix.NLMSG_ERROR:
-				return nlError(mflags, data)
+				return DecodeError(mflags, data)
 			default:
 				if fn != nil {
 					fn(mtyp, data)
@@ -115,7 +130,10 @@ func nlRequest(typ, flags uint16, body []byte, fn func(typ uint16, data []byte))
 	}
 }
 
-func nlError(flags uint16, data []byte) error {
+// DecodeError decodes the payload of an NLMSG_ERROR message whose header
+// carries flags: nil for an ACK, else the errno with the kernel's
+// extended-ack message if there is one.
+func DecodeError(flags uint16, data []byte) error {
 	if len(data) < 4 {
 		return errors.New("netlink: short error message")
 	}
@@ -124,17 +142,19 @@ func nlError(flags uint16, data []byte) error {
 		return nil
 	}
 	err := error(unix.Errno(-code))
+	// NETLINK_EXT_ACK attributes follow the echoed request: a bare header
+	// when the kernel capped it (NETLINK_CAP_ACK), else the whole request.
 	if flags&unix.NLM_F_ACK_TLVS == 0 || len(data) < unix.SizeofNlMsgerr {
 		return err
 	}
 	off := unix.SizeofNlMsgerr
 	if flags&unix.NLM_F_CAPPED == 0 {
-		off = 4 + nlAlign(int(ne.Uint32(data[4:])))
+		off = 4 + Align(int(ne.Uint32(data[4:])))
 	}
 	if off > len(data) {
 		return err
 	}
-	nlAttrs(data[off:], func(typ uint16, d []byte) {
+	Attrs(data[off:], func(typ uint16, d []byte) {
 		if typ == unix.NLMSGERR_ATTR_MSG {
 			if msg := strings.TrimRight(string(d), "\x00"); msg != "" {
 				err = fmt.Errorf("%w (%s)", err, msg)
@@ -155,10 +175,10 @@ func addrMsg(ifindex int, p netip.Prefix) []byte {
 	b := []byte{fam, uint8(p.Bits()), 0, unix.RT_SCOPE_UNIVERSE}
 	b = ne.AppendUint32(b, uint32(ifindex))
 	a := p.Addr().AsSlice()
-	b = nlAttr(b, unix.IFA_LOCAL, a)
-	b = nlAttr(b, unix.IFA_ADDRESS, a)
+	b = AppendAttr(b, unix.IFA_LOCAL, a)
+	b = AppendAttr(b, unix.IFA_ADDRESS, a)
 	if p.Addr().Is6() {
-		b = nlAttr(b, unix.IFA_FLAGS, ne.AppendUint32(nil, unix.IFA_F_NODAD))
+		b = AppendAttr(b, unix.IFA_FLAGS, ne.AppendUint32(nil, unix.IFA_F_NODAD))
 	}
 	return b
 }
@@ -189,7 +209,7 @@ func ListAddrs() ([]Addr, error) {
 		}
 		bits, ifindex := int(data[1]), int(ne.Uint32(data[4:]))
 		var local, addr netip.Addr
-		nlAttrs(data[unix.SizeofIfAddrmsg:], func(t uint16, d []byte) {
+		Attrs(data[unix.SizeofIfAddrmsg:], func(t uint16, d []byte) {
 			a, ok := netip.AddrFromSlice(d)
 			if !ok {
 				return
@@ -237,11 +257,11 @@ func LinkXDP(ifindex int) (uint32, string, error) {
 			return
 		}
 		found = true
-		nlAttrs(data[unix.SizeofIfInfomsg:], func(t uint16, d []byte) {
+		Attrs(data[unix.SizeofIfInfomsg:], func(t uint16, d []byte) {
 			if t != unix.IFLA_XDP {
 				return
 			}
-			nlAttrs(d, func(t uint16, d []byte) {
+			Attrs(d, func(t uint16, d []byte) {
 				switch {
 				case t == unix.IFLA_XDP_PROG_ID && len(d) >= 4:
 					id = ne.Uint32(d)
