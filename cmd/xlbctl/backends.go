@@ -49,11 +49,7 @@ var backendCommands = []*command{
 }
 
 func backendList(a *app, c *command, args []string) error {
-	_, pos, err := c.parse(a, args, 1, 1)
-	if err != nil {
-		return err
-	}
-	cl, err := a.client()
+	_, pos, cl, err := c.parseClient(a, args, 1, 1)
 	if err != nil {
 		return err
 	}
@@ -151,21 +147,11 @@ func weightString(w *int) string {
 }
 
 func backendRm(a *app, c *command, args []string) error {
-	_, pos, err := c.parse(a, args, 2, 2)
+	_, pos, cl, err := c.parseClient(a, args, 2, 2)
 	if err != nil {
 		return err
 	}
-	cl, err := a.client()
-	if err != nil {
-		return err
-	}
-	if _, err := cl.do(request{method: http.MethodDelete, path: api("services", pos[0], "backends", pos[1])}); err != nil {
-		return err
-	}
-	if a.format == fmtTable {
-		fmt.Fprintf(a.stdout, "backend %s removed from %s\n", pos[1], pos[0])
-	}
-	return nil
+	return a.remove(cl, api("services", pos[0], "backends", pos[1]), fmt.Sprintf("backend %s removed from %s", pos[1], pos[0]))
 }
 
 // backendState is drain, enable and disable.

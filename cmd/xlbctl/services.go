@@ -35,10 +35,7 @@ var serviceCommands = []*command{
 }
 
 func serviceList(a *app, c *command, args []string) error {
-	if _, _, err := c.parse(a, args, 0, 0); err != nil {
-		return err
-	}
-	cl, err := a.client()
+	_, _, cl, err := c.parseClient(a, args, 0, 0)
 	if err != nil {
 		return err
 	}
@@ -82,11 +79,7 @@ func isUp(b *backendView) bool {
 }
 
 func serviceGet(a *app, c *command, args []string) error {
-	_, pos, err := c.parse(a, args, 1, 1)
-	if err != nil {
-		return err
-	}
-	cl, err := a.client()
+	_, pos, cl, err := c.parseClient(a, args, 1, 1)
 	if err != nil {
 		return err
 	}
@@ -370,19 +363,36 @@ func displayName(name string) string {
 }
 
 func serviceRm(a *app, c *command, args []string) error {
-	_, pos, err := c.parse(a, args, 1, 1)
+	_, pos, cl, err := c.parseClient(a, args, 1, 1)
 	if err != nil {
 		return err
+	}
+	return a.remove(cl, api("services", pos[0]), "service "+pos[0]+" removed")
+}
+
+// parseClient is c.parse followed by a.client: the flags and positional
+// arguments of a command that calls the API, and the client to call it
+// with.
+func (c *command) parseClient(a *app, args []string, min, max int) (*flag.FlagSet, []string, *client, error) {
+	fs, pos, err := c.parse(a, args, min, max)
+	if err != nil {
+		return nil, nil, nil, err
 	}
 	cl, err := a.client()
 	if err != nil {
-		return err
+		return nil, nil, nil, err
 	}
-	if _, err := cl.do(request{method: http.MethodDelete, path: api("services", pos[0])}); err != nil {
+	return fs, pos, cl, nil
+}
+
+// remove sends DELETE for the API resource at path and, in table format,
+// writes the line done ("service web removed").
+func (a *app) remove(cl *client, path []string, done string) error {
+	if _, err := cl.do(request{method: http.MethodDelete, path: path}); err != nil {
 		return err
 	}
 	if a.format == fmtTable {
-		fmt.Fprintf(a.stdout, "service %s removed\n", pos[0])
+		fmt.Fprintln(a.stdout, done)
 	}
 	return nil
 }
