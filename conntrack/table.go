@@ -653,10 +653,30 @@ func pair4(t *Table, k *key4, e *Entry4) (p pairInfo[key4]) {
 	return p
 }
 
-// pair4to is pair4 writing to *p: pairTo over the IPv4 views of k, e and
-// p.partner, whose SNAT addresses are t.snat4 from index 0.
+// pair4to is pair4 writing to *p.
 func pair4to(t *Table, k *key4, e *Entry4, p *pairInfo[key4]) {
-	pairTo(p, (*natKey[[4]byte])(&p.partner), (*natKey[[4]byte])(k), (*natEntry[[4]byte])(e), t.snat4, 0)
+	*p = pairInfo[key4]{}
+	if !isPaired(e.Flags) {
+		return
+	}
+	p.partner.Proto = k.Proto
+	p.partner.SrcIP, p.partner.SrcPort = e.PeerIP, e.PeerPort
+	switch {
+	case e.Flags&FlagReverse != 0:
+		p.partner.DstIP, p.partner.DstPort = e.VIP, e.VPort
+	case e.Flags&FlagFullNAT != 0:
+		ip, ok := t.snatIP4(e.SNATAddr)
+		if !ok {
+			*p = pairInfo[key4]{}
+			return
+		}
+		p.what = pairSNAT
+		p.snatIdx, p.snatPort = e.SNATAddr, e.SNATPort
+		p.partner.DstIP, p.partner.DstPort = ip, e.SNATPort
+	default:
+		p.partner.DstIP, p.partner.DstPort = k.SrcIP, k.SrcPort
+	}
+	p.what |= pairPartner
 }
 
 // pair6 computes the NAT obligations of e stored under k (see Entry).
@@ -665,60 +685,28 @@ func pair6(t *Table, k *key6, e *entry6) (p pairInfo[key6]) {
 	return p
 }
 
-// pair6to is pair6 writing to *p: pairTo over the IPv6 views of k, e and
-// p.partner, whose SNAT addresses are t.snat6 from index len(t.snat4).
+// pair6to is pair6 writing to *p.
 func pair6to(t *Table, k *key6, e *entry6, p *pairInfo[key6]) {
-	pairTo(p, (*natKey[[16]byte])(&p.partner), (*natKey[[16]byte])(k), (*natEntry[[16]byte])(e), t.snat6, len(t.snat4))
-}
-
-// addrBytes is the address of one family: [4]byte or [16]byte.
-type addrBytes interface{ [4]byte | [16]byte }
-
-// natKey and natEntry are key4 and Entry4 (A = [4]byte) or key6 and
-// entry6 (A = [16]byte) with the address type as a parameter, so that
-// pairTo is written once for both families. Their underlying types are
-// the same, so a pointer to a family's key or entry converts to a pointer
-// to its view without unsafe, and a change to one of the concrete types
-// that the views do not follow stops the build.
-type natKey[A addrBytes] struct {
-	SrcIP, DstIP     A
-	SrcPort, DstPort uint16
-	Proto            uint8
-}
-
-// natEntry is the view of Entry4 and entry6 (see natKey).
-type natEntry[A addrBytes] struct {
-	Backend, Service          uint32
-	PeerIP, VIP               A
-	PeerPort, VPort, SNATPort uint16
-	SNATAddr, State, Flags    uint8
-}
-
-// pairTo writes to *p the NAT obligations of e stored under k, for either
-// family: partner is &p.partner seen as a natKey. SNAT address i of the
-// table (Entry.SNATAddr) is snat[i-first]; an index outside snat leaves
-// no obligation at all (the entry names an address the table lacks).
-func pairTo[K any, A addrBytes](p *pairInfo[K], partner *natKey[A], k *natKey[A], e *natEntry[A], snat []A, first int) {
-	*p = pairInfo[K]{}
+	*p = pairInfo[key6]{}
 	if !isPaired(e.Flags) {
 		return
 	}
-	partner.Proto = k.Proto
-	partner.SrcIP, partner.SrcPort = e.PeerIP, e.PeerPort
+	p.partner.Proto = k.Proto
+	p.partner.SrcIP, p.partner.SrcPort = e.PeerIP, e.PeerPort
 	switch {
 	case e.Flags&FlagReverse != 0:
-		partner.DstIP, partner.DstPort = e.VIP, e.VPort
+		p.partner.DstIP, p.partner.DstPort = e.VIP, e.VPort
 	case e.Flags&FlagFullNAT != 0:
-		i := int(e.SNATAddr) - first
-		if i < 0 || i >= len(snat) {
-			*p = pairInfo[K]{}
+		ip, ok := t.snatIP6(e.SNATAddr)
+		if !ok {
+			*p = pairInfo[key6]{}
 			return
 		}
 		p.what = pairSNAT
 		p.snatIdx, p.snatPort = e.SNATAddr, e.SNATPort
-		partner.DstIP, partner.DstPort = snat[i], e.SNATPort
+		p.partner.DstIP, p.partner.DstPort = ip, e.SNATPort
 	default:
-		partner.DstIP, partner.DstPort = k.SrcIP, k.SrcPort
+		p.partner.DstIP, p.partner.DstPort = k.SrcIP, k.SrcPort
 	}
 	p.what |= pairPartner
 }
