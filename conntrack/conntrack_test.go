@@ -9,6 +9,8 @@ import (
 	"testing"
 	"time"
 	"unsafe"
+
+	"github.com/xlb/xlb/internal/testutil"
 )
 
 func TestConfigValidate(t *testing.T) {
@@ -1098,11 +1100,12 @@ func TestZeroAllocs(t *testing.T) {
 			tbl.Delete(&fk)
 		},
 		"Expire":    func() { tbl.Expire(now, 16) },
+		"ExpireAll": func() { tbl.Expire(now, 1<<30) }, // both families
 		"Prefetch4": func() { tbl.Prefetch(false, hs) },
 		"Prefetch6": func() { tbl.Prefetch(true, h6) },
 	} {
-		if n := testing.AllocsPerRun(200, fn); n != 0 {
-			t.Errorf("%s: %v allocs/op", name, n)
+		if n := testutil.Mallocs(200, fn); n != 0 {
+			t.Errorf("%s: %d allocations in 200 calls", name, n)
 		}
 	}
 	checkTable(t, tbl)

@@ -10,21 +10,22 @@ import (
 
 	"github.com/xlb/xlb/conntrack"
 	"github.com/xlb/xlb/encap"
+	"github.com/xlb/xlb/internal/testutil"
 )
 
 // allocRuns is the number of measured calls per path in the zero-allocation
-// tests (testing.AllocsPerRun makes one more, untimed).
+// tests (testutil.Mallocs makes one more, unmeasured).
 const allocRuns = 50
 
 // allocsPerFrame runs the frames one Process call each, every frame
 // restored from its bytes into one buffer first (frames[i] on call i, the
-// last one again when they run out), and returns the allocations per call
-// after a first, unmeasured call. now advances 1 µs per call.
-func allocsPerFrame(w *Worker, s *Snapshot, frames [][]byte, now *int64) float64 {
+// last one again when they run out), and returns the allocations of all
+// calls after a first, unmeasured one. now advances 1 µs per call.
+func allocsPerFrame(w *Worker, s *Snapshot, frames [][]byte, now *int64) uint64 {
 	fr := []encap.Frame{frameOf(make([]byte, 2048))}
 	res := make([]Result, 1)
 	i := 0
-	return testing.AllocsPerRun(allocRuns, func() {
+	return testutil.Mallocs(allocRuns, func() {
 		b := frames[min(i, len(frames)-1)]
 		i++
 		copy(fr[0].Buf[headroom:], b)
@@ -81,7 +82,7 @@ func TestPerPacketPathsZeroAllocs(t *testing.T) {
 		if !w.prefetch {
 			t.Fatal("prefetch is off")
 		}
-		n := testing.AllocsPerRun(allocRuns, func() {
+		n := testutil.Mallocs(allocRuns, func() {
 			for i := range frames {
 				copy(frames[i].Buf[headroom:], orig[i])
 				frames[i].Off, frames[i].Len = headroom, len(orig[i])
@@ -90,7 +91,7 @@ func TestPerPacketPathsZeroAllocs(t *testing.T) {
 			w.Process(s, frames, res, now)
 		})
 		if n != 0 {
-			t.Errorf("%v allocations per batch", n)
+			t.Errorf("%d allocations in %d batches", n, allocRuns)
 		}
 	})
 }
@@ -159,7 +160,7 @@ func perPacketZeroAllocs(t *testing.T, mode Mode, v6 bool, flows int) {
 			t.Fatalf("%s: %+v, want %v", name, r, want)
 		}
 		if n := allocsPerFrame(w, s, frames, &now); n != 0 {
-			t.Errorf("%s: %v allocations per packet", name, n)
+			t.Errorf("%s: %d allocations in %d packets", name, n, allocRuns)
 		}
 	}
 	// New flows: a fresh source port for every call.
@@ -229,7 +230,7 @@ func TestFragHashZeroAllocs(t *testing.T) {
 			t.Fatalf("%+v: %+v", p, r)
 		}
 		if n := allocsPerFrame(w, s, [][]byte{b}, &now); n != 0 {
-			t.Errorf("%+v: %v allocations per packet", p, n)
+			t.Errorf("%+v: %d allocations in %d packets", p, n, allocRuns)
 		}
 	}
 }

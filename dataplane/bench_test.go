@@ -17,6 +17,35 @@ import (
 // pipeline) and then replays established-flow packets of a 1k-flow working
 // set cycling through the table, batch by batch, reporting ns/packet.
 func benchEstablished(b *testing.B, mode Mode, n int, cm ChecksumMode) {
+	benchEstablishedOpt(b, mode, n, cm, benchOpt{})
+}
+
+// benchOpt varies benchEstablished: prefetch sets the worker's prefetch
+// knob (on: prefetch whatever the table's size; off: never), and cold
+// evicts the CPU caches between batches (untimed), as the kernel's work
+// between two rx batches of a forwarding host does.
+type benchOpt struct {
+	prefetch *bool
+	cold     bool
+}
+
+// evictBuf is read between batches by a cold benchmark: larger than the
+// L2 cache of any CPU we run on, so a batch finds its flows' lines (and
+// the VIP index, the snapshot) at best in L3.
+var evictBuf = make([]byte, 4<<20)
+
+// evict reads evictBuf, one load per cache line, and returns a sum so the
+// loads are not optimised away.
+func evict() (sum byte) {
+	for i := 0; i < len(evictBuf); i += 64 {
+		sum += evictBuf[i]
+	}
+	return sum
+}
+
+var evictSink byte
+
+func benchEstablishedOpt(b *testing.B, mode Mode, n int, cm ChecksumMode, o benchOpt) {
 	spec := testSpec(mode, SchedMaglev, false, 8)
 	spec.Ifaces[0].Checksum = cm
 	s := mustBuild(b, spec, nil)
@@ -66,10 +95,18 @@ func benchEstablished(b *testing.B, mode Mode, n int, cm ChecksumMode) {
 		orig[i] = pkt{src: addr(i % n), dst: vip4, sport: 40000, dport: 80, flags: "A", payload: 64}.bytes(b)
 	}
 	flow := 0
+	if o.prefetch != nil {
+		w.forcePrefetch = o.prefetch
+	}
 	// Restore the frames (the rewrite changed them), as a NIC would write
 	// fresh ones: a ~120-byte copy per packet, measured too (StopTimer
 	// per batch would cost more than the pipeline).
 	benchTemplates(b, w, s, orig, now, 1000, func(_, off int, batch []encap.Frame) {
+		if o.cold {
+			b.StopTimer()
+			evictSink += evict()
+			b.StartTimer()
+		}
 		for j := range batch {
 			copy(batch[j].Buf[headroom:], orig[off+j])
 			batch[j].Off, batch[j].Len = headroom, len(orig[off+j])
@@ -92,6 +129,28 @@ func BenchmarkEstablished(b *testing.B) {
 	// interfaces[].checksum: fix recomputes every frame's checksum (a
 	// 64-byte payload here).
 	b.Run("dsr,checksum=fix/flows=1000", func(b *testing.B) { benchEstablished(b, ModeDSR, 1000, ChecksumFix) })
+}
+
+// BenchmarkEstablishedCold measures dsr established flows with the CPU
+// caches warm and with them evicted between batches (cold: what the
+// kernel's work between two rx batches does to them on a busy host), with
+// the conntrack prefetch pass forced on and off, in tables of 1k, 10k and
+// 100k flows. The worker turns prefetching on from prefetchFlows (64k)
+// entries: these figures are what that threshold rests on.
+func BenchmarkEstablishedCold(b *testing.B) {
+	for _, n := range []int{1000, 10_000, 100_000} {
+		for _, cold := range []bool{false, true} {
+			for _, pf := range []bool{false, true} {
+				cache := "warm"
+				if cold {
+					cache = "cold"
+				}
+				b.Run(fmt.Sprintf("flows=%d/%s/prefetch=%v", n, cache, pf), func(b *testing.B) {
+					benchEstablishedOpt(b, ModeDSR, n, ChecksumVerify, benchOpt{prefetch: &pf, cold: cold})
+				})
+			}
+		}
+	}
 }
 
 // BenchmarkEstablished6 is BenchmarkEstablished over IPv6 (1k flows,

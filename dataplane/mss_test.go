@@ -13,6 +13,7 @@ import (
 
 	"github.com/xlb/xlb/conntrack"
 	"github.com/xlb/xlb/encap"
+	"github.com/xlb/xlb/internal/testutil"
 )
 
 // synWithMSS is a client's SYN to dst:80 carrying Linux's options (MSS
@@ -159,12 +160,12 @@ func TestTunnelSYNClampZeroAllocs(t *testing.T) {
 	}
 	reset()
 	w.Process(s, frames, res, now)
-	if n := testing.AllocsPerRun(200, func() {
+	if n := testutil.Mallocs(200, func() {
 		reset()
 		now += 1000
 		w.Process(s, frames, res, now)
 	}); n != 0 {
-		t.Fatalf("%v allocations per batch", n)
+		t.Fatalf("%d allocations in 200 batches", n)
 	}
 	if res[0].Action != ActTx {
 		t.Fatalf("result %+v", res[0])

@@ -8,6 +8,7 @@ import (
 
 	"github.com/xlb/xlb/conntrack"
 	"github.com/xlb/xlb/encap"
+	"github.com/xlb/xlb/internal/testutil"
 )
 
 // TestNATWithoutState: a nat flow that has no conntrack entry (full table,
@@ -71,12 +72,12 @@ func TestNATWithoutState(t *testing.T) {
 		}
 		frames, res := []encap.Frame{frameOf(reply)}, make([]Result, 1)
 		buf := frames[0]
-		if n := testing.AllocsPerRun(100, func() {
+		if n := testutil.Mallocs(100, func() {
 			frames[0] = buf
 			copy(buf.Bytes(), reply)
 			w.Process(s, frames, res, sec)
 		}); n > 0 {
-			t.Fatalf("%v allocs per stateless reply", n)
+			t.Fatalf("%d allocations in 100 stateless replies", n)
 		}
 	}
 }

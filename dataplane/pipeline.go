@@ -72,6 +72,7 @@ type Worker struct {
 	// Test knobs: slow turns the fast path off, prefetchAll forces the
 	// prefetching batch loop (TestFastPathMatchesPipeline compares them).
 	slow, prefetchAll bool
+	forcePrefetch     *bool        // benchmarks: prefetch on or off whatever the table's size
 	fastHits          [2]uint64    // frames the fast path took, IPv4 and IPv6 (tests)
 	csum              ChecksumMode // the ingress interface's, for this batch
 	tick              uint32       // conntrack\'s Tick of this batch\'s now
@@ -146,6 +147,9 @@ func (w *Worker) Process(s *Snapshot, frames []encap.Frame, res []Result, now in
 		// Prefetching pays once the table outgrows the CPU caches; before
 		// that it costs a batch of decoded headers in L1.
 		w.prefetch = w.ct.Len() >= prefetchFlows || w.prefetchAll
+		if w.forcePrefetch != nil {
+			w.prefetch = *w.forcePrefetch
+		}
 	}
 	w.c.RxPackets += uint64(len(frames))
 	w.csum = ChecksumVerify

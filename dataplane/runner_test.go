@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/xlb/xlb/internal/testutil"
 	"github.com/xlb/xlb/internal/xsk"
 )
 
@@ -266,7 +267,7 @@ func TestRunnerZeroAllocs(t *testing.T) {
 		e.peer.Drain(nil)
 	}
 	pass()
-	if n := testing.AllocsPerRun(100, pass); n != 0 {
-		t.Fatalf("%v allocations per batch", n)
+	if n := testutil.Mallocs(100, pass); n != 0 {
+		t.Fatalf("%d allocations in 100 batches", n)
 	}
 }
