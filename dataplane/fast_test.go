@@ -80,7 +80,7 @@ func TestFastPathMatchesPipeline(t *testing.T) {
 			for i := range sides {
 				sides[i].ct = newCT(t, 4096)
 				sides[i].w = NewWorker(sides[i].ct, 0)
-				sides[i].w.prefetchAll = prefetch
+				sides[i].w.forcePrefetch = &prefetch
 			}
 			sides[1].w.slow = true
 			s := mustBuild(t, fastSpec(nil), nil)

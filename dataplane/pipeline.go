@@ -69,13 +69,15 @@ type Worker struct {
 	// prefetch is on while the conntrack table holds at least
 	// prefetchFlows entries (checked every prefetchCheck batches).
 	prefetch bool
-	// Test knobs: slow turns the fast path off, prefetchAll forces the
-	// prefetching batch loop (TestFastPathMatchesPipeline compares them).
-	slow, prefetchAll bool
-	forcePrefetch     *bool        // benchmarks: prefetch on or off whatever the table's size
-	fastHits          [2]uint64    // frames the fast path took, IPv4 and IPv6 (tests)
-	csum              ChecksumMode // the ingress interface's, for this batch
-	tick              uint32       // conntrack\'s Tick of this batch\'s now
+	// Test knobs: slow turns the fast path off; forcePrefetch, when set,
+	// turns the prefetching batch loop on or off whatever the table's
+	// size (TestFastPathMatchesPipeline compares the loops,
+	// BenchmarkEstablishedCold measures them).
+	slow          bool
+	forcePrefetch *bool
+	fastHits      [2]uint64    // frames the fast path took, IPv4 and IPv6 (tests)
+	csum          ChecksumMode // the ingress interface's, for this batch
+	tick          uint32       // conntrack's Tick of this batch's now
 
 	c        Counters
 	svc      []objState // by service ID
@@ -146,7 +148,7 @@ func (w *Worker) Process(s *Snapshot, frames []encap.Frame, res []Result, now in
 	if w.batch%prefetchCheck == 1 && !w.dry {
 		// Prefetching pays once the table outgrows the CPU caches; before
 		// that it costs a batch of decoded headers in L1.
-		w.prefetch = w.ct.Len() >= prefetchFlows || w.prefetchAll
+		w.prefetch = w.ct.Len() >= prefetchFlows
 		if w.forcePrefetch != nil {
 			w.prefetch = *w.forcePrefetch
 		}

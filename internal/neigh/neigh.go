@@ -35,6 +35,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/xlb/xlb/internal/rtnl"
 )
 
 // ErrNotUnicast is returned when the route to a destination is not a
@@ -160,7 +162,7 @@ func (r *Resolver) request(typ, flags uint16, body []byte, fn func(typ uint16, d
 	r.seq++
 	seq := r.seq
 	flags |= unix.NLM_F_REQUEST
-	if err := unix.Sendto(r.fd, message(nil, typ, flags, seq, body), 0, &unix.SockaddrNetlink{Family: unix.AF_NETLINK}); err != nil {
+	if err := unix.Sendto(r.fd, rtnl.AppendMessage(nil, typ, flags, seq, body), 0, &unix.SockaddrNetlink{Family: unix.AF_NETLINK}); err != nil {
 		return fmt.Errorf("netlink send: %w", err)
 	}
 	dump := flags&unix.NLM_F_DUMP == unix.NLM_F_DUMP
@@ -191,7 +193,7 @@ func (r *Resolver) request(typ, flags uint16, body []byte, fn func(typ uint16, d
 			}
 			switch h.typ {
 			case unix.NLMSG_ERROR:
-				return nlError(h, data)
+				return rtnl.DecodeError(h.flags, data)
 			case unix.NLMSG_DONE:
 				if len(data) >= 4 {
 					if code := int32(ne.Uint32(data)); code < 0 {
@@ -246,7 +248,7 @@ func (r *Resolver) Route(dst netip.Addr) (Route, error) {
 		// strict request check accepts no flag but RTM_F_FIB_MATCH.
 		ne.PutUint32(body[8:], unix.RTM_F_LOOKUP_TABLE)
 	}
-	body = attr(body, unix.RTA_DST, dst.AsSlice())
+	body = rtnl.AppendAttr(body, unix.RTA_DST, dst.AsSlice())
 
 	var rt Route
 	var rtype byte
@@ -257,7 +259,7 @@ func (r *Resolver) Route(dst netip.Addr) (Route, error) {
 		}
 		got = true
 		rtype = data[7]
-		attrs(data[unix.SizeofRtMsg:], func(typ uint16, d []byte) {
+		rtnl.Attrs(data[unix.SizeofRtMsg:], func(typ uint16, d []byte) {
 			switch typ {
 			case unix.RTA_OIF:
 				if len(d) >= 4 {
@@ -355,7 +357,7 @@ func (r *Resolver) neighbor(ifindex int, addr netip.Addr) (entry, bool, error) {
 	// kernel uses as a dump filter.
 	body := make([]byte, unix.SizeofNdMsg)
 	body[0] = family(addr)
-	body = attr(body, unix.NDA_IFINDEX, ne.AppendUint32(nil, uint32(ifindex)))
+	body = rtnl.AppendAttr(body, unix.NDA_IFINDEX, ne.AppendUint32(nil, uint32(ifindex)))
 	var (
 		e     entry
 		found bool
@@ -372,7 +374,7 @@ func (r *Resolver) neighbor(ifindex int, addr netip.Addr) (entry, bool, error) {
 			}
 			var dst netip.Addr
 			var mac net.HardwareAddr
-			attrs(data[unix.SizeofNdMsg:], func(typ uint16, d []byte) {
+			rtnl.Attrs(data[unix.SizeofNdMsg:], func(typ uint16, d []byte) {
 				switch typ {
 				case unix.NDA_DST:
 					dst, _ = addrFrom(d)
@@ -423,7 +425,7 @@ func (r *Resolver) use(ifindex int, addr netip.Addr) error {
 	body[0] = family(addr)
 	ne.PutUint32(body[4:], uint32(ifindex))
 	body[10] = unix.NTF_USE // ndm_flags; ndm_state stays NUD_NONE
-	body = attr(body, unix.NDA_DST, addr.AsSlice())
+	body = rtnl.AppendAttr(body, unix.NDA_DST, addr.AsSlice())
 	return r.request(unix.RTM_NEWNEIGH, unix.NLM_F_CREATE|unix.NLM_F_ACK, body, func(uint16, []byte) {})
 }
 

@@ -9,31 +9,14 @@ import (
 	"github.com/xlb/xlb/internal/rtnl"
 )
 
-// Minimal rtnetlink framing: requests are one message, replies are parsed
-// in place. Netlink headers and attributes are in host byte order. The
-// framing is internal/rtnl's; the names here keep this package's callers
-// short.
+// Minimal rtnetlink: requests are one message, replies are parsed in
+// place (internal/rtnl's framing). Netlink headers and attributes are in
+// host byte order.
 
 var ne = binary.NativeEndian
 
 // errDumpInterrupted means the table changed during a dump; retry.
 var errDumpInterrupted = errors.New("dump interrupted")
-
-// message appends a netlink message of type typ carrying body to b.
-func message(b []byte, typ, flags uint16, seq uint32, body []byte) []byte {
-	return rtnl.AppendMessage(b, typ, flags, seq, body)
-}
-
-// attr appends a netlink attribute, padded to 4 bytes.
-func attr(b []byte, typ uint16, data []byte) []byte { return rtnl.AppendAttr(b, typ, data) }
-
-// attrs calls fn for every attribute in b; malformed trailing bytes are
-// ignored.
-func attrs(b []byte, fn func(typ uint16, data []byte)) { rtnl.Attrs(b, fn) }
-
-// nlError decodes an NLMSG_ERROR payload: nil for an ACK, else the errno
-// with the kernel's extended-ack message if there is one.
-func nlError(h header, data []byte) error { return rtnl.DecodeError(h.flags, data) }
 
 // header is a parsed netlink message header.
 type header struct {

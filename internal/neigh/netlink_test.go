@@ -8,22 +8,24 @@ import (
 	"testing"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/xlb/xlb/internal/rtnl"
 )
 
 func TestMessageAndAttrs(t *testing.T) {
 	body := make([]byte, unix.SizeofRtMsg)
-	body = attr(body, unix.RTA_DST, []byte{10, 0, 0, 1})
-	body = attr(body, unix.RTA_OIF, ne.AppendUint32(nil, 7))
-	body = attr(body, unix.RTA_GATEWAY|0x8000, []byte{1, 2, 3}) // padded, flag bit set
-	b := message(nil, unix.RTM_NEWROUTE, unix.NLM_F_REQUEST, 42, body)
-	b = message(b, unix.NLMSG_DONE, 0, 42, make([]byte, 4))
+	body = rtnl.AppendAttr(body, unix.RTA_DST, []byte{10, 0, 0, 1})
+	body = rtnl.AppendAttr(body, unix.RTA_OIF, ne.AppendUint32(nil, 7))
+	body = rtnl.AppendAttr(body, unix.RTA_GATEWAY|0x8000, []byte{1, 2, 3}) // padded, flag bit set
+	b := rtnl.AppendMessage(nil, unix.RTM_NEWROUTE, unix.NLM_F_REQUEST, 42, body)
+	b = rtnl.AppendMessage(b, unix.NLMSG_DONE, 0, 42, make([]byte, 4))
 
 	h, data, rest, ok := nextMessage(b)
 	if !ok || h.typ != unix.RTM_NEWROUTE || h.seq != 42 || int(h.len) != unix.SizeofNlMsghdr+len(body) {
 		t.Fatalf("first message: %+v ok=%v", h, ok)
 	}
 	var got []string
-	attrs(data[unix.SizeofRtMsg:], func(typ uint16, d []byte) {
+	rtnl.Attrs(data[unix.SizeofRtMsg:], func(typ uint16, d []byte) {
 		got = append(got, fmt.Sprintf("%d:%d", typ, len(d)))
 	})
 	want := []string{
@@ -47,27 +49,27 @@ func TestMessageAndAttrs(t *testing.T) {
 func TestNLError(t *testing.T) {
 	errMsg := func(code int32, capped bool, msg string) (header, []byte) {
 		d := ne.AppendUint32(nil, uint32(code))
-		req := message(nil, unix.RTM_GETROUTE, unix.NLM_F_REQUEST, 1, bytes.Repeat([]byte{0xee}, 12))
+		req := rtnl.AppendMessage(nil, unix.RTM_GETROUTE, unix.NLM_F_REQUEST, 1, bytes.Repeat([]byte{0xee}, 12))
 		flags := uint16(unix.NLM_F_ACK_TLVS)
 		if capped {
 			req = req[:unix.SizeofNlMsghdr]
 			flags |= unix.NLM_F_CAPPED
 		}
 		d = append(d, req...)
-		d = attr(d, unix.NLMSGERR_ATTR_MSG, append([]byte(msg), 0))
+		d = rtnl.AppendAttr(d, unix.NLMSGERR_ATTR_MSG, append([]byte(msg), 0))
 		return header{flags: flags}, d
 	}
-	if err := nlError(header{}, make([]byte, 20)); err != nil {
+	if err := rtnl.DecodeError(0, make([]byte, 20)); err != nil {
 		t.Errorf("ACK: %v", err)
 	}
 	for _, capped := range []bool{true, false} {
 		h, d := errMsg(-int32(unix.EINVAL), capped, "bad flags")
-		err := nlError(h, d)
+		err := rtnl.DecodeError(h.flags, d)
 		if !errors.Is(err, unix.EINVAL) || !strings.Contains(err.Error(), "(bad flags)") {
 			t.Errorf("capped=%v: %v, want EINVAL with the message", capped, err)
 		}
 	}
-	if err := nlError(header{}, []byte{1}); err == nil {
+	if err := rtnl.DecodeError(0, []byte{1}); err == nil {
 		t.Error("short error message: no error")
 	}
 }
@@ -75,9 +77,9 @@ func TestNLError(t *testing.T) {
 // FuzzParse feeds arbitrary bytes to the reply parsers: no panics, and
 // every attribute stays inside its buffer.
 func FuzzParse(f *testing.F) {
-	body := attr(make([]byte, unix.SizeofNdMsg), unix.NDA_DST, []byte{10, 0, 0, 1})
-	f.Add(message(nil, unix.RTM_NEWNEIGH, 0, 1, body))
-	f.Add(message(nil, unix.NLMSG_ERROR, unix.NLM_F_ACK_TLVS, 1, make([]byte, 24)))
+	body := rtnl.AppendAttr(make([]byte, unix.SizeofNdMsg), unix.NDA_DST, []byte{10, 0, 0, 1})
+	f.Add(rtnl.AppendMessage(nil, unix.RTM_NEWNEIGH, 0, 1, body))
+	f.Add(rtnl.AppendMessage(nil, unix.NLMSG_ERROR, unix.NLM_F_ACK_TLVS, 1, make([]byte, 24)))
 	f.Add([]byte{0xff, 0xff, 0, 0})
 	f.Fuzz(func(t *testing.T, b []byte) {
 		for len(b) > 0 {
@@ -85,8 +87,8 @@ func FuzzParse(f *testing.F) {
 			if !ok {
 				return
 			}
-			_ = nlError(h, data)
-			attrs(data, func(_ uint16, d []byte) {
+			_ = rtnl.DecodeError(h.flags, data)
+			rtnl.Attrs(data, func(_ uint16, d []byte) {
 				if len(d) > len(data) {
 					t.Fatalf("attribute of %d bytes in %d", len(d), len(data))
 				}

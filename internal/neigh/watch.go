@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/xlb/xlb/internal/rtnl"
 )
 
 // Event is a change in the kernel's neighbour or routing tables.
@@ -100,7 +102,7 @@ func (w *Watcher) Next() ([]Event, error) {
 				break
 			}
 			ev := Event{Ifindex: int(int32(ne.Uint32(data[4:]))), State: ne.Uint16(data[8:]), Deleted: h.typ == unix.RTM_DELNEIGH}
-			attrs(data[unix.SizeofNdMsg:], func(typ uint16, d []byte) {
+			rtnl.Attrs(data[unix.SizeofNdMsg:], func(typ uint16, d []byte) {
 				switch typ {
 				case unix.NDA_DST:
 					ev.Addr, _ = addrFrom(d)
