@@ -221,6 +221,15 @@ func TestSetReconcile(t *testing.T) {
 	m.Close()
 	m.Close() // idempotent
 	waitFor(t, "goroutines to end", func() bool { return runtime.NumGoroutine() <= base })
+	// A check that connected just before Close may still be in the
+	// listener's accept queue (its Accept runs late on a loaded host):
+	// wait for a whole five intervals without one, which never comes if
+	// checks go on, then require that none follow.
+	waitFor(t, "a's last check", func() bool {
+		n := a.accepted.Load()
+		time.Sleep(100 * time.Millisecond)
+		return a.accepted.Load() == n
+	})
 	n := a.accepted.Load()
 	time.Sleep(60 * time.Millisecond)
 	if a.accepted.Load() != n {
